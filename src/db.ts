@@ -1,0 +1,60 @@
+/**
+ * Two Sequelize instances, two pools: one for the API side, one for the scheduler side.
+ * The original system shared one pool between web requests and a task queue polling every 5 s;
+ * the queue held every connection and logins timed out (../shared/seeds/000). Here the
+ * scheduler can exhaust only its own budget. Each pool sets its own `application_name`, so
+ * `pg_stat_activity` tells them apart (and the maintenance jobs can find fairsend's sessions).
+ */
+import { Sequelize, type Options } from 'sequelize';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+
+export const APP_NAME_API = 'fairsend-api';
+export const APP_NAME_SCHEDULER = 'fairsend-scheduler';
+
+export interface PoolSettings {
+  max: number;
+  min: number;
+  acquire: number;
+  idle: number;
+  evict: number;
+}
+
+export function poolSettings(config: Config, side: 'api' | 'scheduler'): PoolSettings {
+  return side === 'api'
+    ? {
+        max: config.apiPoolMax,
+        min: config.apiPoolMin,
+        acquire: config.apiPoolAcquireMs,
+        idle: config.apiPoolIdleMs,
+        evict: config.apiPoolEvictMs,
+      }
+    : {
+        max: config.schedulerPoolMax,
+        min: config.schedulerPoolMin,
+        acquire: config.schedulerPoolAcquireMs,
+        idle: config.schedulerPoolIdleMs,
+        evict: config.schedulerPoolEvictMs,
+      };
+}
+
+export function createSequelize(url: string, pool: PoolSettings, applicationName: string, logger?: Logger): Sequelize {
+  const options: Options = {
+    dialect: 'postgres',
+    pool,
+    logging: logger ? (sql: string) => logger.trace({ sql, pool: applicationName }) : false,
+    dialectOptions: { application_name: applicationName },
+    define: { underscored: true },
+    // BIGINT counts come back as strings from pg; fairsend's counts fit in a JS number.
+    benchmark: false,
+  };
+  return new Sequelize(url, options);
+}
+
+/** Live usage of a Sequelize pool (sequelize-pool's counters), for status and metrics. */
+export function poolUsage(sequelize: Sequelize): { size: number; available: number; using: number; waiting: number; max: number } {
+  const pool = (
+    sequelize.connectionManager as unknown as { pool: { size: number; available: number; using: number; waiting: number; maxSize: number } }
+  ).pool;
+  return { size: pool.size, available: pool.available, using: pool.using, waiting: pool.waiting, max: pool.maxSize };
+}
