@@ -1,0 +1,19 @@
+import { DateTime } from 'luxon';
+import type { Sequelize } from 'sequelize';
+import type { Config } from '../src/config.js';
+import type { Logger } from '../src/logger.js';
+import type { Models } from '../models/index.js';
+
+/** The clock every time-dependent decision reads; tests inject their own. */
+export type Clock = () => DateTime;
+export const systemClock: Clock = () => DateTime.now();
+
+/** What the domain services need: the API pool and models, the scheduler pool, a clock, a logger. */
+export interface ServiceContext {
+  config: Config;
+  logger: Logger;
+  apiDb: Sequelize;
+  schedulerDb: Sequelize;
+  models: Models;
+  clock: Clock;
+}

@@ -1,0 +1,177 @@
+/**
+ * Pre-generation of a campaign's queue: when a campaign is due, its whole list of subtasks (one per
+ * recipient, ordered by contact id) is written by ONE `INSERT ... SELECT` inside PostgreSQL, in one
+ * transaction per campaign. No row crosses the client: on the development machine a plain COPY of
+ * 1,000,000 narrow rows takes about 3 s and client-side multi-row INSERTs about 12 s, while the
+ * server-side statement avoids the client altogether (see bench/generation.ts for the figure).
+ *
+ * Exactly once, also with several engine processes: the due campaign is claimed with
+ * `FOR UPDATE SKIP LOCKED` (a second generator skips it, and after commit it is no longer due).
+ * The primary key (task_id, contact_id) is the backstop: a repeat would fail loudly, not duplicate.
+ *
+ * Credit: recipients were counted and reserved at creation. Contacts may have changed since: the
+ * queue is capped at what the user's credit covers (reservation + remaining credit, the user row
+ * locked for the statement), the difference is charged or refunded, and a cap that cut recipients
+ * off is recorded in the campaign's wait_reason and logged: nothing is dropped silently.
+ */
+import { DateTime } from 'luxon';
+import type { Transaction } from 'sequelize';
+import type { StoredRecipientRule, StoredSendWindow } from '../models/index.js';
+import type { ServiceContext } from './context.js';
+import { recipientPredicate } from './recipients.js';
+import { nextSendTime } from './send-window.js';
+
+export interface GenerationResult {
+  taskId: number;
+  generated: number;
+  /** Recipients that matched but were beyond the user's credit. */
+  cutOff: number;
+  ms: number;
+}
+
+interface DueTask {
+  id: string;
+  created_by: number;
+  contacts: number[];
+  templates: number[];
+  recipient_rule: StoredRecipientRule | null;
+  send_window: StoredSendWindow | null;
+  timezone: string;
+  reserved_quota: number;
+  user_timezone: string;
+  user_remaining: string;
+}
+
+export function createGenerator(ctx: ServiceContext) {
+  const db = ctx.schedulerDb;
+  const query = async <T>(sql: string, bind: Record<string, unknown>, transaction: Transaction) =>
+    (await db.query(sql, { bind, transaction }))[0] as T[];
+
+  /** not_before per recipient zone, computed with luxon once per distinct zone (not per recipient). */
+  async function windowTimes(task: DueTask, where: { sql: string; bind: Record<string, unknown> }, now: DateTime, t: Transaction) {
+    const w = task.send_window!;
+    const fixedZone = w.timezone !== 'recipient' ? w.timezone : undefined;
+    const zones = fixedZone
+      ? [fixedZone]
+      : (
+          await query<{ zone: string }>(
+            `SELECT DISTINCT COALESCE(c.timezone, $userTz, $taskTz) AS zone FROM contacts c WHERE ${where.sql}`,
+            { ...where.bind, userTz: task.user_timezone, taskTz: task.timezone },
+            t,
+          )
+        ).map((r) => r.zone);
+    const window = { start: w.start, end: w.end, ...(w.days ? { days: w.days } : {}) };
+    return { zones, times: zones.map((z) => nextSendTime(window, z, now).toUTC().toISO()!) };
+  }
+
+  async function generateOne(now: DateTime): Promise<GenerationResult | undefined> {
+    const started = performance.now();
+    return db.transaction(async (t) => {
+      const [task] = await query<DueTask>(
+        `SELECT t.id, t.created_by, t.contacts, t.templates, t.recipient_rule, t.send_window, t.timezone, t.reserved_quota,
+                u.timezone AS user_timezone, u.remaining_quota AS user_remaining
+           FROM tasks t JOIN users u ON u.id = t.created_by
+          WHERE t.status = 'scheduled' AND t.generated_at IS NULL AND t.scheduled_at <= $now
+          ORDER BY t.scheduled_at, t.id
+          LIMIT 1
+          FOR UPDATE OF t SKIP LOCKED`,
+        { now: now.toJSDate() },
+        t,
+      );
+      if (!task) return undefined;
+      // Lock the user's credit for the statement: the cap below must not race a new campaign.
+      const [user] = await query<{ remaining_quota: string }>(
+        'SELECT remaining_quota FROM users WHERE id = $id FOR UPDATE',
+        { id: task.created_by },
+        t,
+      );
+      const cap = task.reserved_quota + Number(user!.remaining_quota);
+      const where = recipientPredicate({ userId: task.created_by, contacts: task.contacts.map(Number), rule: task.recipient_rule });
+      const bind: Record<string, unknown> = {
+        ...where.bind,
+        taskId: task.id,
+        templates: task.templates,
+        nTemplates: task.templates.length,
+        now: now.toJSDate(),
+      };
+      let notBefore = '$now::timestamptz';
+      let zoneExpr = 'NULL::text';
+      let join = '';
+      if (task.send_window) {
+        const w = await windowTimes(task, where, now, t);
+        Object.assign(bind, { wZones: w.zones, wTimes: w.times });
+        if (task.send_window.timezone !== 'recipient') {
+          bind.fixedZone = task.send_window.timezone;
+          zoneExpr = '$fixedZone::text';
+        } else {
+          Object.assign(bind, { userTz: task.user_timezone, taskTz: task.timezone });
+          zoneExpr = 'COALESCE(c.timezone, $userTz, $taskTz)';
+        }
+        join = `JOIN unnest($wZones::text[], $wTimes::timestamptz[]) AS w(zone, at) ON w.zone = ${zoneExpr}`;
+        notBefore = 'w.at';
+      }
+      // No ORDER BY / LIMIT: a sequential scan of contacts feeds the primary-key index (task_id,
+      // contact_id) in nearly ascending order, which is the queue's order; an ORDER BY ... LIMIT
+      // made the planner walk the contacts index instead (1.4 s against 0.3 s per million).
+      const [, inserted] = (await db.query(
+        `INSERT INTO subtasks (task_id, user_id, contact_id, email, template_id, not_before, timezone)
+         SELECT $taskId, c.user_id, c.id, c.email,
+                -- deterministic template choice: the same contact always gets the same template
+                ($templates::int[])[1 + (c.id % $nTemplates)::int],
+                ${notBefore}, ${task.send_window ? zoneExpr : 'NULL'}
+           FROM contacts c ${join}
+          WHERE ${where.sql}`,
+        { bind, transaction: t, type: 'INSERT' as never },
+      )) as unknown as [unknown, number];
+      let generated = Number(inserted);
+      let cutOff = 0;
+      if (generated > cap) {
+        // The credit covers fewer recipients than matched: keep the first `cap` by contact id.
+        cutOff = generated - cap;
+        await query(
+          `DELETE FROM subtasks WHERE task_id = $taskId AND contact_id >= (
+             SELECT contact_id FROM subtasks WHERE task_id = $taskId ORDER BY contact_id OFFSET $cap LIMIT 1)`,
+          { taskId: task.id, cap },
+          t,
+        );
+        generated = cap;
+      }
+      const status = generated === 0 ? 'completed' : 'sending';
+      const reason = cutOff > 0 ? `${cutOff} recipients matched beyond the user's credit and were not queued` : null;
+      await query(
+        `UPDATE tasks SET generated_at = $now, status = $status, total_count = $n, reserved_quota = $n, wait_reason = $reason,
+                completed_at = CASE WHEN $status = 'completed' THEN $now::timestamptz END, updated_at = now()
+          WHERE id = $id`,
+        { now: now.toJSDate(), status, n: generated, reason, id: task.id },
+        t,
+      );
+      // Charge (negative) or refund (positive) the difference between reservation and queue.
+      await query(
+        'UPDATE users SET remaining_quota = remaining_quota + $delta, updated_at = now() WHERE id = $id',
+        { delta: task.reserved_quota - generated, id: task.created_by },
+        t,
+      );
+      const result = { taskId: Number(task.id), generated, cutOff, ms: Math.round(performance.now() - started) };
+      if (cutOff > 0) ctx.logger.warn(result, 'campaign generated short: user credit exhausted');
+      else ctx.logger.info(result, 'campaign queue generated');
+      return result;
+    });
+  }
+
+  return {
+    /**
+     * Generates the queues of up to `batchSize` due campaigns, one transaction each. Safe to call
+     * from several processes at once: each campaign is generated exactly once.
+     */
+    async processScheduledTasks(batchSize = ctx.config.schedulerBatchSize, now: DateTime = ctx.clock()): Promise<GenerationResult[]> {
+      const results: GenerationResult[] = [];
+      for (let i = 0; i < batchSize; i++) {
+        const r = await generateOne(now);
+        if (!r) break;
+        results.push(r);
+      }
+      return results;
+    },
+  };
+}
+export type Generator = ReturnType<typeof createGenerator>;

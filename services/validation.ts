@@ -1,0 +1,213 @@
+/**
+ * Input schemas for every public entry point, and the one conversion from zod's issues to
+ * fairsend's ValidationError (field path + reason). Limits are here, in one place, so the
+ * HTTP layer and the programmatic API refuse the same things with the same words.
+ */
+import { IANAZone } from 'luxon';
+import { z } from 'zod';
+import { ValidationError, type FieldIssue } from '../src/errors.js';
+import { validateSendWindow } from './send-window.js';
+
+export const LIMITS = {
+  name: 200,
+  email: 320,
+  subject: 998,
+  body: 1024 * 1024,
+  tagsPerContact: 100,
+  tag: 100,
+  attributesJson: 16 * 1024,
+  contactsPerBatch: 100_000,
+  explicitContacts: 1_000_000,
+  templatesPerCampaign: 20,
+  dailyQuota: 100_000_000,
+  userQuota: 1_000_000_000,
+  sendingRate: 86_400,
+} as const;
+
+/** Formats a zod path: ['contacts', 3, 'email'] -> 'contacts[3].email'. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out ? `.${String(p)}` : String(p);
+  }
+  return out;
+}
+
+export function issuesFrom(error: z.ZodError, prefix: readonly PropertyKey[] = []): FieldIssue[] {
+  return error.issues.map((i) => ({ path: formatPath([...prefix, ...i.path]), message: i.message }));
+}
+
+/** Parses `input` with `schema`, or throws a ValidationError naming each field at fault. */
+export function parseInput<S extends z.ZodType>(schema: S, input: unknown, prefix: readonly PropertyKey[] = []): z.output<S> {
+  const r = schema.safeParse(input);
+  if (!r.success) throw new ValidationError(issuesFrom(r.error, prefix));
+  return r.data;
+}
+
+const noNewline = (what: string) => (s: string) => !/[\r\n]/.test(s) || `${what} must not contain CR or LF (header injection)`;
+const refineNoNewline = (what: string) =>
+  z.string().superRefine((s, ctx) => {
+    const ok = noNewline(what)(s);
+    if (ok !== true) ctx.addIssue({ code: 'custom', message: ok });
+  });
+
+// Unicode local parts and IDN domains are accepted (RFC 6531); spaces, control characters and
+// a missing @ are not.
+const EMAIL_RE = /^[^\s@\p{Cc}"<>,;:()\\[\]]{1,64}@[^\s@\p{Cc}"<>,;:()\\[\]]+\.[^\s@\p{Cc}"<>,;:()\\[\]]{2,}$/u;
+export const emailSchema = z
+  .string({ error: 'must be a string' })
+  .trim()
+  .max(LIMITS.email, `must be at most ${LIMITS.email} characters`)
+  .regex(EMAIL_RE, 'is not a valid email address');
+
+export const zoneSchema = z.string().refine((z) => IANAZone.isValidZone(z), { message: 'is not a known IANA time zone' });
+
+const nameSchema = z.string().trim().min(1, 'must not be empty').max(LIMITS.name, `must be at most ${LIMITS.name} characters`);
+// Ids of users, services and templates are PostgreSQL integers; contacts and campaigns are bigints.
+// Bounded here, so an out-of-range id is a 400 with its path, never a database error.
+const idSchema = z
+  .number({ error: 'must be a number' })
+  .int('must be an integer')
+  .positive('must be a positive id')
+  .max(2_147_483_647, 'is not a known id');
+const bigIdSchema = z
+  .number({ error: 'must be a number' })
+  .int('must be an integer')
+  .positive('must be a positive id')
+  .max(Number.MAX_SAFE_INTEGER, 'is not a known id');
+
+export const createUserSchema = z.strictObject({
+  name: nameSchema.pipe(refineNoNewline('name')),
+  email: emailSchema,
+  quota: z.number({ error: 'must be a number' }).int('must be an integer').min(0, 'must not be negative').max(LIMITS.userQuota),
+  timezone: zoneSchema.optional(),
+  role: z.enum(['admin', 'user']).optional(),
+});
+export type CreateUserInput = z.input<typeof createUserSchema>;
+
+const transportSchema = z.strictObject({
+  host: z.string().trim().min(1, 'must not be empty').max(255),
+  port: z.number({ error: 'must be a number' }).int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535'),
+  secure: z.boolean().optional(),
+  auth: z.strictObject({ user: z.string().min(1).max(320), pass: z.string().max(1024) }).optional(),
+  timeoutMs: z.number().int().min(100).max(600_000).optional(),
+  tlsInsecure: z.boolean().optional(),
+});
+
+const dkimSchema = z.strictObject({
+  domainName: z.string().min(1).max(255),
+  keySelector: z.string().min(1).max(63),
+  privateKey: z.string().min(1).max(16_384),
+});
+
+const serviceFields = {
+  name: nameSchema,
+  transport: transportSchema,
+  sendingRate: z
+    .number({ error: 'must be a number of seconds' })
+    .min(0, 'must not be negative')
+    .max(LIMITS.sendingRate, `must be at most ${LIMITS.sendingRate} seconds`),
+  dailyQuota: z
+    .number({ error: 'must be a number' })
+    .int('must be an integer')
+    .min(0, 'must not be negative')
+    .max(LIMITS.dailyQuota, `must be at most ${LIMITS.dailyQuota}`),
+  quotaTimezone: zoneSchema.optional(),
+  maxConnections: z.number().int().min(1, 'must be at least 1').max(100, 'must be at most 100').optional(),
+  userIds: z.array(idSchema).max(10_000).optional(),
+  enabled: z.boolean().optional(),
+  dkim: dkimSchema.nullable().optional(),
+};
+export const createServiceSchema = z.strictObject(serviceFields);
+export type CreateServiceInput = z.input<typeof createServiceSchema>;
+export const updateServiceSchema = z
+  .strictObject({ ...serviceFields, userIds: serviceFields.userIds.nullable() })
+  .partial()
+  .refine((p) => Object.keys(p).length > 0, { message: 'must change at least one field' });
+export type UpdateServiceInput = z.input<typeof updateServiceSchema>;
+
+const tagSchema = z.string().trim().min(1, 'must not be empty').max(LIMITS.tag, `must be at most ${LIMITS.tag} characters`);
+
+export const contactInputSchema = z.strictObject({
+  email: emailSchema,
+  name: z.string().trim().max(LIMITS.name).pipe(refineNoNewline('name')).nullable().optional(),
+  tags: z.array(tagSchema).max(LIMITS.tagsPerContact, `must hold at most ${LIMITS.tagsPerContact} tags`).optional(),
+  attributes: z
+    .record(z.string().regex(/^[A-Za-z_][\w-]{0,63}$/, 'attribute names are letters, digits, _ and -'), z.unknown())
+    .refine((a) => JSON.stringify(a).length <= LIMITS.attributesJson, { message: `must be at most ${LIMITS.attributesJson} bytes as JSON` })
+    .optional(),
+  timezone: zoneSchema.nullable().optional(),
+  status: z.enum(['active', 'unsubscribed', 'bounced']).optional(),
+});
+export type ContactInput = z.input<typeof contactInputSchema>;
+
+export const createTemplateSchema = z
+  .strictObject({
+    name: nameSchema,
+    subject: z
+      .string({ error: 'must be a string' })
+      .min(1, 'must not be empty')
+      .max(LIMITS.subject, `must be at most ${LIMITS.subject} characters`)
+      .pipe(refineNoNewline('subject')),
+    html: z.string().max(LIMITS.body, `must be at most ${LIMITS.body} characters`).optional(),
+    text: z.string().max(LIMITS.body, `must be at most ${LIMITS.body} characters`).optional(),
+  })
+  .refine((t) => t.html !== undefined || t.text !== undefined, { message: 'needs html or text', path: ['html'] });
+export type CreateTemplateInput = z.input<typeof createTemplateSchema>;
+
+const recipientRuleSchema = z.discriminatedUnion(
+  'type',
+  [
+    z.strictObject({ type: z.literal('all') }),
+    z.strictObject({
+      type: z.literal('tag_based'),
+      includeTags: z.array(tagSchema).max(100).optional(),
+      excludeTags: z.array(tagSchema).max(100).optional(),
+    }),
+  ],
+  { error: 'type must be "all" or "tag_based"' },
+);
+export type RecipientRule = z.input<typeof recipientRuleSchema>;
+
+const sendWindowSchema = z
+  .strictObject({
+    start: z.string(),
+    end: z.string(),
+    days: z.array(z.number()).optional(),
+    timezone: z.union([z.literal('recipient'), zoneSchema]).optional(),
+  })
+  .superRefine((w, ctx) => {
+    for (const issue of validateSendWindow({ start: w.start, end: w.end, days: w.days })) {
+      ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path ? issue.path.split('.') : [] });
+    }
+  });
+export type SendWindowInput = z.input<typeof sendWindowSchema>;
+
+const scheduledAtSchema = z.union([z.date(), z.string().min(1)]);
+
+export const createCampaignSchema = z
+  .strictObject({
+    userId: idSchema,
+    name: nameSchema.pipe(refineNoNewline('name')),
+    from: z.union([
+      emailSchema,
+      z.strictObject({ address: emailSchema, name: z.string().max(LIMITS.name).pipe(refineNoNewline('from.name')).optional() }),
+    ]),
+    templates: z.array(idSchema).min(1, 'needs at least one template').max(LIMITS.templatesPerCampaign),
+    contacts: z.array(bigIdSchema).max(LIMITS.explicitContacts).optional(),
+    recipientRule: recipientRuleSchema.optional(),
+    scheduledAt: scheduledAtSchema.optional(),
+    timezone: zoneSchema.optional(),
+    priority: z.number().int('must be an integer').min(-1000).max(1000).optional(),
+    sendWindow: sendWindowSchema.optional(),
+  })
+  .refine((c) => (c.contacts && c.contacts.length > 0) || c.recipientRule, {
+    message: 'needs recipients: contacts, recipientRule, or both',
+    path: ['contacts'],
+  });
+export type CreateCampaignInput = z.input<typeof createCampaignSchema>;
+
+export function parseId(value: unknown, field = 'id'): number {
+  return parseInput(field === 'campaignId' || field === 'contactId' ? bigIdSchema : idSchema, value, [field]);
+}
