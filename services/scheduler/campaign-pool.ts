@@ -1,0 +1,206 @@
+/**
+ * The scheduler's view of active campaigns: for each one, a small buffer of claimed messages
+ * (leased to this engine in the database) that the sending services draw from.
+ *
+ * A campaign is in one of these states:
+ *   - buffered:  buffer not empty; it is sendable in every ring that holds it.
+ *   - refilling: buffer empty, a claim is in flight; not sendable until it returns.
+ *   - waiting:   the last claim found nothing sendable now; `wakeAt` says when to look again
+ *                (a retry's backoff, a send window opening), or never when nothing is queued.
+ * Refills start before the buffer runs dry (below the low-water mark), so a campaign with work
+ * keeps its turns. Claims run through one p-queue with a small concurrency, so refilling thousands
+ * of campaigns never takes more than a couple of the scheduler pool's connections.
+ *
+ * Fresh messages are claimed along the primary key after a cursor (the last contact id claimed):
+ * each claim reads only new rows. When the cursor reaches the end, the campaign's outlook query
+ * says whether anything behind it became sendable (recovered leases, released messages), and the
+ * cursor starts over from zero if so.
+ */
+import PQueue from 'p-queue';
+import type { Sequelize } from 'sequelize';
+import type { StoredSendWindow } from '../../models/index.js';
+import { campaignOutlook, claimFresh, claimRetries, type ClaimedRow } from './sql.js';
+
+export interface Claimed {
+  taskId: number;
+  contactId: number;
+  email: string;
+  templateId: number;
+  attempts: number;
+  timezone: string | null;
+  name: string | null;
+  attributes: Record<string, unknown>;
+  contactActive: boolean;
+}
+
+export class CampaignState {
+  readonly id: number;
+  userId: number;
+  priority: number;
+  status: string;
+  fromAddress: string;
+  fromName: string | null;
+  sendWindow: StoredSendWindow | null;
+  waitReason: string | null;
+  private buffer: Claimed[] = [];
+  private head = 0;
+  cursor = 0;
+  refilling = false;
+  /** ms epoch at which to look for work again; null: not waiting. */
+  wakeAt: number | null = null;
+  /** Nothing queued and nothing in flight here: the campaign is finishing. */
+  drained = false;
+
+  constructor(
+    row: Pick<CampaignState, 'id' | 'userId' | 'priority' | 'status' | 'fromAddress' | 'fromName' | 'sendWindow' | 'waitReason'>,
+  ) {
+    this.id = row.id;
+    this.userId = row.userId;
+    this.priority = row.priority;
+    this.status = row.status;
+    this.fromAddress = row.fromAddress;
+    this.fromName = row.fromName;
+    this.sendWindow = row.sendWindow;
+    this.waitReason = row.waitReason;
+  }
+
+  get size(): number {
+    return this.buffer.length - this.head;
+  }
+
+  take(): Claimed | undefined {
+    if (this.head >= this.buffer.length) return undefined;
+    const item = this.buffer[this.head++]!;
+    if (this.head > 1024 && this.head * 2 > this.buffer.length) {
+      this.buffer = this.buffer.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+
+  /** Puts a message back at the front (a pick that could not be sent after all). */
+  putBack(item: Claimed): void {
+    if (this.head > 0) this.buffer[--this.head] = item;
+    else this.buffer.unshift(item);
+  }
+
+  add(items: Claimed[]): void {
+    if (this.head > 0) {
+      this.buffer = this.buffer.slice(this.head);
+      this.head = 0;
+    }
+    this.buffer.push(...items);
+  }
+
+  /** Empties the buffer (pause, cancel, shutdown), returning what it held. */
+  drain(): Claimed[] {
+    const out = this.buffer.slice(this.head);
+    this.buffer = [];
+    this.head = 0;
+    return out;
+  }
+}
+
+export interface PoolOptions {
+  db: Sequelize;
+  owner: string;
+  now: () => Date;
+  leaseMs: number;
+  claimBatch: number;
+  /** Total messages the pool may hold across campaigns; the per-campaign claim shrinks with many campaigns. */
+  budget: number;
+  onSendable: (c: CampaignState, sendable: boolean) => void;
+  onError: (err: unknown, c: CampaignState) => void;
+}
+
+const toClaimed =
+  (taskId: number) =>
+  (r: ClaimedRow): Claimed => ({
+    taskId,
+    contactId: Number(r.contact_id),
+    email: r.email,
+    templateId: r.template_id,
+    attempts: r.attempts,
+    timezone: r.timezone,
+    name: r.name,
+    attributes: r.attributes ?? {},
+    contactActive: r.contact_status === 'active',
+  });
+
+export class CampaignPool {
+  readonly campaigns = new Map<number, CampaignState>();
+  private readonly claims = new PQueue({ concurrency: 2 });
+  private readonly opts: PoolOptions;
+
+  constructor(opts: PoolOptions) {
+    this.opts = opts;
+  }
+
+  /** Messages claimed per refill: the batch size, shrunk so all campaigns together stay within budget. */
+  get claimSize(): number {
+    return Math.max(4, Math.min(this.opts.claimBatch, Math.floor(this.opts.budget / Math.max(1, this.campaigns.size))));
+  }
+
+  lowWater(): number {
+    return Math.max(1, Math.floor(this.claimSize / 2));
+  }
+
+  /** Starts a refill unless one is running or the campaign is waiting for later. */
+  refill(c: CampaignState, force = false): void {
+    if (c.refilling || c.status !== 'sending') return;
+    if (!force && c.wakeAt !== null && c.wakeAt > this.opts.now().getTime()) return;
+    c.refilling = true;
+    void this.claims.add(async () => {
+      try {
+        await this.claimInto(c);
+      } catch (err) {
+        this.opts.onError(err, c);
+        c.wakeAt = this.opts.now().getTime() + 1000;
+      } finally {
+        c.refilling = false;
+      }
+    });
+  }
+
+  private async claimInto(c: CampaignState): Promise<void> {
+    if (c.status !== 'sending' || !this.campaigns.has(c.id)) return;
+    const limit = this.claimSize;
+    const now = this.opts.now();
+    const lease = { owner: this.opts.owner, until: new Date(now.getTime() + this.opts.leaseMs), now };
+    const rows = await claimRetries(this.opts.db, { taskId: c.id, limit, ...lease });
+    if (rows.length < limit) {
+      const fresh = await claimFresh(this.opts.db, { taskId: c.id, cursor: c.cursor, limit: limit - rows.length, ...lease });
+      if (fresh.length) c.cursor = Number(fresh[fresh.length - 1]!.contact_id);
+      rows.push(...fresh);
+    }
+    if (rows.length === 0) {
+      const outlook = await campaignOutlook(this.opts.db, c.id);
+      if (outlook.nextAt && outlook.nextAt.getTime() <= now.getTime()) {
+        // Something behind the cursor became sendable: start over from the first contact.
+        c.cursor = 0;
+        c.wakeAt = now.getTime();
+      } else {
+        c.wakeAt = outlook.nextAt ? outlook.nextAt.getTime() : null;
+        c.drained = outlook.nextAt === null && outlook.inFlight === 0;
+      }
+      return;
+    }
+    c.wakeAt = null;
+    c.drained = false;
+    const wasEmpty = c.size === 0;
+    // A campaign paused or cancelled while the claim ran keeps its rows until the scheduler releases them.
+    c.add(rows.map(toClaimed(c.id)));
+    if (wasEmpty && c.status === 'sending') this.opts.onSendable(c, true);
+  }
+
+  /** Waits until the claims queued so far have landed. */
+  settled(): Promise<void> {
+    return this.claims.onIdle();
+  }
+
+  /** Waits for running claims (shutdown). */
+  async idle(): Promise<void> {
+    this.claims.clear();
+    await this.claims.onIdle();
+  }
+}

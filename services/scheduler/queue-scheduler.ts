@@ -1,0 +1,702 @@
+/**
+ * QueueScheduler: delivers the pre-generated queues through the sending services.
+ *
+ * States: stopped -> running (start) -> stopping (stop) -> stopped. While running, one control
+ * timer (every SCHEDULER_TICK_MS) keeps the engine in step with the database; each sending service
+ * has its own runner with its own timer and rate limiter (service-runner.ts).
+ *
+ * A control tick, in order:
+ *   1. heartbeat (and renew this engine's leases) every HEARTBEAT_MS;
+ *   2. generate the queues of due campaigns (exactly once across engines);
+ *   3. recover leases that expired (an engine died) every HEARTBEAT_MS;
+ *   4. reload services: new ones start, changed ones update, disabled or deleted ones stop;
+ *   5. reload campaigns: new sending ones join the rings of the services their user may use;
+ *      paused or cancelled ones leave, and their claimed messages are released (or cancelled,
+ *      with the user's credit refunded);
+ *   6. wake campaigns whose retry backoff or send window has come, and refill low buffers;
+ *   7. write the outcomes of every send since the last tick in one statement;
+ *   8. record why campaigns with work cannot send (no usable service).
+ *
+ * A subtask moves queued -> sending (claimed, leased to this engine) -> sent | failed | cancelled,
+ * or back to queued (retry with backoff, released on pause or shutdown), or to unknown
+ * (at-most-once, outcome lost). Outcomes are batched; a crash loses at most the unwritten batch
+ * and the messages in flight, whose leases then expire and are recovered: resent with the same
+ * Message-ID under at-least-once, marked unknown under at-most-once. Nothing is dropped silently.
+ */
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import type { DateTime } from 'luxon';
+import type { ServiceContext } from '../context.js';
+import { buildMessage, type MessageTemplate } from '../delivery/message.js';
+import { classifySendError } from '../delivery/classify.js';
+import { isInsideWindow, nextSendTime } from '../send-window.js';
+import type { Generator } from '../generation.js';
+import { CampaignPool, CampaignState, type Claimed } from './campaign-pool.js';
+import { RateMeter } from './rate-meter.js';
+import { ServiceRunner, type RunnerHost } from './service-runner.js';
+import { ServiceLocks } from './service-locks.js';
+import * as sql from './sql.js';
+
+export type DeliveryMode = 'at-least-once' | 'at-most-once';
+
+/** How often outcomes are written while sending. */
+export const FLUSH_MS = 100;
+
+export interface SentEvent {
+  serviceId: number;
+  taskId: number;
+  contactId: number;
+  email: string;
+  messageId: string;
+  dispatchedAt: number;
+  at: Date;
+}
+
+export interface ServiceStatus {
+  id: number;
+  name: string;
+  state: 'running' | 'disabled' | 'unhealthy' | 'exhausted' | 'stopped';
+  sendingRate: number;
+  inFlight: number;
+  sent: number;
+  campaigns: number;
+  sendableCampaigns: number;
+  activeUsers: number;
+  consecutiveFailures: number;
+  exhaustedUntil: Date | null;
+  lastSentAt: Date | null;
+}
+
+export interface SchedulerStatus {
+  isRunning: boolean;
+  instanceId: string;
+  startedAt: Date | null;
+  deliveryMode: DeliveryMode;
+  activeServices: number;
+  activeCampaigns: number;
+  bufferedMessages: number;
+  pendingOutcomes: number;
+  /** Messages released unsent because their lease might have lapsed (the engine was stalled). */
+  leaseLapses: number;
+  processingRate: { perMinute1: number; perMinute5: number; perMinute15: number };
+  services: ServiceStatus[];
+}
+
+export interface SchedulerOptions {
+  generator: Generator;
+  /** Connection string for the service-ownership lock connection. */
+  databaseUrl: string;
+}
+
+export class QueueScheduler extends EventEmitter {
+  readonly instanceId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  private readonly ctx: ServiceContext;
+  private readonly generator: Generator;
+  private readonly runners = new Map<number, ServiceRunner>();
+  private pool: CampaignPool;
+  private templates = new Map<number, MessageTemplate>();
+  private outcomes: sql.Outcome[] = [];
+  private errors = new Map<string, { type: string; message: string; serviceId: number | null; count: number; at: Date }>();
+  private bounced: number[] = [];
+  private flushing: Promise<void> | undefined;
+  private controlTimer: NodeJS.Timeout | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeating = false;
+  /** Every lease of this engine is valid until then (ms, real clock): the last heartbeat plus LEASE_TTL_MS. */
+  private leasesValidUntil = 0;
+  private running = false;
+  private startedAt: Date | null = null;
+  private readonly meter = new RateMeter();
+  /** Messages not sent because their lease might have lapsed (a stalled engine); see sendOne. */
+  private leaseLapses = 0;
+  private readonly mode: DeliveryMode;
+  private readonly locks: ServiceLocks;
+  private locksLost = false;
+
+  constructor(ctx: ServiceContext, opts: SchedulerOptions) {
+    super();
+    this.ctx = ctx;
+    this.generator = opts.generator;
+    this.locks = new ServiceLocks(opts.databaseUrl, ctx.logger, () => (this.locksLost = true));
+    this.mode = ctx.config.deliveryMode as DeliveryMode;
+    this.pool = this.newPool();
+    // An 'error' event with no listener would throw; errors are logged instead.
+    this.on('error', () => undefined);
+  }
+
+  private newPool(): CampaignPool {
+    const { config } = this.ctx;
+    return new CampaignPool({
+      db: this.ctx.schedulerDb,
+      owner: this.instanceId,
+      now: () => this.ctx.clock().toJSDate(),
+      leaseMs: config.leaseTtlMs,
+      claimBatch: config.claimBatchSize,
+      budget: 20_000,
+      onSendable: (c, sendable) => this.setSendable(c, sendable),
+      onError: (err, c) => this.fail(err, `claim for campaign ${c.id}`),
+    });
+  }
+
+  private now(): DateTime {
+    return this.ctx.clock();
+  }
+
+  private fail(err: unknown, where: string): void {
+    this.ctx.logger.error({ err, where }, 'scheduler error');
+    this.emit('error', err);
+  }
+
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    this.startedAt = new Date();
+    this.pool = this.newPool();
+    await this.heartbeat().catch((err: unknown) => this.fail(err, 'heartbeat'));
+    this.heartbeatTimer = setInterval(
+      () => void this.heartbeat().catch((err: unknown) => this.fail(err, 'heartbeat')),
+      this.ctx.config.heartbeatMs,
+    );
+    this.heartbeatTimer.unref();
+    await this.tick();
+    this.controlTimer = setInterval(() => void this.tick(), this.ctx.config.schedulerTickMs);
+    this.controlTimer.unref();
+    // Outcomes are written every FLUSH_MS, not only every tick: what a crash can resend is bounded
+    // by the sends of the last FLUSH_MS plus those in flight.
+    this.flushTimer = setInterval(() => {
+      if (this.outcomes.length) this.flush().catch((err: unknown) => this.fail(err, 'flush'));
+    }, FLUSH_MS);
+    this.flushTimer.unref();
+    this.ctx.logger.info({ instanceId: this.instanceId, mode: this.mode }, 'scheduler started');
+  }
+
+  /**
+   * One control pass (see the header). Ticks never overlap; a failure inside a tick is reported,
+   * never allowed to stop the loop. Tests call it directly instead of waiting for the timer.
+   */
+  tick(): Promise<void> {
+    this.ticking ??= this.runTick().finally(() => (this.ticking = undefined));
+    return this.ticking;
+  }
+
+  private async runTick(): Promise<void> {
+    if (!this.running) return;
+    const steps: [string, () => Promise<unknown>][] = [
+      ['generate', () => this.generator.processScheduledTasks(this.ctx.config.schedulerBatchSize, this.now())],
+      ['services', () => this.syncServices()],
+      ['campaigns', () => this.syncCampaigns()],
+      ['refill', async () => this.refillDue()],
+      // New services start once the campaigns' first claims have landed, so the first round is
+      // already fair (a service started earlier would serve whichever buffer filled first).
+      ['start services', () => this.startNewRunners()],
+      ['flush', () => this.flush()],
+      ['wait reasons', () => this.updateWaitReasons()],
+    ];
+    for (const [name, step] of steps) {
+      if (!this.running) return;
+      try {
+        await step();
+      } catch (err) {
+        this.fail(err, `tick: ${name}`);
+      }
+    }
+    this.emit('tick');
+  }
+
+  /**
+   * Heartbeat: renew every lease this engine holds, then recover expired ones. On its own timer,
+   * not inside the tick: a tick may wait on claims or a slow flush, and leases must not lapse
+   * while it does.
+   */
+  private async heartbeat(): Promise<void> {
+    if (this.heartbeating) return;
+    this.heartbeating = true;
+    try {
+      // Leases live as long as this heartbeat is fresh on the database's clock: real elapsed time,
+      // so the guard reads the real clock too, not the (injectable) scheduling clock.
+      const sentAt = Date.now();
+      const now = this.now().toJSDate();
+      await sql.heartbeat(this.ctx.schedulerDb, { id: this.instanceId, host: hostname(), pid: process.pid });
+      this.leasesValidUntil = sentAt + this.ctx.config.leaseTtlMs;
+      await this.recoverExpired(now);
+    } finally {
+      this.heartbeating = false;
+    }
+  }
+
+  private async recoverExpired(now: Date): Promise<void> {
+    const recovered = await sql.recoverExpiredLeases(this.ctx.schedulerDb, { now, ttlMs: this.ctx.config.leaseTtlMs, mode: this.mode });
+    if (recovered.requeued || recovered.unknown) {
+      this.ctx.logger.warn(recovered, 'recovered expired leases');
+      for (const c of this.pool.campaigns.values()) c.wakeAt = Math.min(c.wakeAt ?? Infinity, now.getTime());
+    }
+  }
+
+  private runnerHost(): RunnerHost {
+    const { config } = this.ctx;
+    return {
+      db: this.ctx.schedulerDb,
+      clock: this.ctx.clock,
+      tickMs: Math.min(config.schedulerTickMs, 100),
+      unhealthyAfter: config.unhealthyAfter,
+      probeBackoffMs: config.probeBackoffMs,
+      sendOne: (r) => this.sendOne(r),
+      onError: (err, where) => this.fail(err, where),
+      onStateChange: (r) => this.ctx.logger.info({ serviceId: r.id, state: r.state }, 'service state changed'),
+    };
+  }
+
+  private async syncServices(): Promise<void> {
+    if (this.locksLost) {
+      // The lock connection died: another engine may own these services now. Stop at once.
+      this.locksLost = false;
+      await Promise.all([...this.runners.values()].map((r) => this.removeRunner(r, false)));
+    }
+    const rows = await sql.loadServices(this.ctx.schedulerDb);
+    this.serviceRows = rows;
+    const seen = new Set<number>();
+    for (const row of rows) {
+      seen.add(row.id);
+      const r = this.runners.get(row.id);
+      if (!row.enabled) {
+        if (r) await this.removeRunner(r);
+        continue;
+      }
+      // One engine per service: take it only if no live engine holds it.
+      if (!r && !(await this.locks.tryAcquire(row.id))) continue;
+      if (!r) {
+        const runner = new ServiceRunner(row, this.runnerHost());
+        this.runners.set(row.id, runner);
+        this.newRunners.push(runner);
+        for (const c of this.pool.campaigns.values()) this.placeInRing(runner, c);
+      } else {
+        const before = JSON.stringify([r.row.open_to_all, r.row.user_ids]);
+        r.update(row);
+        if (before !== JSON.stringify([row.open_to_all, row.user_ids]))
+          for (const c of this.pool.campaigns.values()) this.placeInRing(r, c);
+      }
+    }
+    for (const r of [...this.runners.values()]) if (!seen.has(r.id)) await this.removeRunner(r);
+  }
+
+  private newRunners: ServiceRunner[] = [];
+  private serviceRows: sql.ServiceRow[] = [];
+
+  private async startNewRunners(): Promise<void> {
+    if (!this.newRunners.length) return;
+    await this.pool.settled();
+    for (const r of this.newRunners.splice(0)) {
+      if (r.stopped) continue;
+      // Claims land in any order; a runner that has not started yet gets its ring rebuilt in
+      // campaign order, so the first round follows creation order deterministically.
+      for (const c of this.pool.campaigns.values()) r.ring.remove(c.id);
+      for (const c of this.pool.campaigns.values()) this.placeInRing(r, c);
+      r.start();
+      this.ctx.logger.info({ serviceId: r.id, name: r.row.name }, 'service started');
+    }
+  }
+
+  private async removeRunner(r: ServiceRunner, release = true): Promise<void> {
+    this.newRunners = this.newRunners.filter((x) => x !== r);
+    // Listed (as 'stopped') until its in-flight sends have finished.
+    await r.stop(this.ctx.config.shutdownGraceMs);
+    this.runners.delete(r.id);
+    if (release) await this.locks.release(r.id);
+    // Campaigns no service of this engine can carry any more give their claimed messages back.
+    for (const c of this.pool.campaigns.values()) if (!this.carried(c)) this.retire(c, 'queued');
+    this.ctx.logger.info({ serviceId: r.id }, 'service stopped');
+  }
+
+  /** Is some service this engine runs able to carry this campaign? Only then does it claim messages. */
+  private carried(c: CampaignState): boolean {
+    for (const r of this.runners.values()) if (r.ring.has(c.id)) return true;
+    return false;
+  }
+
+  private eligible(r: ServiceRunner, userId: number): boolean {
+    return r.row.open_to_all || (r.row.user_ids ?? []).includes(userId);
+  }
+
+  /** Puts a campaign into (or takes it out of) a runner's ring according to eligibility and status. */
+  private placeInRing(r: ServiceRunner, c: CampaignState): void {
+    if (c.status === 'sending' && this.eligible(r, c.userId)) {
+      r.ring.upsert({ campaignId: c.id, userId: c.userId, priority: c.priority });
+      r.ring.setSendable(c.id, c.size > 0);
+      if (c.size > 0) r.pump();
+      else this.pool.refill(c);
+    } else {
+      r.ring.remove(c.id);
+    }
+  }
+
+  private setSendable(c: CampaignState, sendable: boolean): void {
+    for (const r of this.runners.values()) {
+      if (!r.ring.has(c.id)) continue;
+      r.ring.setSendable(c.id, sendable);
+      if (sendable) r.pump();
+    }
+  }
+
+  private async syncCampaigns(): Promise<void> {
+    const rows = await sql.loadActiveCampaigns(this.ctx.schedulerDb, [...this.pool.campaigns.keys()]);
+    await this.loadTemplates(rows.filter((r) => r.status === 'sending' && !this.pool.campaigns.has(Number(r.id))).map((r) => Number(r.id)));
+    const seen = new Set<number>();
+    for (const row of rows) {
+      const id = Number(row.id);
+      seen.add(id);
+      let c = this.pool.campaigns.get(id);
+      if (!c) {
+        if (row.status !== 'sending') continue;
+        c = new CampaignState({
+          id,
+          userId: row.created_by,
+          priority: row.priority,
+          status: row.status,
+          fromAddress: row.from_address,
+          fromName: row.from_name,
+          sendWindow: row.send_window,
+          waitReason: row.wait_reason,
+        });
+        this.pool.campaigns.set(id, c);
+        for (const r of this.runners.values()) this.placeInRing(r, c);
+        continue;
+      }
+      const statusChanged = c.status !== row.status;
+      const priorityChanged = c.priority !== row.priority;
+      c.status = row.status;
+      c.priority = row.priority;
+      if (statusChanged || priorityChanged) for (const r of this.runners.values()) this.placeInRing(r, c);
+      if (row.status !== 'sending') this.retire(c, row.status === 'cancelled' ? 'cancelled' : 'queued');
+    }
+    // Completed (or deleted) campaigns: nothing left to hold.
+    for (const c of [...this.pool.campaigns.values()]) {
+      if (!seen.has(c.id) || (c.status !== 'sending' && c.size === 0)) {
+        if (c.size) this.retire(c, 'queued');
+        for (const r of this.runners.values()) r.ring.remove(c.id);
+        this.pool.campaigns.delete(c.id);
+      }
+    }
+  }
+
+  private async loadTemplates(taskIds: number[]): Promise<void> {
+    if (!taskIds.length) return;
+    const [rows] = (await this.ctx.schedulerDb.query(
+      `SELECT DISTINCT jsonb_array_elements_text(templates)::int AS id FROM tasks WHERE id = ANY($ids::bigint[])`,
+      { bind: { ids: taskIds } },
+    )) as [{ id: number }[], unknown];
+    const missing = rows.map((r) => r.id).filter((id) => !this.templates.has(id));
+    if (!missing.length) return;
+    for (const t of await sql.loadTemplates(this.ctx.schedulerDb, missing)) this.templates.set(t.id, t);
+  }
+
+  /** Releases a paused campaign's claimed messages (back to queued) or cancels a cancelled one's. */
+  private retire(c: CampaignState, as: 'queued' | 'cancelled'): void {
+    const at = this.now().toJSDate();
+    for (const item of c.drain())
+      this.pushOutcome(item, { status: as, serviceId: null, at, messageId: null, error: null, notBefore: null, attempt: 0 });
+  }
+
+  private refillDue(): void {
+    const nowMs = this.now().toMillis();
+    const low = this.pool.lowWater();
+    for (const c of this.pool.campaigns.values()) {
+      if (c.status !== 'sending' || !this.carried(c)) continue;
+      if (c.wakeAt !== null && c.wakeAt <= nowMs) this.pool.refill(c, true);
+      else if (c.wakeAt === null && !c.drained && c.size <= low) this.pool.refill(c);
+    }
+  }
+
+  /** Picks the next message for a runner in fair order. */
+  private pick(r: ServiceRunner): { c: CampaignState; item: Claimed } | undefined {
+    for (let tries = 0; tries < 16; tries++) {
+      const id = r.ring.next();
+      if (id === undefined) return undefined;
+      const c = this.pool.campaigns.get(id);
+      const item = c?.take();
+      if (!c || !item) {
+        if (c) this.setSendable(c, false);
+        else r.ring.remove(id);
+        continue;
+      }
+      if (c.size <= this.pool.lowWater()) this.pool.refill(c);
+      if (c.size === 0) this.setSendable(c, false);
+      return { c, item };
+    }
+    return undefined;
+  }
+
+  /** Sends one message through `r`. Returns false when there was nothing to send. */
+  private async sendOne(r: ServiceRunner): Promise<boolean> {
+    const picked = this.pick(r);
+    if (!picked) return false;
+    const { c, item } = picked;
+    const now = this.now();
+    const at = now.toJSDate();
+    const base = { serviceId: r.id, at, messageId: null, error: null, notBefore: null } as const;
+    // Never send on a lease that may have lapsed: another engine may have recovered it and be
+    // sending it too. Release it instead (applied only if it is still ours). The margin covers
+    // the time this send may take to start.
+    const margin = Math.max(200, this.ctx.config.leaseTtlMs / 5);
+    if (this.leasesValidUntil - margin < Date.now()) {
+      this.pushOutcome(item, { ...base, status: 'queued', serviceId: null, attempt: 0 });
+      r.giveBackUnit();
+      this.leaseLapses++;
+      return true;
+    }
+    if (!item.contactActive) {
+      // Unsubscribed or bounced since the queue was generated: never sent, credit refunded.
+      this.pushOutcome(item, { ...base, status: 'cancelled', serviceId: null, attempt: 0 });
+      r.giveBackUnit();
+      return true;
+    }
+    if (c.sendWindow && item.timezone) {
+      const w = { start: c.sendWindow.start, end: c.sendWindow.end, ...(c.sendWindow.days ? { days: c.sendWindow.days } : {}) };
+      if (!isInsideWindow(w, item.timezone, now)) {
+        const next = nextSendTime(w, item.timezone, now).toJSDate();
+        this.pushOutcome(item, { ...base, status: 'queued', serviceId: null, notBefore: next, attempt: 0 });
+        c.wakeAt = Math.min(c.wakeAt ?? Infinity, next.getTime());
+        r.giveBackUnit();
+        return true;
+      }
+    }
+    const template = this.templates.get(item.templateId);
+    if (!template) {
+      // Not loaded yet (a race with a new campaign): put it back and load on the next tick.
+      c.putBack(item);
+      this.setSendable(c, true);
+      r.giveBackUnit();
+      return false;
+    }
+    const { config } = this.ctx;
+    const mail = buildMessage(
+      template,
+      { id: c.id, fromAddress: c.fromAddress, fromName: c.fromName },
+      { taskId: item.taskId, contactId: item.contactId, email: item.email, name: item.name, attributes: item.attributes },
+      {
+        ...(config.unsubscribeUrlBase ? { unsubscribeBase: config.unsubscribeUrlBase } : {}),
+        ...(config.unsubscribeSecret ? { unsubscribeSecret: config.unsubscribeSecret } : {}),
+        ...(config.messageIdDomain ? { messageIdDomain: config.messageIdDomain } : {}),
+      },
+    );
+    if (this.mode === 'at-most-once') {
+      const marked = await sql.markDispatched(this.ctx.schedulerDb, {
+        taskId: item.taskId,
+        contactId: item.contactId,
+        messageId: mail.messageId,
+        owner: this.instanceId,
+      });
+      if (!marked) {
+        r.giveBackUnit();
+        return true; // the lease was lost (recovered elsewhere): not ours to send
+      }
+    }
+    const { at: dispatchedAt, result } = await r.dispatch(() => r.transport.sendMail(mail));
+    try {
+      await result;
+      const sentAt = this.now().toJSDate();
+      this.pushOutcome(item, { ...base, at: sentAt, status: 'sent', messageId: mail.messageId, attempt: 1 });
+      r.recordSuccess(sentAt);
+      this.meter.add(1);
+      const ev: SentEvent = {
+        serviceId: r.id,
+        taskId: item.taskId,
+        contactId: item.contactId,
+        email: item.email,
+        messageId: mail.messageId,
+        dispatchedAt,
+        at: sentAt,
+      };
+      this.emit('sent', ev);
+    } catch (err) {
+      this.handleFailure(r, c, item, err, mail.messageId);
+    }
+    return true;
+  }
+
+  private handleFailure(r: ServiceRunner, c: CampaignState, item: Claimed, err: unknown, messageId: string): void {
+    const f = classifySendError(err);
+    const now = this.now();
+    const at = now.toJSDate();
+    this.countError(f.type, f.message, r.id, at);
+    const base = { serviceId: r.id, at, messageId: null, error: `${f.type}: ${f.message}`.slice(0, 1000), notBefore: null } as const;
+    const { maxRetries, retryDelayMs } = this.ctx.config;
+    const retry = () => {
+      if (item.attempts + 1 > maxRetries) return false;
+      const notBefore = new Date(at.getTime() + retryDelayMs * 2 ** item.attempts);
+      this.pushOutcome(item, { ...base, status: 'queued', notBefore, attempt: 1 });
+      c.wakeAt = Math.min(c.wakeAt ?? Infinity, notBefore.getTime());
+      return true;
+    };
+    switch (f.kind) {
+      case 'connection':
+        // Never reached the server: not an attempt. Back to the front of the campaign's buffer so
+        // this or another service sends it; the unit goes back too.
+        r.giveBackUnit();
+        r.recordFailure(f.message);
+        c.putBack(item);
+        this.setSendable(c, true);
+        break;
+      case 'transient':
+        r.giveBackUnit();
+        if (f.message.startsWith('421')) r.recordFailure(f.message);
+        if (!retry()) this.pushOutcome(item, { ...base, status: 'failed', attempt: 1 });
+        this.emit('retry', { serviceId: r.id, taskId: item.taskId, contactId: item.contactId, error: f.message });
+        break;
+      case 'permanent':
+        r.giveBackUnit();
+        this.pushOutcome(item, { ...base, status: 'failed', attempt: 1 });
+        if (f.bounce) this.bounced.push(item.contactId);
+        this.emit('failed', { serviceId: r.id, taskId: item.taskId, contactId: item.contactId, error: f.message, bounce: f.bounce });
+        break;
+      case 'ambiguous':
+        // The server may have accepted it. The unit stays used.
+        r.recordFailure(f.message);
+        if (this.mode === 'at-most-once' || !retry()) {
+          this.pushOutcome(item, { ...base, status: 'unknown', messageId, attempt: 1 });
+        }
+        break;
+    }
+  }
+
+  private countError(type: string, message: string, serviceId: number, at: Date): void {
+    const key = `${type}\u0000${message}`;
+    const e = this.errors.get(key);
+    if (e) {
+      e.count++;
+      e.at = at;
+    } else {
+      this.errors.set(key, { type, message, serviceId, count: 1, at });
+    }
+  }
+
+  private pushOutcome(item: Claimed, o: Omit<sql.Outcome, 'taskId' | 'contactId'>): void {
+    this.outcomes.push({ taskId: item.taskId, contactId: item.contactId, ...o });
+    if (this.outcomes.length >= 500) void this.flush().catch((err: unknown) => this.fail(err, 'flush'));
+  }
+
+  /** Writes every pending outcome in one statement (and error counts, bounces). */
+  flush(): Promise<void> {
+    // Cleared in a chained finally (a microtask): an inner `finally` would run synchronously when
+    // there is nothing to write, before `??=` stores the promise, and leave a stale one behind.
+    this.flushing ??= this.writeOutcomes().finally(() => (this.flushing = undefined));
+    return this.flushing;
+  }
+
+  private async writeOutcomes(): Promise<void> {
+    while (this.outcomes.length || this.errors.size || this.bounced.length) {
+      const batch = this.outcomes.splice(0, 5000);
+      const errors = [...this.errors.values()];
+      this.errors.clear();
+      const bounced = this.bounced.splice(0);
+      try {
+        if (batch.length) {
+          const res = await sql.flushOutcomes(this.ctx.schedulerDb, this.instanceId, batch);
+          if (res.applied < batch.length) {
+            this.ctx.logger.warn({ lost: batch.length - res.applied }, 'outcomes not applied: leases were recovered by another engine');
+          }
+          for (const id of res.completed) this.ctx.logger.info({ campaignId: id }, 'campaign completed');
+        }
+        await sql.recordErrors(this.ctx.schedulerDb, errors);
+        await sql.markBounced(this.ctx.schedulerDb, bounced);
+      } catch (err) {
+        // Keep them for the next flush: an outcome is never dropped because the database blinked.
+        this.outcomes.unshift(...batch);
+        for (const e of errors) this.errors.set(`${e.type}\u0000${e.message}`, e);
+        this.bounced.push(...bounced);
+        throw err;
+      }
+    }
+  }
+
+  private lastReasons = new Map<number, string | null>();
+
+  private async updateWaitReasons(): Promise<void> {
+    const updates: { id: number; reason: string | null }[] = [];
+    for (const c of this.pool.campaigns.values()) {
+      if (c.status !== 'sending' || c.drained) continue;
+      // Enabled services this user may use; one run by another engine counts as usable (its owner
+      // reports on it), one run here is usable unless exhausted or unhealthy.
+      const eligible = this.serviceRows.filter((row) => row.enabled && (row.open_to_all || (row.user_ids ?? []).includes(c.userId)));
+      const blocked = eligible.map((row) => this.runners.get(row.id)).filter((r): r is ServiceRunner => r !== undefined && !r.usable);
+      let reason: string | null = null;
+      if (!eligible.length) reason = 'no sending service available: none is enabled for this user';
+      else if (blocked.length === eligible.length) {
+        reason = `no sending service available: ${blocked
+          .map((r) => `${r.row.name} ${r.state}${r.state === 'exhausted' ? ` until ${r.resetAt.toISOString()}` : ''}`)
+          .join(', ')}`;
+      }
+      if ((this.lastReasons.get(c.id) ?? c.waitReason) !== reason) {
+        updates.push({ id: c.id, reason });
+        this.lastReasons.set(c.id, reason);
+      }
+    }
+    await sql.setWaitReasons(this.ctx.schedulerDb, updates);
+  }
+
+  /**
+   * Stops delivery: timers stop, in-flight sends finish (within SHUTDOWN_GRACE_MS), their outcomes
+   * are written, claimed but unsent messages are released, unused quota is given back, transports
+   * close. Safe to call twice.
+   */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    if (this.controlTimer) clearInterval(this.controlTimer);
+    if (this.flushTimer) clearInterval(this.flushTimer);
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    await this.ticking?.catch(() => undefined);
+    const grace = this.ctx.config.shutdownGraceMs;
+    await Promise.all([...this.runners.values()].map((r) => r.stop(grace)));
+    this.runners.clear();
+    await this.pool.idle();
+    for (const c of this.pool.campaigns.values()) this.retire(c, 'queued');
+    this.pool.campaigns.clear();
+    try {
+      await this.flush();
+      await this.locks.close();
+      await sql.unregister(this.ctx.schedulerDb, this.instanceId);
+    } catch (err) {
+      this.fail(err, 'stop');
+    }
+    this.ctx.logger.info({ instanceId: this.instanceId }, 'scheduler stopped');
+  }
+
+  status(): SchedulerStatus {
+    const services = [...this.runners.values()].map((r): ServiceStatus => ({
+      id: r.id,
+      name: r.row.name,
+      state: r.state,
+      sendingRate: r.rate,
+      inFlight: r.inFlight,
+      sent: r.sent,
+      campaigns: r.ring.size,
+      sendableCampaigns: r.ring.sendableCount,
+      activeUsers: r.ring.activeUsers,
+      consecutiveFailures: r.failures,
+      exhaustedUntil: r.exhaustedUntil !== null ? new Date(r.exhaustedUntil) : null,
+      lastSentAt: r.lastSentAt,
+    }));
+    let buffered = 0;
+    for (const c of this.pool.campaigns.values()) buffered += c.size;
+    return {
+      isRunning: this.running,
+      instanceId: this.instanceId,
+      startedAt: this.startedAt,
+      deliveryMode: this.mode,
+      activeServices: services.filter((s) => s.state === 'running').length,
+      activeCampaigns: this.pool.campaigns.size,
+      bufferedMessages: buffered,
+      pendingOutcomes: this.outcomes.length,
+      leaseLapses: this.leaseLapses,
+      processingRate: { perMinute1: this.meter.perMinute(1), perMinute5: this.meter.perMinute(5), perMinute15: this.meter.perMinute(15) },
+      services,
+    };
+  }
+}
