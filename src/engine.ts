@@ -1,0 +1,214 @@
+/**
+ * The engine: configuration, the embedded or given PostgreSQL, two pools, models, migrations.
+ * Later layers (campaign API, scheduler, HTTP) hang off the object createEngine returns.
+ */
+import type { Sequelize } from 'sequelize';
+import { loadConfig, type Config, type ConfigOverrides } from './config.js';
+import { APP_NAME_API, APP_NAME_SCHEDULER, createSequelize, poolSettings, poolUsage } from './db.js';
+import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './embedded-postgres.js';
+import { createLogger, redactUrl, type Logger } from './logger.js';
+import { migrateUp } from './migrator.js';
+import { defineModels, type Models } from '../models/index.js';
+import { createCampaignsApi, type CampaignsApi } from '../services/campaigns.js';
+import { createContactsApi, type ContactsApi } from '../services/contacts.js';
+import { systemClock, type Clock, type ServiceContext } from '../services/context.js';
+import { createGenerator, type GenerationResult } from '../services/generation.js';
+import { createSendingServicesApi, type SendingServicesApi } from '../services/sending-services.js';
+import { createTemplatesApi, type TemplatesApi } from '../services/templates.js';
+import { createUsersApi, type UsersApi } from '../services/users.js';
+import { QueueScheduler, type SchedulerStatus, type SentEvent } from '../services/scheduler/queue-scheduler.js';
+import { createMaintenance, type Maintenance } from '../services/maintenance/index.js';
+import { JOB_NAMES, type JobName } from '../services/maintenance/options.js';
+
+export interface EngineOptions extends ConfigOverrides {
+  /** PostgreSQL URL; omitted (and no DATABASE_URL): an embedded PostgreSQL is started. */
+  databaseUrl?: string;
+  /** Environment to read configuration from (default `process.env`). */
+  env?: NodeJS.ProcessEnv;
+  /** A pino logger; default: one at `LOG_LEVEL` writing JSON to stdout. */
+  logger?: Logger;
+  /** Run migrations on start (default true). */
+  migrate?: boolean;
+  /** The clock every time-dependent decision reads (default: the system clock). Tests inject one. */
+  clock?: Clock;
+}
+
+export interface EngineCore {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** The API side's Sequelize instance and pool. */
+  readonly apiDb: Sequelize;
+  /** The scheduler side's Sequelize instance and pool, apart from the API's. */
+  readonly schedulerDb: Sequelize;
+  /** Models bound to the API pool. */
+  readonly models: Models;
+  /** Where the database is, with any password redacted. */
+  readonly databaseLabel: string;
+  /** The connection string in use (embedded or given). Contains credentials: never log it. */
+  readonly databaseUrl: string;
+  readonly embedded: boolean;
+  pools(): { api: ReturnType<typeof poolUsage>; scheduler: ReturnType<typeof poolUsage> };
+  close(): Promise<void>;
+}
+
+export async function createEngineCore(options: EngineOptions = {}): Promise<EngineCore> {
+  const { env = process.env, logger: givenLogger, migrate = true, clock: _clock, ...overrides } = options;
+  const config = loadConfig(env, overrides);
+  const logger = givenLogger ?? createLogger(config.logLevel);
+
+  let embedded: EmbeddedPostgresHandle | undefined;
+  let url = config.databaseUrl;
+  if (!url) {
+    embedded = await startEmbeddedPostgres({ dataDir: config.embeddedPgDir, port: config.embeddedPgPort, logger });
+    url = await ensureDatabase(embedded, 'fairsend');
+  }
+
+  const apiDb = createSequelize(url, poolSettings(config, 'api'), APP_NAME_API, logger);
+  const schedulerDb = createSequelize(url, poolSettings(config, 'scheduler'), APP_NAME_SCHEDULER, logger);
+  const closeAll = async () => {
+    await Promise.allSettled([apiDb.close(), schedulerDb.close()]);
+    await embedded?.stop();
+  };
+  try {
+    await apiDb.authenticate();
+    if (migrate) {
+      const ran = await migrateUp(apiDb);
+      if (ran.length) logger.info({ migrations: ran }, 'migrations applied');
+    }
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+
+  let closed: Promise<void> | undefined;
+  return {
+    config,
+    logger,
+    apiDb,
+    schedulerDb,
+    models: defineModels(apiDb),
+    databaseLabel: embedded ? `embedded PostgreSQL on 127.0.0.1:${embedded.port} (data in ${embedded.dataDir})` : redactUrl(url),
+    databaseUrl: url,
+    embedded: embedded !== undefined,
+    pools: () => ({ api: poolUsage(apiDb), scheduler: poolUsage(schedulerDb) }),
+    close: () => (closed ??= closeAll()),
+  };
+}
+
+/** Creates `name` on the embedded cluster when missing; returns its URL. */
+async function ensureDatabase(embedded: EmbeddedPostgresHandle, name: string): Promise<string> {
+  const pg = await import('pg');
+  const client = new pg.default.Client({ connectionString: embedded.url('postgres') });
+  await client.connect();
+  try {
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (!rowCount) await client.query(`CREATE DATABASE "${name}"`);
+  } finally {
+    await client.end();
+  }
+  return embedded.url(name);
+}
+
+/** The engine as users see it: the core plus the programmatic API. */
+export interface Engine extends EngineCore {
+  readonly clock: Clock;
+  readonly users: UsersApi;
+  /** Sending services (SMTP accounts, relays): rate, daily quota, who may use them. */
+  readonly services: SendingServicesApi;
+  readonly contacts: ContactsApi;
+  readonly templates: TemplatesApi;
+  readonly campaigns: CampaignsApi;
+  readonly scheduler: {
+    /** Starts delivery: per-service timers, fair rounds, quota, retries, lease recovery. */
+    start(): Promise<void>;
+    /** Stops delivery gracefully: in-flight sends finish, outcomes are written, leases released. */
+    stop(): Promise<void>;
+    status(): SchedulerStatus;
+    /** One control pass now (normally run by the timer every SCHEDULER_TICK_MS). */
+    tick(): Promise<void>;
+    /** Writes pending outcomes now. */
+    flush(): Promise<void>;
+    /** Generates the subtask queues of up to `batchSize` due campaigns (exactly once each). */
+    processScheduledTasks(batchSize?: number): Promise<GenerationResult[]>;
+    /** 'sent' (SentEvent), 'retry', 'failed', 'tick', 'error'. */
+    on(event: 'sent', listener: (e: SentEvent) => void): void;
+    on(event: 'retry' | 'failed' | 'tick' | 'error', listener: (e: unknown) => void): void;
+    off(event: string, listener: (...args: never[]) => void): void;
+    readonly instanceId: string;
+  };
+  /** Maintenance jobs (health, pool watch, cleanup, reports): list, pause, resume, run now. */
+  readonly jobs: Maintenance;
+}
+
+/**
+ * Starts fairsend: the embedded PostgreSQL unless `databaseUrl` (or DATABASE_URL) names a server,
+ * migrations, both pools, and the programmatic API. Call `close()` when done.
+ */
+export async function createEngine(options: EngineOptions = {}): Promise<Engine> {
+  const core = await createEngineCore(options);
+  const clock = options.clock ?? systemClock;
+  const ctx: ServiceContext = {
+    config: core.config,
+    logger: core.logger,
+    apiDb: core.apiDb,
+    schedulerDb: core.schedulerDb,
+    models: core.models,
+    clock,
+  };
+  const generator = createGenerator(ctx);
+  const queue = new QueueScheduler(ctx, { generator, databaseUrl: core.databaseUrl });
+  const { config } = core;
+  const disabled = (config.maintenanceDisabledJobs ?? '')
+    .split(',')
+    .map((j) => j.trim())
+    .filter(Boolean) as JobName[];
+  let jobs: Maintenance;
+  try {
+    jobs = createMaintenance({
+      databaseUrl: core.databaseUrl,
+      apiDb: core.apiDb,
+      schedulerDb: core.schedulerDb,
+      logger: core.logger.child({ component: 'maintenance' }),
+      clock,
+      timezone: config.maintenanceTimezone,
+      options: {
+        disabled: disabled.filter((j) => (JOB_NAMES as readonly string[]).includes(j)),
+        retentionDays: config.maintenanceRetentionDays,
+        slowQueryMs: config.maintenanceSlowQueryMs,
+        idleInTransactionMs: config.maintenanceIdleInTransactionMs,
+      },
+    });
+  } catch (err) {
+    await core.close();
+    throw err;
+  }
+  const unknownJobs = disabled.filter((j) => !(JOB_NAMES as readonly string[]).includes(j));
+  if (unknownJobs.length) core.logger.warn({ unknownJobs }, 'MAINTENANCE_DISABLED_JOBS names unknown jobs');
+  const closeCore = core.close;
+  return Object.assign(core, {
+    clock,
+    users: createUsersApi(ctx),
+    services: createSendingServicesApi(ctx),
+    contacts: createContactsApi(ctx),
+    templates: createTemplatesApi(ctx),
+    campaigns: createCampaignsApi(ctx),
+    scheduler: {
+      start: () => queue.start(),
+      stop: () => queue.stop(),
+      status: () => queue.status(),
+      tick: () => queue.tick(),
+      flush: () => queue.flush(),
+      processScheduledTasks: (batchSize?: number) => generator.processScheduledTasks(batchSize, clock()),
+      on: (event: string, listener: (...args: never[]) => void) => void queue.on(event, listener as (...a: unknown[]) => void),
+      off: (event: string, listener: (...args: never[]) => void) => void queue.off(event, listener as (...a: unknown[]) => void),
+      instanceId: queue.instanceId,
+    } as Engine['scheduler'],
+    jobs,
+    // Stopping the scheduler comes first: its outcomes must be written while the pools are open.
+    close: async () => {
+      await queue.stop();
+      await jobs.close();
+      await closeCore();
+    },
+  });
+}

@@ -1,0 +1,137 @@
+/**
+ * Prometheus metrics, in a Registry of this server's own (never prom-client's global one, so two
+ * servers or a test's several servers in one process never mix their series).
+ *
+ * Event-driven (from the scheduler's events, while the server lives):
+ *   fairsend_sends_total{service_id, outcome="sent|failed|retry"}   counter
+ *   fairsend_send_latency_seconds{service_id}                       histogram: SMTP dispatch to 250
+ *   fairsend_scheduler_ticks_total                                   counter
+ * Sampled on scrape (one query each):
+ *   fairsend_queue_depth                                             queued subtasks
+ *   fairsend_service_remaining_quota{service_id, service}            and _used_ and _daily_
+ *   fairsend_service_healthy{service_id, service}                    1 or 0
+ *   fairsend_db_pool_connections{pool="api|scheduler", state="using|available|waiting|size|max"}
+ *   fairsend_scheduler_running                                       1 or 0
+ *   fairsend_processing_rate_per_minute{window="1m|5m|15m"}
+ * plus Node's process metrics (fairsend_process_*, fairsend_nodejs_*).
+ *
+ * `service_id` is the label of the event series because events carry only the id; the sampled
+ * quota series also carry the name, to read a dashboard without a join.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Engine } from '../engine.js';
+import type { SentEvent } from '../../services/scheduler/queue-scheduler.js';
+
+export interface ServerMetrics {
+  registry: Registry;
+  /** Stops listening to the scheduler's events. */
+  detach(): void;
+}
+
+export function createMetrics(engine: Engine, opts: { queuedCount: () => Promise<number>; processMetrics?: boolean }): ServerMetrics {
+  const registry = new Registry();
+  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'fairsend_' });
+
+  const sends = new Counter({
+    name: 'fairsend_sends_total',
+    help: 'Messages handed to a sending service, by outcome: sent (accepted), failed (permanent or out of retries), retry (temporary failure)',
+    labelNames: ['service_id', 'outcome'] as const,
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: 'fairsend_send_latency_seconds',
+    help: 'Time from handing a message to the SMTP connection to its acceptance',
+    labelNames: ['service_id'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
+  const ticks = new Counter({ name: 'fairsend_scheduler_ticks_total', help: 'Scheduler control passes', registers: [registry] });
+
+  new Gauge({
+    name: 'fairsend_queue_depth',
+    help: 'Subtasks queued in the database, waiting to be sent',
+    registers: [registry],
+    async collect() {
+      this.set(await opts.queuedCount());
+    },
+  });
+  // prom-client collects every metric of a scrape concurrently: the four quota gauges share one
+  // query through this memo (a scrape's collects all start within the same few milliseconds).
+  let quotaMemo: { at: number; value: ReturnType<Engine['services']['quota']> } | undefined;
+  const quota = () => {
+    if (!quotaMemo || Date.now() - quotaMemo.at > 250) quotaMemo = { at: Date.now(), value: engine.services.quota() };
+    return quotaMemo.value;
+  };
+  const quotaGauge = (name: string, help: string, value: (q: Awaited<ReturnType<typeof quota>>[number]) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['service_id', 'service'] as const,
+      registers: [registry],
+      async collect() {
+        const list = await quota();
+        this.reset();
+        for (const s of list) this.set({ service_id: String(s.id), service: s.name }, value(s));
+      },
+    });
+  quotaGauge('fairsend_service_remaining_quota', 'Sends left today before the quota resets', (s) => s.remainingQuota);
+  quotaGauge('fairsend_service_used_quota', 'Sends used (or reserved) today', (s) => s.usedQuota);
+  quotaGauge('fairsend_service_daily_quota', 'Daily quota', (s) => s.dailyQuota);
+  quotaGauge('fairsend_service_healthy', '1 when the service is healthy', (s) => (s.healthy ? 1 : 0));
+  new Gauge({
+    name: 'fairsend_db_pool_connections',
+    help: 'Connections of the API and scheduler pools by state',
+    labelNames: ['pool', 'state'] as const,
+    registers: [registry],
+    collect() {
+      const pools = engine.pools();
+      for (const [pool, u] of Object.entries(pools)) {
+        for (const [state, n] of Object.entries(u)) this.set({ pool, state }, n);
+      }
+    },
+  });
+  new Gauge({
+    name: 'fairsend_scheduler_running',
+    help: '1 when this process runs the scheduler',
+    registers: [registry],
+    collect() {
+      this.set(engine.scheduler.status().isRunning ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'fairsend_processing_rate_per_minute',
+    help: 'Emails sent a minute by this process, averaged over a window',
+    labelNames: ['window'] as const,
+    registers: [registry],
+    collect() {
+      const r = engine.scheduler.status().processingRate;
+      this.set({ window: '1m' }, r.perMinute1);
+      this.set({ window: '5m' }, r.perMinute5);
+      this.set({ window: '15m' }, r.perMinute15);
+    },
+  });
+
+  const onSent = (e: SentEvent) => {
+    sends.inc({ service_id: String(e.serviceId), outcome: 'sent' });
+    // dispatchedAt is wall-clock ms; `at` comes from the engine's clock (injectable): never negative.
+    latency.observe({ service_id: String(e.serviceId) }, Math.max(0, e.at.getTime() - e.dispatchedAt) / 1000);
+  };
+  const serviceOf = (e: unknown) => String((e as { serviceId?: unknown })?.serviceId ?? 'unknown');
+  const onFailed = (e: unknown) => sends.inc({ service_id: serviceOf(e), outcome: 'failed' });
+  const onRetry = (e: unknown) => sends.inc({ service_id: serviceOf(e), outcome: 'retry' });
+  const onTick = () => ticks.inc();
+  engine.scheduler.on('sent', onSent);
+  engine.scheduler.on('failed', onFailed);
+  engine.scheduler.on('retry', onRetry);
+  engine.scheduler.on('tick', onTick);
+
+  return {
+    registry,
+    detach() {
+      engine.scheduler.off('sent', onSent as (...args: never[]) => void);
+      engine.scheduler.off('failed', onFailed);
+      engine.scheduler.off('retry', onRetry);
+      engine.scheduler.off('tick', onTick);
+    },
+  };
+}

@@ -1,0 +1,206 @@
+/**
+ * Route schemas that are not input schemas of the programmatic API (those live in
+ * services/validation.ts and are reused as they are): path and query parameters, and response
+ * shapes. Written in camelCase like the rest of the code; the wire is snake_case (casing.ts).
+ * Response schemas are whitelists: the serializer drops any field they do not name.
+ */
+import { z } from 'zod';
+
+/** Ids of int4 columns (users, services, templates): beyond 2^31-1 PostgreSQL would refuse the value. */
+export const intId = z.coerce
+  .number({ error: 'must be a number' })
+  .int('must be an integer')
+  .positive('must be a positive id')
+  .max(2_147_483_647, 'is too large');
+/** Ids of bigint columns (campaigns, contacts), bounded by what a JS number holds exactly. */
+export const bigId = z.coerce
+  .number({ error: 'must be a number' })
+  .int('must be an integer')
+  .positive('must be a positive id')
+  .max(Number.MAX_SAFE_INTEGER, 'is too large');
+
+export const idParams = z.strictObject({ id: intId });
+export const campaignParams = z.strictObject({ id: bigId });
+export const taskParams = z.strictObject({ taskId: bigId });
+export const jobParams = z.strictObject({ name: z.string().regex(/^[A-Za-z0-9_.-]{1,100}$/, 'is not a job name') });
+
+export const pageQuery = z.strictObject({
+  userId: intId.optional().describe('Admins: whose items (default: all for lists, yourself for creation). Others: only your own id.'),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  afterId: bigId.optional().describe('Keyset pagination: items with an id above this one'),
+});
+export const userQuery = z.strictObject({
+  userId: intId.optional().describe('Admins: act for this user (default: yourself). Others: only your own id.'),
+});
+export const campaignListQuery = pageQuery.extend({
+  status: z.enum(['scheduled', 'sending', 'paused', 'completed', 'cancelled']).optional(),
+});
+
+export const errorSchema = z
+  .object({
+    error: z.object({
+      code: z.string(),
+      message: z.string(),
+      issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+      required: z.number().optional(),
+      available: z.number().optional(),
+    }),
+  })
+  .describe('Every error: a stable code, a message, and for validation errors each field at fault');
+
+/** The error answers a route can give, for the OpenAPI document. */
+export function errors(...codes: (400 | 401 | 403 | 404 | 409 | 413 | 415 | 422 | 429 | 503)[]) {
+  return Object.fromEntries(codes.map((c) => [c, errorSchema])) as Record<number, typeof errorSchema>;
+}
+
+const date = z.date();
+const poolUsage = z.object({ size: z.number(), available: z.number(), using: z.number(), waiting: z.number(), max: z.number() });
+
+export const quotaFields = {
+  dailyQuota: z.number(),
+  usedQuota: z.number(),
+  remainingQuota: z.number(),
+  usagePercentage: z.number().describe('used / daily quota, 0 to 100, one decimal'),
+  resetsAt: date.describe('Next local midnight in the quota time zone'),
+  lastSent: date.nullable(),
+  isHealthy: z.boolean(),
+};
+
+export const serviceSchema = z.object({
+  id: z.number(),
+  name: z.string(),
+  sendingRate: z.number().describe('Seconds between two sends'),
+  quotaTimezone: z.string(),
+  enabled: z.boolean(),
+  ...quotaFields,
+  // Admins only; never a password or a DKIM private key.
+  transport: z
+    .object({
+      host: z.string(),
+      port: z.number(),
+      secure: z.boolean(),
+      auth: z.object({ user: z.string() }).optional(),
+    })
+    .optional(),
+  maxConnections: z.number().optional(),
+  userIds: z.array(z.number()).nullable().optional().describe('null: open to every user'),
+  dkim: z.object({ domainName: z.string(), keySelector: z.string() }).nullable().optional(),
+  lastError: z.string().nullable().optional(),
+});
+
+export const userSchema = z.object({
+  id: z.number(),
+  name: z.string(),
+  email: z.string(),
+  role: z.enum(['admin', 'user']),
+  remainingQuota: z.number(),
+  timezone: z.string(),
+});
+
+export const templateSchema = z.object({
+  id: z.number(),
+  userId: z.number(),
+  name: z.string(),
+  subject: z.string(),
+  html: z.string().nullable(),
+  text: z.string().nullable(),
+});
+
+export const contactSchema = z.object({
+  id: z.number(),
+  email: z.string(),
+  name: z.string().nullable(),
+  tags: z.array(z.string()),
+  attributes: z.record(z.string(), z.unknown()),
+  status: z.enum(['active', 'unsubscribed', 'bounced']),
+  timezone: z.string().nullable(),
+});
+
+export const importResultSchema = z.object({
+  created: z.number(),
+  updated: z.number(),
+  ids: z.array(z.number()).describe('Contact ids in the order of the input rows'),
+});
+
+const counts = {
+  total: z.number(),
+  queued: z.number(),
+  sending: z.number(),
+  sent: z.number(),
+  failed: z.number(),
+  cancelled: z.number(),
+  unknown: z.number(),
+};
+
+export const progressSchema = z.object({ ...counts, waitReason: z.string().nullable(), percent: z.number() });
+
+export const campaignSchema = z.object({
+  id: z.number(),
+  userId: z.number(),
+  name: z.string(),
+  status: z.enum(['scheduled', 'sending', 'paused', 'completed', 'cancelled']),
+  scheduledAt: date,
+  timezone: z.string(),
+  from: z.object({ address: z.string(), name: z.string().nullable() }),
+  templates: z.array(z.number()),
+  contacts: z.array(z.number()),
+  recipientRule: z
+    .object({
+      type: z.enum(['all', 'tag_based']),
+      includeTags: z.array(z.string()).optional(),
+      excludeTags: z.array(z.string()).optional(),
+    })
+    .nullable(),
+  sendWindow: z.object({ start: z.string(), end: z.string(), days: z.array(z.number()).optional(), timezone: z.string() }).nullable(),
+  priority: z.number(),
+  recipients: z.number(),
+  generatedAt: date.nullable(),
+  progress: progressSchema,
+});
+
+export const campaignStateSchema = z.object({ id: z.number(), status: campaignSchema.shape.status });
+
+export const statusSchema = z.object({
+  uptimeSeconds: z.number(),
+  version: z.string(),
+  isRunning: z.boolean(),
+  startedAt: date.nullable(),
+  instanceId: z.string(),
+  deliveryMode: z.string(),
+  activeServices: z.number(),
+  activeCampaigns: z.number(),
+  queuedSubtasks: z.number().describe('Subtasks waiting in the database (all campaigns, or yours)'),
+  bufferedMessages: z.number(),
+  pendingOutcomes: z.number(),
+  processingRate: z
+    .object({ perMinute1: z.number(), perMinute5: z.number(), perMinute15: z.number() })
+    .describe('Emails sent per minute, averaged over the last 1, 5 and 15 minutes'),
+  services: z.array(
+    z.object({
+      id: z.number(),
+      name: z.string(),
+      state: z.string().describe('running, disabled, unhealthy, exhausted, or stopped when the scheduler does not run it'),
+      enabled: z.boolean(),
+      sendingRate: z.number(),
+      inFlight: z.number(),
+      ...quotaFields,
+    }),
+  ),
+  pools: z.object({ api: poolUsage, scheduler: poolUsage }),
+});
+
+export const statsSchema = z.object({
+  campaigns: z.array(z.object({ id: z.number(), userId: z.number(), name: z.string(), status: z.string(), ...counts })),
+  services: z.array(
+    z.object({
+      id: z.number(),
+      name: z.string().nullable(),
+      sending: z.number(),
+      sent: z.number(),
+      failed: z.number(),
+      cancelled: z.number(),
+      unknown: z.number(),
+      queued: z.number(),
+    }),
+  ),
+});

@@ -1,0 +1,115 @@
+/**
+ * `npm start`: the engine on embedded defaults (or DATABASE_URL), the demo data in an empty
+ * database, the local SMTP catcher the demo services point at, a "ready" summary, and a clean
+ * exit on Ctrl-C or SIGTERM (pools closed, embedded PostgreSQL stopped, no orphan process).
+ */
+import { loadDotenv } from './config.js';
+import { createEngine, type Engine } from './engine.js';
+import { ConfigError } from './errors.js';
+import { detachEmbeddedSignalHooks } from './embedded-postgres.js';
+import { seedAll } from './migrator.js';
+import { startSmtpCatcher, type SmtpCatcher } from './smtp-catcher.js';
+import { createHttpServer, type HttpServer } from './http/server.js';
+import { createToken } from '../services/auth.js';
+
+async function readySummary(engine: Engine, catcher: SmtpCatcher): Promise<string> {
+  const services = await engine.models.EmailService.findAll({ order: [['id', 'ASC']] });
+  const campaigns = await engine.models.Task.findAll({ order: [['id', 'ASC']] });
+  const lines = [
+    'fairsend ready',
+    `  database:     ${engine.databaseLabel}`,
+    `  smtp catcher: ${catcher.host}:${catcher.port}`,
+    `  services (${services.length}):`,
+    ...services.map(
+      (s) =>
+        `    #${s.id} ${s.name}: one send every ${s.sendingRate}s, quota ${s.usedQuota}/${s.dailyQuota} used today (${s.quotaTimezone})${s.enabled ? '' : ' [disabled]'}`,
+    ),
+    `  campaigns (${campaigns.length}):`,
+    ...campaigns.map((c) => `    #${c.id} ${c.name}: ${c.status}, ${c.reservedQuota} recipients reserved`),
+  ];
+  return lines.join('\n');
+}
+
+/** One log line per campaign that is still moving, every few seconds. */
+async function logProgress(engine: Engine): Promise<void> {
+  try {
+    const active = (await engine.campaigns.list()).filter((c) => c.status === 'sending' || c.status === 'scheduled');
+    for (const c of active) {
+      const p = await engine.campaigns.progress(c.id);
+      engine.logger.info(
+        { campaign: c.id, name: c.name, status: p.status, sent: p.sent, total: p.total, failed: p.failed, waitReason: p.waitReason },
+        'progress',
+      );
+    }
+    const st = engine.scheduler.status();
+    engine.logger.info(
+      { perMinute: st.processingRate.perMinute1, services: st.services.map((s) => `${s.name}:${s.state}:${s.sent}`) },
+      'scheduler',
+    );
+  } catch (err) {
+    engine.logger.warn({ err }, 'progress report failed');
+  }
+}
+
+async function main(): Promise<void> {
+  await loadDotenv();
+  const engine = await createEngine();
+  detachEmbeddedSignalHooks(); // our shutdown below stops the cluster last, after the scheduler
+  const { config, logger } = engine;
+  let catcher: SmtpCatcher | undefined;
+  let stopping = false;
+  let progressTimer: NodeJS.Timeout | undefined;
+  let http: HttpServer | undefined;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    clearInterval(progressTimer);
+    await http?.close();
+    await engine.close(); // scheduler first (in-flight sends finish), then jobs, pools, embedded PostgreSQL
+    await catcher?.stop();
+    logger.info('stopped');
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  try {
+    catcher = await startSmtpCatcher({ host: config.smtpCatcherHost, port: config.smtpCatcherPort });
+    if (config.demoData && (await engine.models.User.count()) === 0) {
+      process.env.SMTP_CATCHER_HOST = catcher.host;
+      process.env.SMTP_CATCHER_PORT = String(catcher.port);
+      const seeded = await seedAll(engine.apiDb);
+      logger.info({ seeders: seeded }, 'demo data loaded');
+    }
+    http = await createHttpServer(engine, {
+      port: config.port,
+      host: config.host,
+      trustProxy: config.trustProxy,
+      ...(config.bounceWebhookSecret ? { bounceWebhookSecret: config.bounceWebhookSecret } : {}),
+    });
+    const address = await http.listen();
+    console.log(await readySummary(engine, catcher));
+    console.log(`  dashboard:    ${address}/    API docs: ${address}/docs`);
+    // A token for the first admin that has none (the demo's Alice): shown once, stored hashed.
+    const admin = await engine.models.User.findOne({ where: { role: 'admin', apiTokenHash: null }, order: [['id', 'ASC']] });
+    if (admin) console.log(`  admin token:  ${await createToken(engine, admin.id)}  (${admin.email}; shown once, keep it)`);
+    await engine.scheduler.start();
+    if (config.maintenanceEnabled) engine.jobs.start();
+    progressTimer = setInterval(() => void logProgress(engine), 5000);
+    progressTimer.unref();
+  } catch (err) {
+    logger.error({ err }, 'start-up failed');
+    await catcher?.stop();
+    await engine.close();
+    process.exit(1);
+  }
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    console.error(`fairsend: configuration error: ${err.message}`);
+  } else {
+    console.error('fairsend: failed to start:', err);
+  }
+  process.exit(1);
+});
