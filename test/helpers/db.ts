@@ -1,0 +1,47 @@
+import { randomBytes } from 'node:crypto';
+import { Sequelize } from 'sequelize';
+import { createEngine, createEngineCore, type Engine, type EngineCore, type EngineOptions } from '../../src/engine.js';
+import { createLogger } from '../../src/logger.js';
+import { ENV_RUN_ID, ENV_TEMPLATE_DB, TEST_DB_PREFIX, databaseUrl, withAdminClient } from './cluster.js';
+
+function newName(): string {
+  return `${TEST_DB_PREFIX}${process.env[ENV_RUN_ID]}_${randomBytes(4).toString('hex')}`;
+}
+
+/** A fresh, migrated database cloned from this run's template; returns its URL. */
+export async function createTestDatabase(): Promise<string> {
+  const name = newName();
+  await withAdminClient((c) => c.query(`CREATE DATABASE "${name}" TEMPLATE "${process.env[ENV_TEMPLATE_DB]}"`));
+  return databaseUrl(name);
+}
+
+/** A fresh database with nothing in it (for migration tests). */
+export async function createEmptyDatabase(): Promise<string> {
+  const name = newName();
+  await withAdminClient((c) => c.query(`CREATE DATABASE "${name}"`));
+  return databaseUrl(name);
+}
+
+export function plainSequelize(url: string): Sequelize {
+  return new Sequelize(url, { logging: false, pool: { max: 3 } });
+}
+
+export const silentLogger = createLogger('silent');
+
+/** An engine core on a fresh database with a silent logger. */
+export async function createTestEngineCore(options: EngineOptions = {}): Promise<EngineCore> {
+  const databaseUrl = options.databaseUrl ?? (await createTestDatabase());
+  return createEngineCore({ logger: silentLogger, env: {}, ...options, databaseUrl });
+}
+
+/** The full engine (programmatic API) on a fresh database with a silent logger. */
+export async function createTestEngine(options: EngineOptions = {}): Promise<Engine> {
+  const databaseUrl = options.databaseUrl ?? (await createTestDatabase());
+  return createEngine({ logger: silentLogger, env: {}, ...options, databaseUrl });
+}
+
+/** Runs a query and returns its rows. */
+export async function rows<T = Record<string, unknown>>(db: Sequelize, sql: string, bind?: Record<string, unknown>): Promise<T[]> {
+  const [r] = await db.query(sql, bind ? { bind } : {});
+  return r as T[];
+}

@@ -1,0 +1,112 @@
+import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
+import { createTestDatabase, createTestEngine, rows } from './helpers/db.js';
+import { startEngineChild, type EngineChild } from './helpers/child.js';
+import { until, userWithContacts } from './helpers/scheduler.js';
+
+const FAST = {
+  SCHEDULER_TICK_MS: '100',
+  HEARTBEAT_MS: '200',
+  LEASE_TTL_MS: '1000',
+  CHILD_LOG_LEVEL: process.env.CHILD_LOG_LEVEL ?? 'silent',
+};
+const RATE = 0.01; // 100 a second per service
+
+describe('several engine processes on one PostgreSQL', () => {
+  const catchers: SmtpCatcher[] = [];
+  afterAll(() => Promise.all(catchers.map((c) => c.stop())));
+
+  it('spreads services over processes, takes over a killed one, and keeps every service on one clock', async () => {
+    const url = await createTestDatabase();
+    const setup = await createTestEngine({ databaseUrl: url });
+    const serviceIds: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const smtp = await startSmtpCatcher();
+      catchers.push(smtp);
+      const s = await setup.services.create({
+        name: `svc${i}`,
+        transport: { host: '127.0.0.1', port: smtp.port },
+        sendingRate: RATE,
+        dailyQuota: 1200,
+        maxConnections: 3,
+      });
+      serviceIds.push(s.id);
+    }
+    const campaigns: number[] = [];
+    for (const name of ['U1', 'U2', 'U3']) {
+      const u = await userWithContacts(setup, name, 700);
+      campaigns.push(
+        (
+          await setup.campaigns.create({
+            userId: u.userId,
+            name,
+            from: 'x@example.test',
+            templates: [u.templateId],
+            recipientRule: { type: 'all' },
+          })
+        ).id,
+      );
+    }
+    await setup.close();
+
+    const children: EngineChild[] = [0, 1, 2].map(() => startEngineChild(url, FAST));
+    await Promise.all(children.map((c) => c.ready));
+    await until(() => catchers.reduce((n, c) => n + c.accepted, 0) >= 600, 30000, '600 sends');
+    // Each service has exactly one owner at a time.
+    const owners = new Map<number, Set<number>>();
+    children.forEach((c, i) => c.sent.forEach((e) => owners.set(e.serviceId, (owners.get(e.serviceId) ?? new Set()).add(i))));
+    for (const id of serviceIds) expect(owners.get(id)?.size).toBe(1);
+    // Kill a process that owns a service.
+    const victimIndex = [...owners.values()][0]!.values().next().value!;
+    const victim = children[victimIndex]!;
+    const victimServices = new Set(victim.sent.map((e) => e.serviceId));
+    const killedAt = Date.now();
+    victim.proc.kill('SIGKILL');
+    await victim.exited;
+    const survivors = children.filter((c) => c !== victim);
+    // Its services are taken over well within the 30 s lock timeout.
+    await until(() => survivors.some((c) => c.sent.some((e) => victimServices.has(e.serviceId) && e.at > killedAt)), 30000, 'takeover');
+    const takeoverMs =
+      Math.min(...survivors.flatMap((c) => c.sent.filter((e) => victimServices.has(e.serviceId) && e.at > killedAt).map((e) => e.at))) -
+      killedAt;
+
+    const check = await createTestEngine({ databaseUrl: url });
+    try {
+      await until(
+        async () => {
+          const ps = await Promise.all(campaigns.map((id) => check.campaigns.progress(id)));
+          return ps.every((p) => p.status === 'completed');
+        },
+        60000,
+        'all campaigns completed',
+      );
+      for (const c of survivors) c.proc.kill('SIGTERM');
+      await Promise.all(survivors.map((c) => c.exited));
+      const states = await rows<{ status: string; n: number }>(
+        check.apiDb,
+        'SELECT status, count(*)::int AS n FROM subtasks GROUP BY status',
+      );
+      expect(states).toEqual([{ status: 'sent', n: 2100 }]);
+      const ids = catchers.flatMap((c) => c.messages.map((m) => m.parsed.messageId));
+      const distinct = new Set(ids).size;
+      console.log(
+        `[scale-out] takeover after ${takeoverMs} ms; received ${ids.length}, distinct ${distinct}, duplicates ${ids.length - distinct}`,
+      );
+      expect(distinct).toBe(2100);
+      expect(ids.length - distinct).toBeLessThanOrEqual(3 * 3 + 10 + 5); // in flight + 100 ms of sends of the victim
+      for (const q of await check.services.quota()) expect(q.usedQuota).toBeLessThanOrEqual(1200);
+      // One clock per service: consecutive dispatches of a service, across all processes, are at
+      // least its interval apart (a few ms of tolerance).
+      const all = children.flatMap((c, proc) => c.sent.map((e) => ({ ...e, proc })));
+      for (const id of serviceIds) {
+        const sends = all.filter((e) => e.serviceId === id).sort((a, b) => a.at - b.at);
+        const close = sends.slice(1).flatMap((e, i) => (e.at - sends[i]!.at < RATE * 1000 - 3 ? [{ prev: sends[i], next: e }] : []));
+        if (close.length)
+          console.log(`[scale-out] service ${id}: ${close.length} sends closer than its interval`, JSON.stringify(close.slice(0, 3)));
+        expect(close).toEqual([]);
+      }
+      expect(takeoverMs).toBeLessThan(30000);
+    } finally {
+      await check.close();
+    }
+  }, 120000);
+});

@@ -1,0 +1,159 @@
+import type { Engine } from '../src/engine.js';
+import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
+import { createTestEngine } from './helpers/db.js';
+import { recordSends, until, userWithContacts } from './helpers/scheduler.js';
+
+describe('fair order through one serial service', () => {
+  let engine: Engine;
+  let smtp: SmtpCatcher;
+  beforeEach(async () => {
+    smtp = await startSmtpCatcher();
+    engine = await createTestEngine({ schedulerTickMs: 50 });
+  });
+  afterEach(async () => {
+    await engine.close();
+    await smtp.stop();
+  });
+
+  const serialService = () =>
+    engine.services.create({
+      name: 'serial',
+      transport: { host: '127.0.0.1', port: smtp.port },
+      sendingRate: 0,
+      dailyQuota: 100000,
+      maxConnections: 1,
+    });
+
+  it('sends A1 B1 C1 A2 B1 C1 A1 B1 C1 ..., and A and B alternate once C1 is done', async () => {
+    const a = await userWithContacts(engine, 'A', 10);
+    const b = await userWithContacts(engine, 'B', 20);
+    const c = await userWithContacts(engine, 'C', 3);
+    const campaign = (u: typeof a, name: string, n: number) =>
+      engine.campaigns.create({
+        userId: u.userId,
+        name,
+        from: 'x@example.test',
+        templates: [u.templateId],
+        contacts: u.contactIds.slice(0, n),
+      });
+    const A1 = await campaign(a, 'A1', 5);
+    const A2 = await campaign(a, 'A2', 5);
+    const B1 = await campaign(b, 'B1', 20);
+    const C1 = await campaign(c, 'C1', 3);
+    await serialService();
+    const sent = recordSends(engine);
+    await engine.scheduler.start();
+    await until(() => sent.length >= 20, 20000, '20 sends');
+    const names = new Map([
+      [A1.id, 'A1'],
+      [A2.id, 'A2'],
+      [B1.id, 'B1'],
+      [C1.id, 'C1'],
+    ]);
+    const seq = sent.slice(0, 20).map((e) => names.get(e.taskId));
+    expect(seq).toEqual([
+      'A1',
+      'B1',
+      'C1',
+      'A2',
+      'B1',
+      'C1',
+      'A1',
+      'B1',
+      'C1',
+      'A2',
+      'B1',
+      'A1',
+      'B1',
+      'A2',
+      'B1',
+      'A1',
+      'B1',
+      'A2',
+      'B1',
+      'A1',
+    ]);
+    // Within a campaign, messages go in contact-id order.
+    const a1 = sent.filter((e) => e.taskId === A1.id).map((e) => e.contactId);
+    expect(a1).toEqual([...a1].sort((x, y) => x - y));
+    await until(async () => (await engine.campaigns.progress(B1.id)).status === 'completed', 20000, 'B1 completed');
+    expect(smtp.accepted).toBe(33);
+  });
+
+  it('lets a 10-message user through a 10,000-message backlog within one turn each', async () => {
+    const big = await userWithContacts(engine, 'Big', 10000);
+    const small = await userWithContacts(engine, 'Small', 10);
+    await engine.campaigns.create({
+      userId: big.userId,
+      name: 'huge',
+      from: 'x@example.test',
+      templates: [big.templateId],
+      recipientRule: { type: 'all' },
+    });
+    const tiny = await engine.campaigns.create({
+      userId: small.userId,
+      name: 'tiny',
+      from: 'x@example.test',
+      templates: [small.templateId],
+      recipientRule: { type: 'all' },
+    });
+    await serialService();
+    const sent = recordSends(engine);
+    await engine.scheduler.start();
+    await until(() => sent.filter((e) => e.taskId === tiny.id).length === 10, 20000, 'the small campaign');
+    const lastSmall = sent.findLastIndex((e) => e.taskId === tiny.id);
+    // Strict alternation: the 10th small message is at most the 20th send overall.
+    expect(lastSmall).toBeLessThanOrEqual(19);
+    for (let i = 1; i < 20; i++) expect(sent[i]!.taskId === tiny.id).not.toBe(sent[i - 1]!.taskId === tiny.id);
+  });
+
+  it('serves a higher-priority campaign of a user first, without taking turns from other users', async () => {
+    const a = await userWithContacts(engine, 'P', 6);
+    const b = await userWithContacts(engine, 'Q', 6);
+    const low = await engine.campaigns.create({
+      userId: a.userId,
+      name: 'low',
+      from: 'x@example.test',
+      templates: [a.templateId],
+      contacts: a.contactIds.slice(0, 3),
+    });
+    const high = await engine.campaigns.create({
+      userId: a.userId,
+      name: 'high',
+      from: 'x@example.test',
+      templates: [a.templateId],
+      contacts: a.contactIds.slice(3),
+      priority: 5,
+    });
+    const other = await engine.campaigns.create({
+      userId: b.userId,
+      name: 'other',
+      from: 'x@example.test',
+      templates: [b.templateId],
+      recipientRule: { type: 'all' },
+    });
+    await serialService();
+    const sent = recordSends(engine);
+    await engine.scheduler.start();
+    await until(() => sent.length >= 12, 20000, '12 sends');
+    const names = new Map([
+      [low.id, 'low'],
+      [high.id, 'high'],
+      [other.id, 'other'],
+    ]);
+    expect(sent.slice(0, 12).map((e) => names.get(e.taskId))).toEqual([
+      'high',
+      'other',
+      'high',
+      'other',
+      'high',
+      'other',
+      'low',
+      'other',
+      'low',
+      'other',
+      'low',
+      'other',
+    ]);
+  });
+});
