@@ -1,0 +1,165 @@
+/**
+ * W1 throughput: 10 users x 5 campaigns x 2,000 recipients (quick: 200) through one service with
+ * no rate limit, 5 connections, to the sink; end-to-end from scheduler start until the last `sent`
+ * is committed. In the same run, on the same sink: the ceiling (nodemailer alone), fairsend with
+ * two processes, graphile-worker (plain and batched), pg-boss (fetch/complete loop). BullMQ is
+ * reported as skipped. Configurations take turns inside each run, so a slow patch of the machine
+ * hits them all.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import type { Engine } from '../src/engine.js';
+import { forkBench, nextMessage } from './lib/children.js';
+import { benchEngine, recipientsOf, render, seedCampaigns, sentTotal } from './lib/fixtures.js';
+import { measure, type BenchContext, type Prepared, type RunRecord } from './lib/harness.js';
+import { median, sleep, fmt } from './lib/stats.js';
+import { rowOf, verdict, type Row } from './lib/report.js';
+import { sendAll } from './peers/ceiling.js';
+import { prepareGraphile } from './peers/graphile.js';
+import { preparePgBoss } from './peers/pgboss.js';
+
+export const CONNECTIONS = 5;
+export const IN_FLIGHT = 10;
+
+export const W1_CONFIGS = {
+  ceiling: `nodemailer pool alone, ${CONNECTIONS} connections, ${IN_FLIGHT} in flight, pre-rendered, no database`,
+  fairsend: `fairsend, 1 process, sendingRate 0, maxConnections ${CONNECTIONS}`,
+  fairsend2: `fairsend, 2 processes (same database), maxConnections ${CONNECTIONS} each`,
+  graphile: 'graphile-worker 0.17, one job per message, concurrency 25',
+  graphileBatched: 'graphile-worker 0.17, concurrency 50, localQueue 500, completeJobBatchDelay 0',
+  pgboss: 'pg-boss 10, fetch()/complete() loops, 2 x batch 100',
+} as const;
+export type W1Config = keyof typeof W1_CONFIGS;
+
+interface Shape {
+  users: number;
+  campaignsPerUser: number;
+  perCampaign: number;
+}
+
+async function prepareFairsend(ctx: BenchContext, shape: Shape, processes: 1 | 2): Promise<Prepared & { total: number }> {
+  const db = await ctx.server.newDatabase('w1');
+  const engine: Engine = await benchEngine(db.url);
+  const total = await seedCampaigns(engine, {
+    ...shape,
+    service: { name: 'sink', port: ctx.sink.port, sendingRate: 0, dailyQuota: 100_000_000, maxConnections: CONNECTIONS },
+  });
+  let child: ChildProcess | undefined;
+  if (processes === 2) {
+    child = forkBench('engine-child.js');
+    child.send({ type: 'init', url: db.url });
+    await nextMessage(child, 'ready');
+  }
+  return {
+    total,
+    ...(child ? { engineChildren: async () => [child.pid!] } : {}),
+    go: async () => {
+      const started = child ? nextMessage(child, 'started') : undefined;
+      child?.send({ type: 'start' });
+      await Promise.all([engine.scheduler.start(), started]);
+      while ((await sentTotal(engine)) < total) await sleep(50);
+    },
+    teardown: async () => {
+      if (child) {
+        const exited = once(child, 'exit');
+        child.send({ type: 'stop' });
+        await exited;
+      }
+      await engine.close();
+      await db.drop();
+    },
+  };
+}
+
+export async function runW1(ctx: BenchContext, runs: number): Promise<RunRecord[]> {
+  const shape: Shape = { users: 10, campaignsPerUser: 5, perCampaign: ctx.quick ? 200 : 2000 };
+  const recipients = recipientsOf(shape.users, shape.campaignsPerUser, shape.perCampaign);
+  const N = recipients.length;
+  const records: RunRecord[] = [];
+  const peerDb = async (name: string, fn: (url: string) => Promise<Prepared>): Promise<Prepared> => {
+    const db = await ctx.server.newDatabase(name);
+    const p = await fn(db.url);
+    return { go: p.go, teardown: () => p.teardown().finally(() => db.drop()) };
+  };
+  const prepare: Record<W1Config, () => Promise<Prepared>> = {
+    ceiling: async () => {
+      const mails = recipients.map(render);
+      return { go: () => sendAll(ctx.sink.port, mails, CONNECTIONS, IN_FLIGHT), teardown: async () => undefined };
+    },
+    fairsend: () => prepareFairsend(ctx, shape, 1),
+    fairsend2: () => prepareFairsend(ctx, shape, 2),
+    graphile: () => peerDb('gw', (url) => prepareGraphile(url, recipients, ctx.sink.port, CONNECTIONS, { concurrency: 25 })),
+    graphileBatched: () =>
+      peerDb('gwb', (url) => prepareGraphile(url, recipients, ctx.sink.port, CONNECTIONS, { concurrency: 50, localQueueSize: 500 })),
+    pgboss: () => peerDb('pgboss', (url) => preparePgBoss(url, recipients, ctx.sink.port, CONNECTIONS, { loops: 2, batchSize: 100 })),
+  };
+  for (let run = 1; run <= runs; run++) {
+    for (const config of Object.keys(prepare) as W1Config[]) {
+      const p = await prepare[config]();
+      const m = await measure(ctx, p);
+      const rate = N / m.seconds;
+      records.push({ config, run, value: rate, seconds: m.seconds, messages: N, sinkAccepted: m.sinkAccepted, cpu: m.cpu });
+      ctx.log(
+        `W1 run ${run} ${config}: ${rate.toFixed(0)} msg/s (${m.seconds.toFixed(2)} s; CPU engine ${m.cpu.engine.toFixed(2)} s, sink ${m.cpu.sink.toFixed(2)} s, postgres ${m.cpu.postgres.toFixed(2)} s; sink took ${m.sinkAccepted})`,
+      );
+    }
+  }
+  return records;
+}
+
+/** Per run, a / b (both measured in that run). */
+function perRunRatio(records: RunRecord[], a: W1Config, b: (run: number) => number | undefined): number[] {
+  return records
+    .filter((r) => r.config === a)
+    .map((r) => {
+      const d = b(r.run);
+      return d ? r.value / d : NaN;
+    });
+}
+
+export function w1Rows(records: RunRecord[]): Row[] {
+  const n = records[0]?.messages ?? 0;
+  const valueOf = (config: W1Config, run: number) => records.find((r) => r.config === config && r.run === run)?.value;
+  const peers: W1Config[] = ['graphile', 'graphileBatched', 'pgboss'];
+  const rows: Row[] = [];
+  for (const config of Object.keys(W1_CONFIGS) as W1Config[]) {
+    const rs = records.filter((r) => r.config === config);
+    if (!rs.length) continue;
+    const vsCeiling = median(perRunRatio(records, config, (run) => valueOf('ceiling', run)));
+    const cpuPerMsg = median(rs.map((r) => (r.cpu!.engine * 1000) / r.messages!));
+    let goal = '-';
+    let met = '-';
+    if (config === 'fairsend') {
+      const ahead = median(perRunRatio(records, 'fairsend', (run) => Math.max(...peers.map((p) => valueOf(p, run) ?? 0))));
+      goal = '>= 95 % of ceiling; ahead of every peer';
+      met = verdict(vsCeiling >= 0.95 && ahead > 1, `${(vsCeiling * 100).toFixed(0)} % of ceiling, ${ahead.toFixed(2)}x best peer`);
+    } else if (config === 'fairsend2') {
+      const scale = median(perRunRatio(records, 'fairsend2', (run) => valueOf('fairsend', run)));
+      goal = '>= 1.15x one process';
+      met = verdict(scale >= 1.15, `${scale.toFixed(2)}x`);
+    }
+    rows.push(
+      rowOf(rs, {
+        workload: 'W1 throughput',
+        config: `${W1_CONFIGS[config]}; ${fmt(n)} msgs; engine CPU ${cpuPerMsg.toFixed(3)} ms/msg`,
+        unit: 'msg/s',
+        digits: 0,
+        ratio: `${(vsCeiling * 100).toFixed(0)} %`,
+        goal,
+        met,
+      }),
+    );
+  }
+  rows.push({
+    workload: 'W1 throughput',
+    config: 'BullMQ on Redis',
+    unit: '',
+    median: NaN,
+    min: NaN,
+    max: NaN,
+    digits: 0,
+    goal: '-',
+    met: "skipped: not installable from this machine's registry",
+  });
+  return rows;
+}

@@ -1,0 +1,263 @@
+/**
+ * W3 fairness and rate: three services at 20, 50 and 100 messages a second (sendingRate 0.05,
+ * 0.02, 0.01; the 20/s one has a daily quota that runs out mid-run), 100 users with a skewed
+ * backlog (one with 100,000 queued, quick 10,000; 99 with 100 each), one campaign each.
+ *
+ * From the 'sent' events (dispatch time, service, campaign -> user):
+ * - Jain's index over each 1-second window while every user still has backlog, beside the best
+ *   index a perfect round robin could reach with the same number of sends in that window (whole
+ *   sends split 100 ways: 170 sends give 70 users 2 and 30 users 1, so at most 0.93);
+ * - each service's achieved rate, (sends - 1) / (last - first dispatch), against its configuration;
+ * - quota overshoot: units used and sends made by the quota service beyond its quota;
+ * - the small users' wait: when the last of the 99 got its m-th message (m = 100, their last, when
+ *   the run is long enough), against a perfect round robin over the same sends, which has served
+ *   every user m times after 100 x m sends.
+ */
+import type { Engine } from '../src/engine.js';
+import { benchEngine, createService, FROM, generateAll, insertContacts, TEMPLATE } from './lib/fixtures.js';
+import { measure, type BenchContext, type RunRecord } from './lib/harness.js';
+import { rowOf, verdict, type Row } from './lib/report.js';
+import { fmt, jain, jainIdeal, median, sleep } from './lib/stats.js';
+
+const USERS = 100;
+const SMALL = 100;
+const SERVICES = [
+  { name: 'twenty', sendingRate: 0.05, perSecond: 20, quota: true },
+  { name: 'fifty', sendingRate: 0.02, perSecond: 50, quota: false },
+  { name: 'hundred', sendingRate: 0.01, perSecond: 100, quota: false },
+];
+
+interface Ev {
+  t: number;
+  service: number;
+  user: number;
+}
+
+async function seed(engine: Engine, port: number, big: number, quota: number) {
+  const serviceIds: number[] = [];
+  for (const s of SERVICES) {
+    serviceIds.push(
+      await createService(engine, {
+        name: s.name,
+        port,
+        sendingRate: s.sendingRate,
+        dailyQuota: s.quota ? quota : 10_000_000,
+        maxConnections: 5,
+      }),
+    );
+  }
+  const userOfTask = new Map<number, number>();
+  for (let u = 1; u <= USERS; u++) {
+    const user = await engine.users.create({ name: `User ${u}`, email: `owner${u}@bench.example`, quota: 10_000_000 });
+    await insertContacts(engine, user.id, u, u === 1 ? big : SMALL);
+    const tpl = await engine.templates.create(user.id, { name: TEMPLATE.name, subject: TEMPLATE.subject, text: TEMPLATE.text! });
+    const c = await engine.campaigns.create({
+      userId: user.id,
+      name: `u${u}`,
+      from: FROM,
+      templates: [tpl.id],
+      recipientRule: { type: 'all' },
+    });
+    userOfTask.set(c.id, u);
+  }
+  await generateAll(engine);
+  await engine.apiDb.query('VACUUM ANALYZE subtasks');
+  return { serviceIds, userOfTask };
+}
+
+export async function runW3(ctx: BenchContext, runs: number): Promise<RunRecord[]> {
+  const big = ctx.quick ? 10_000 : 100_000;
+  const windowS = ctx.quick ? 20 : 60;
+  // Long enough for the small users' last message (about 59 s at 170/s) in the full run.
+  const maxS = ctx.quick ? 20 : 75;
+  const quota = SERVICES[0]!.perSecond * Math.round(windowS / 2);
+  const records: RunRecord[] = [];
+  for (let run = 1; run <= runs; run++) {
+    const db = await ctx.server.newDatabase('w3');
+    const engine = await benchEngine(db.url);
+    try {
+      const { serviceIds, userOfTask } = await seed(engine, ctx.sink.port, big, quota);
+      const events: Ev[] = [];
+      const smallDone = new Set<number>();
+      const perUser = new Map<number, number>();
+      engine.scheduler.on('sent', (e) => {
+        const user = userOfTask.get(e.taskId)!;
+        events.push({ t: e.dispatchedAt, service: e.serviceId, user });
+        const n = (perUser.get(user) ?? 0) + 1;
+        perUser.set(user, n);
+        if (user !== 1 && n >= SMALL) smallDone.add(user);
+      });
+      let t0 = 0;
+      const m = await measure(ctx, {
+        go: async () => {
+          t0 = Date.now();
+          await engine.scheduler.start();
+          while (Date.now() - t0 < maxS * 1000) {
+            if (Date.now() - t0 >= windowS * 1000 && smallDone.size === USERS - 1) break;
+            await sleep(100);
+          }
+          await engine.scheduler.stop();
+        },
+        teardown: async () => undefined,
+      });
+      const a = analyse(events, t0, serviceIds);
+      const q = (await engine.services.quota()).find((s) => s.id === serviceIds[0])!;
+      const [rows] = (await engine.apiDb.query(`SELECT count(*)::int AS n FROM subtasks WHERE service_id = $1 AND status = 'sent'`, {
+        bind: [serviceIds[0]],
+      })) as [{ n: number }[], unknown];
+      const quotaSends = Math.max(a.sendsBy[0]!, rows[0]!.n);
+      const overshoot = Math.max(0, q.usedQuota - q.dailyQuota, quotaSends - q.dailyQuota);
+      records.push({
+        config: 'fairness',
+        run,
+        value: a.jainMedian,
+        seconds: m.seconds,
+        messages: events.length,
+        sinkAccepted: m.sinkAccepted,
+        cpu: m.cpu,
+        extra: { ...a, quota: { dailyQuota: q.dailyQuota, used: q.usedQuota, sends: quotaSends, overshoot } },
+      });
+      ctx.log(
+        `W3 run ${run}: Jain median ${a.jainMedian.toFixed(3)} over ${a.windows} windows (ideal ${a.jainIdealMedian.toFixed(3)}); rates ${a.rates
+          .map((r) => r.toFixed(2))
+          .join(
+            ' / ',
+          )} msg/s; quota ${q.usedQuota}/${q.dailyQuota} used, ${quotaSends} sends; small users' ${a.waitM}th message at ${a.waitReal.toFixed(1)} s vs ideal ${a.waitIdeal.toFixed(1)} s`,
+      );
+    } finally {
+      await engine.close();
+      await db.drop();
+    }
+  }
+  return records;
+}
+
+function analyse(events: Ev[], t0: number, serviceIds: number[]) {
+  events.sort((a, b) => a.t - b.t);
+  const first = events[0]?.t ?? t0;
+  const last = events.at(-1)?.t ?? t0;
+  // Windows while every user has backlog: until the first small user got its last message.
+  const counts = new Map<number, number>();
+  let allBacklogUntil = last;
+  const nth = new Map<number, number[]>();
+  for (const e of events) {
+    const n = (counts.get(e.user) ?? 0) + 1;
+    counts.set(e.user, n);
+    if (e.user !== 1) {
+      let list = nth.get(e.user);
+      if (!list) nth.set(e.user, (list = []));
+      list.push(e.t);
+      if (n === SMALL) allBacklogUntil = Math.min(allBacklogUntil, e.t);
+    }
+  }
+  const jains: number[] = [];
+  const ideals: number[] = [];
+  let i = 0;
+  for (let w = first; w + 1000 <= allBacklogUntil; w += 1000) {
+    const x = new Map<number, number>();
+    let total = 0;
+    while (i < events.length && events[i]!.t < w + 1000) {
+      const u = events[i]!.user;
+      x.set(u, (x.get(u) ?? 0) + 1);
+      total++;
+      i++;
+    }
+    const xs = Array.from({ length: USERS }, (_, k) => x.get(k + 1) ?? 0);
+    jains.push(jain(xs));
+    ideals.push(jainIdeal(total, USERS));
+  }
+  const sendsBy = serviceIds.map((id) => events.filter((e) => e.service === id).length);
+  const rates = serviceIds.map((id) => {
+    const ts = events.filter((e) => e.service === id).map((e) => e.t);
+    return ts.length > 1 ? (ts.length - 1) / ((ts.at(-1)! - ts[0]!) / 1000) : NaN;
+  });
+  const deviations = rates.map((r, k) => (r / SERVICES[k]!.perSecond - 1) * 100);
+  // The small users' wait for their m-th message, against a perfect round robin over the same sends.
+  let m = SMALL;
+  for (let u = 2; u <= USERS; u++) m = Math.min(m, nth.get(u)?.length ?? 0);
+  let waitReal = NaN;
+  let waitIdeal = NaN;
+  if (m > 0) {
+    waitReal = Math.max(...[...nth.values()].map((l) => l[m - 1]!)) - t0;
+    waitIdeal = (events[USERS * m - 1]?.t ?? NaN) - t0;
+  }
+  return {
+    windows: jains.length,
+    jainMedian: median(jains),
+    jainMin: jains.length ? Math.min(...jains) : NaN,
+    jainIdealMedian: median(ideals),
+    jains,
+    rates,
+    deviations,
+    sendsBy,
+    waitM: m,
+    waitReal: waitReal / 1000,
+    waitIdeal: waitIdeal / 1000,
+    waitRatio: waitReal / waitIdeal,
+  };
+}
+
+type W3Extra = ReturnType<typeof analyse> & { quota: { dailyQuota: number; used: number; sends: number; overshoot: number } };
+
+export function w3Rows(records: RunRecord[], quick: boolean): Row[] {
+  const ex = records.map((r) => r.extra as W3Extra);
+  const rows: Row[] = [];
+  const base = `3 services (20/50/100 msg/s), 100 users (1 x ${quick ? '10,000' : '100,000'}, 99 x 100), ${quick ? '20' : '60-75'} s`;
+  const j = rowOf(records, {
+    workload: 'W3 fairness',
+    config: `${base}: Jain's index, 1-s windows while all have backlog (median window; a perfect round robin reaches ${median(ex.map((e) => e.jainIdealMedian)).toFixed(3)} with these whole-send counts); worst window ${Math.min(...ex.map((e) => e.jainMin)).toFixed(3)}`,
+    unit: '',
+    digits: 3,
+    goal: '>= 0.99',
+    met: '',
+  });
+  j.met = verdict(j.median >= 0.99);
+  rows.push(j);
+  SERVICES.forEach((s, k) => {
+    const r = rowOf(
+      records,
+      {
+        workload: 'W3 rate',
+        config: `service ${s.perSecond}/s (sendingRate ${s.sendingRate})${s.quota ? ', with a daily quota that runs out mid-run' : ''}: achieved rate`,
+        unit: 'msg/s',
+        digits: 2,
+        goal: `within 1 % of ${s.perSecond}`,
+        met: '',
+      },
+      ex.map((e) => e.rates[k]!),
+    );
+    const dev = Math.max(...ex.map((e) => Math.abs(e.deviations[k]!)));
+    r.met = verdict(dev <= 1, `worst run ${dev.toFixed(2)} % off`);
+    rows.push(r);
+  });
+  const o = rowOf(
+    records,
+    {
+      workload: 'W3 quota',
+      config: `service 20/s with a daily quota of ${fmt(ex[0]?.quota.dailyQuota ?? 0)}: units used and sends beyond the quota`,
+      unit: '',
+      digits: 0,
+      goal: '0',
+      met: '',
+    },
+    ex.map((e) => e.quota.overshoot),
+  );
+  o.met = verdict(o.max === 0, `used ${ex.map((e) => e.quota.used).join('/')}, sent ${ex.map((e) => e.quota.sends).join('/')}`);
+  rows.push(o);
+  const mMin = Math.min(...ex.map((e) => e.waitM));
+  rows.push(
+    rowOf(
+      records,
+      {
+        workload: 'W3 small users',
+        config: `when the last of the 99 small users got its ${mMin === SMALL ? 'last (100th)' : `${mMin}th (of 100; the window ends before their last)`} message, / a perfect round robin over the same sends (real ${median(ex.map((e) => e.waitReal)).toFixed(1)} s, ideal ${median(ex.map((e) => e.waitIdeal)).toFixed(1)} s)`,
+        unit: 'x',
+        digits: 3,
+        goal: 'report (1x = ideal)',
+        met: '-',
+      },
+      ex.map((e) => e.waitRatio),
+    ),
+  );
+  return rows;
+}

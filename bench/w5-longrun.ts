@@ -1,0 +1,95 @@
+/**
+ * W5 long run: 200,000 messages (quick: 20,000) through the real engine, in a child process run
+ * with --expose-gc (engine-child.ts): heap used after a forced GC at start, 5 %, 50 % and 100 %
+ * sent; active resources (process.getActiveResourcesInfo()) once warm (5 %: pools and SMTP
+ * connections open) and at the end. Goals: heap flat (end <= 1.2x middle), no growth of
+ * resources or timers from warm to end.
+ */
+import { once } from 'node:events';
+import type { Snapshot } from './engine-child.js';
+import { forkBench, nextMessage } from './lib/children.js';
+import { benchEngine, seedCampaigns } from './lib/fixtures.js';
+import { measure, type BenchContext, type RunRecord } from './lib/harness.js';
+import { rowOf, verdict, type Row } from './lib/report.js';
+import { fmt, median } from './lib/stats.js';
+
+export async function runW5(ctx: BenchContext, runs: number): Promise<RunRecord[]> {
+  const shape = { users: 10, campaignsPerUser: 2, perCampaign: ctx.quick ? 1_000 : 10_000 };
+  const records: RunRecord[] = [];
+  for (let run = 1; run <= runs; run++) {
+    const db = await ctx.server.newDatabase('w5');
+    const seeder = await benchEngine(db.url);
+    const total = await seedCampaigns(seeder, {
+      ...shape,
+      service: { name: 'sink', port: ctx.sink.port, sendingRate: 0, dailyQuota: 100_000_000, maxConnections: 5 },
+    });
+    await seeder.close();
+    const child = forkBench('engine-child.js', ['--expose-gc']);
+    child.send({ type: 'init', url: db.url });
+    await nextMessage(child, 'ready');
+    let snapshots: Snapshot[] = [];
+    const m = await measure(ctx, {
+      engineChildren: async () => [child.pid!],
+      go: async () => {
+        const done = nextMessage<{ type: string; snapshots: Snapshot[] }>(child, 'done');
+        child.send({ type: 'start', target: total, track: true });
+        snapshots = (await done).snapshots;
+      },
+      teardown: async () => {
+        const exited = once(child, 'exit');
+        child.send({ type: 'stop' });
+        snapshots = (await nextMessage<{ type: string; snapshots: Snapshot[] }>(child, 'stopped')).snapshots;
+        await exited;
+        await db.drop();
+      },
+    });
+    const get = (prefix: string) => snapshots.find((s) => s.label.startsWith(prefix))!;
+    const [start, warm, middle, end, before, after] = ['start', 'warm', 'middle', 'end', 'before', 'after'].map(get);
+    const rate = total / m.seconds;
+    records.push({
+      config: 'longrun',
+      run,
+      value: end!.heapUsedMb / middle!.heapUsedMb,
+      seconds: m.seconds,
+      messages: total,
+      sinkAccepted: m.sinkAccepted,
+      cpu: m.cpu,
+      extra: { rate, snapshots, start, warm, middle, end, before, after },
+    });
+    ctx.log(
+      `W5 run ${run}: ${fmt(total)} msgs at ${rate.toFixed(0)}/s; heap MB start ${start!.heapUsedMb.toFixed(1)}, middle ${middle!.heapUsedMb.toFixed(1)}, end ${end!.heapUsedMb.toFixed(1)}; resources warm ${warm!.resources} (timers ${warm!.timers}), end ${end!.resources} (timers ${end!.timers}), after close ${after!.resources}`,
+    );
+  }
+  return records;
+}
+
+export function w5Rows(records: RunRecord[]): Row[] {
+  const n = records[0]?.messages ?? 0;
+  const ex = records.map((r) => r.extra as Record<'start' | 'warm' | 'middle' | 'end' | 'before' | 'after', Snapshot> & { rate: number });
+  const heap = (k: 'start' | 'middle' | 'end') => median(ex.map((e) => e[k].heapUsedMb)).toFixed(1);
+  const h = rowOf(records, {
+    workload: 'W5 long run',
+    config: `${fmt(n)} msgs through one engine process (median ${fmt(median(ex.map((e) => e.rate)))} msg/s); heap used after GC, end / middle (MB start ${heap('start')}, middle ${heap('middle')}, end ${heap('end')})`,
+    unit: 'x',
+    digits: 2,
+    goal: 'end <= 1.2x middle',
+    met: '',
+  });
+  h.met = verdict(h.max <= 1.2);
+  const growth = ex.map((e) => e.end.resources - e.warm.resources);
+  const timerGrowth = ex.map((e) => e.end.timers - e.warm.timers);
+  const r = rowOf(
+    records,
+    {
+      workload: 'W5 long run',
+      config: `active resources (getActiveResourcesInfo), end minus warm (5 %): warm ${median(ex.map((e) => e.warm.resources))}, end ${median(ex.map((e) => e.end.resources))}; timers warm ${median(ex.map((e) => e.warm.timers))}, end ${median(ex.map((e) => e.end.timers))}; after close ${median(ex.map((e) => e.after.resources))} (before the engine: ${median(ex.map((e) => e.before.resources))})`,
+      unit: '',
+      digits: 0,
+      goal: 'no growth',
+      met: '',
+    },
+    growth,
+  );
+  r.met = verdict(Math.max(...growth) <= 0 && Math.max(...timerGrowth) <= 0);
+  return [h, r];
+}
