@@ -14,6 +14,8 @@ export class SchedulerInstance extends Model<InferAttributes<SchedulerInstance>,
   declare pid: number;
   declare startedAt: CreationOptional<Date>;
   declare heartbeatAt: CreationOptional<Date>;
+  /** Sending services this engine owns, as of its last heartbeat. */
+  declare services: CreationOptional<number[]>;
 }
 
 export const schedulerInstanceAttributes: ModelAttributes<SchedulerInstance> = {
@@ -22,4 +24,5 @@ export const schedulerInstanceAttributes: ModelAttributes<SchedulerInstance> = {
   pid: { type: DataTypes.INTEGER, allowNull: false },
   startedAt: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
   heartbeatAt: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
+  services: { type: DataTypes.ARRAY(DataTypes.INTEGER), allowNull: false, defaultValue: [] },
 };

@@ -133,6 +133,31 @@ export const VARIABLES = {
     default: '5000',
     doc: 'First wait before probing an unhealthy service; doubles up to 5 minutes',
   },
+  concurrencyInitial: {
+    env: 'CONCURRENCY_INITIAL',
+    kind: 'posInt',
+    default: '2',
+    doc: 'Concurrent SMTP sends a service starts with, and never goes under (bounded by its maxConnections)',
+  },
+  concurrencyStep: { env: 'CONCURRENCY_STEP', kind: 'posInt', default: '1', doc: 'Sends added or removed per concurrency change' },
+  concurrencyUpMs: {
+    env: 'CONCURRENCY_UP_MS',
+    kind: 'posInt',
+    default: '2000',
+    doc: 'Least time between two scale-ups (backlog over twice the concurrency, latency healthy)',
+  },
+  concurrencyDownMs: {
+    env: 'CONCURRENCY_DOWN_MS',
+    kind: 'posInt',
+    default: '30000',
+    doc: 'Least time between two scale-downs (backlog under half the concurrency)',
+  },
+  concurrencyLatencyMs: {
+    env: 'CONCURRENCY_LATENCY_MS',
+    kind: 'posInt',
+    default: '2000',
+    doc: 'Average send latency at or above which a service does not scale up',
+  },
   shutdownGraceMs: {
     env: 'SHUTDOWN_GRACE_MS',
     kind: 'posInt',

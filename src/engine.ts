@@ -16,7 +16,7 @@ import { createGenerator, type GenerationResult } from '../services/generation.j
 import { createSendingServicesApi, type SendingServicesApi } from '../services/sending-services.js';
 import { createTemplatesApi, type TemplatesApi } from '../services/templates.js';
 import { createUsersApi, type UsersApi } from '../services/users.js';
-import { QueueScheduler, type SchedulerStatus, type SentEvent } from '../services/scheduler/queue-scheduler.js';
+import { QueueScheduler, type InstanceInfo, type SchedulerStatus, type SentEvent } from '../services/scheduler/queue-scheduler.js';
 import { createMaintenance, type Maintenance } from '../services/maintenance/index.js';
 import { JOB_NAMES, type JobName } from '../services/maintenance/options.js';
 
@@ -124,6 +124,8 @@ export interface Engine extends EngineCore {
     /** Stops delivery gracefully: in-flight sends finish, outcomes are written, leases released. */
     stop(): Promise<void>;
     status(): SchedulerStatus;
+    /** Live engine processes on this database (heartbeat within 3 x HEARTBEAT_MS) and the services each owns. */
+    instances(): Promise<InstanceInfo[]>;
     /** One control pass now (normally run by the timer every SCHEDULER_TICK_MS). */
     tick(): Promise<void>;
     /** Writes pending outcomes now. */
@@ -196,6 +198,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
       start: () => queue.start(),
       stop: () => queue.stop(),
       status: () => queue.status(),
+      instances: () => queue.instances(),
       tick: () => queue.tick(),
       flush: () => queue.flush(),
       processScheduledTasks: (batchSize?: number) => generator.processScheduledTasks(batchSize, clock()),

@@ -42,6 +42,8 @@ export class CampaignState {
   fromName: string | null;
   sendWindow: StoredSendWindow | null;
   waitReason: string | null;
+  /** Messages without a final state, as of the last control tick (the backlog for concurrency). */
+  remaining = 0;
   private buffer: Claimed[] = [];
   private head = 0;
   cursor = 0;

@@ -33,6 +33,7 @@ import { classifySendError } from '../delivery/classify.js';
 import { isInsideWindow, nextSendTime } from '../send-window.js';
 import type { Generator } from '../generation.js';
 import { CampaignPool, CampaignState, type Claimed } from './campaign-pool.js';
+import type { ConcurrencySnapshot } from './concurrency.js';
 import { RateMeter } from './rate-meter.js';
 import { ServiceRunner, type RunnerHost } from './service-runner.js';
 import { ServiceLocks } from './service-locks.js';
@@ -66,6 +67,8 @@ export interface ServiceStatus {
   consecutiveFailures: number;
   exhaustedUntil: Date | null;
   lastSentAt: Date | null;
+  /** Dynamic concurrency: current concurrent sends, its bound (maxConnections), the backlog it was decided on. */
+  concurrency: ConcurrencySnapshot;
 }
 
 export interface SchedulerStatus {
@@ -81,6 +84,18 @@ export interface SchedulerStatus {
   leaseLapses: number;
   processingRate: { perMinute1: number; perMinute5: number; perMinute15: number };
   services: ServiceStatus[];
+}
+
+export interface InstanceInfo {
+  id: string;
+  host: string;
+  pid: number;
+  startedAt: Date;
+  heartbeatAt: Date;
+  /** Sending services the engine owns (as of its last heartbeat). */
+  services: number[];
+  /** This process. */
+  self: boolean;
 }
 
 export interface SchedulerOptions {
@@ -198,6 +213,7 @@ export class QueueScheduler extends EventEmitter {
       ['start services', () => this.startNewRunners()],
       ['flush', () => this.flush()],
       ['wait reasons', () => this.updateWaitReasons()],
+      ['concurrency', async () => this.adjustConcurrency()],
     ];
     for (const [name, step] of steps) {
       if (!this.running) return;
@@ -223,7 +239,12 @@ export class QueueScheduler extends EventEmitter {
       // so the guard reads the real clock too, not the (injectable) scheduling clock.
       const sentAt = Date.now();
       const now = this.now().toJSDate();
-      await sql.heartbeat(this.ctx.schedulerDb, { id: this.instanceId, host: hostname(), pid: process.pid });
+      await sql.heartbeat(this.ctx.schedulerDb, {
+        id: this.instanceId,
+        host: hostname(),
+        pid: process.pid,
+        services: [...this.runners.keys()].sort((a, b) => a - b),
+      });
       this.leasesValidUntil = sentAt + this.ctx.config.leaseTtlMs;
       await this.recoverExpired(now);
     } finally {
@@ -247,9 +268,21 @@ export class QueueScheduler extends EventEmitter {
       tickMs: Math.min(config.schedulerTickMs, 100),
       unhealthyAfter: config.unhealthyAfter,
       probeBackoffMs: config.probeBackoffMs,
+      concurrency: {
+        initial: config.concurrencyInitial,
+        step: config.concurrencyStep,
+        upIntervalMs: config.concurrencyUpMs,
+        downIntervalMs: config.concurrencyDownMs,
+        healthyLatencyMs: config.concurrencyLatencyMs,
+      },
       sendOne: (r) => this.sendOne(r),
       onError: (err, where) => this.fail(err, where),
       onStateChange: (r) => this.ctx.logger.info({ serviceId: r.id, state: r.state }, 'service state changed'),
+      onConcurrencyChange: (r, from) =>
+        this.ctx.logger.info(
+          { serviceId: r.id, from, to: r.concurrency.current, ...r.concurrency.snapshot() },
+          'service concurrency changed',
+        ),
     };
   }
 
@@ -364,10 +397,12 @@ export class QueueScheduler extends EventEmitter {
           sendWindow: row.send_window,
           waitReason: row.wait_reason,
         });
+        c.remaining = row.remaining;
         this.pool.campaigns.set(id, c);
         for (const r of this.runners.values()) this.placeInRing(r, c);
         continue;
       }
+      c.remaining = row.remaining;
       const statusChanged = c.status !== row.status;
       const priorityChanged = c.priority !== row.priority;
       c.status = row.status;
@@ -401,6 +436,17 @@ export class QueueScheduler extends EventEmitter {
     const at = this.now().toJSDate();
     for (const item of c.drain())
       this.pushOutcome(item, { status: as, serviceId: null, at, messageId: null, error: null, notBefore: null, attempt: 0 });
+  }
+
+  /** Each service's backlog (what is left of the sending campaigns it carries) drives its concurrency. */
+  private adjustConcurrency(): void {
+    if (!this.runners.size) return;
+    const backlog = new Map<number, number>();
+    for (const c of this.pool.campaigns.values()) {
+      if (c.status !== 'sending' || c.remaining === 0) continue;
+      for (const r of this.runners.values()) if (r.ring.has(c.id)) backlog.set(r.id, (backlog.get(r.id) ?? 0) + c.remaining);
+    }
+    for (const r of this.runners.values()) if (r.usable) r.adjustConcurrency(backlog.get(r.id) ?? 0);
   }
 
   private refillDue(): void {
@@ -668,6 +714,24 @@ export class QueueScheduler extends EventEmitter {
     this.ctx.logger.info({ instanceId: this.instanceId }, 'scheduler stopped');
   }
 
+  /**
+   * Live engines on this database (this one included while it runs): heartbeat within three
+   * heartbeat intervals, with the services each one owns. Read from PostgreSQL, so every process
+   * answers the same.
+   */
+  async instances(): Promise<InstanceInfo[]> {
+    const rows = await sql.liveInstances(this.ctx.apiDb, this.ctx.config.heartbeatMs * 3);
+    return rows.map((r) => ({
+      id: r.id,
+      host: r.host,
+      pid: r.pid,
+      startedAt: r.started_at,
+      heartbeatAt: r.heartbeat_at,
+      services: r.services.map(Number),
+      self: r.id === this.instanceId,
+    }));
+  }
+
   status(): SchedulerStatus {
     const services = [...this.runners.values()].map((r): ServiceStatus => ({
       id: r.id,
@@ -682,6 +746,7 @@ export class QueueScheduler extends EventEmitter {
       consecutiveFailures: r.failures,
       exhaustedUntil: r.exhaustedUntil !== null ? new Date(r.exhaustedUntil) : null,
       lastSentAt: r.lastSentAt,
+      concurrency: r.concurrency.snapshot(),
     }));
     let buffered = 0;
     for (const c of this.pool.campaigns.values()) buffered += c.size;

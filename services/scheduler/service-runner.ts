@@ -18,6 +18,7 @@ import Bottleneck from 'bottleneck';
 import type { Transporter } from 'nodemailer';
 import type { DateTime } from 'luxon';
 import { createServiceTransport } from '../delivery/transport.js';
+import { ConcurrencyController, type ConcurrencyOptions } from './concurrency.js';
 import { FairRing } from '../fair-ring.js';
 import { nextQuotaReset, quotaDayOf } from '../quota-day.js';
 import { releaseQuota, reserveQuota, saveServiceHealth, type ServiceRow } from './sql.js';
@@ -29,10 +30,12 @@ export interface RunnerHost {
   tickMs: number;
   unhealthyAfter: number;
   probeBackoffMs: number;
+  concurrency: ConcurrencyOptions;
   /** Sends one message through this runner; resolves when its outcome is known. False: nothing to send. */
   sendOne(runner: ServiceRunner): Promise<boolean>;
   onError(err: unknown, where: string): void;
   onStateChange(runner: ServiceRunner): void;
+  onConcurrencyChange(runner: ServiceRunner, from: number): void;
 }
 
 /** Sends reserved from the database at once: about one second's worth, at least 1, at most 100. */
@@ -47,6 +50,7 @@ export class ServiceRunner {
   row: ServiceRow;
   readonly ring = new FairRing();
   private limiter: Bottleneck;
+  readonly concurrency: ConcurrencyController;
   transport: Transporter;
   private transportKey: string;
   private timer: NodeJS.Timeout | undefined;
@@ -86,7 +90,8 @@ export class ServiceRunner {
     // Keep the interval across a restart: the last reservation was followed by up to one batch of sends.
     const last = row.last_sent_at ? row.last_sent_at.getTime() : 0;
     this.notBefore = last + this.rate * 1000 * quotaBatch(this.rate);
-    this.limiter = new Bottleneck({ minTime: this.minTime, maxConcurrent: row.max_connections });
+    this.concurrency = new ConcurrencyController(host.concurrency, row.max_connections, host.clock().toMillis());
+    this.limiter = new Bottleneck({ minTime: this.minTime, maxConcurrent: this.concurrency.current });
     this.transportKey = this.keyOf(row);
     this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim);
   }
@@ -130,11 +135,12 @@ export class ServiceRunner {
     const quotaChanged = row.daily_quota !== this.row.daily_quota || row.quota_timezone !== this.row.quota_timezone;
     const transportChanged = this.keyOf(row) !== this.transportKey;
     this.row = row;
+    this.concurrency.setMax(row.max_connections);
     if (rateChanged) {
       // A slot already queued waits with the old interval (a 60 s service would ignore a new
       // 0.02 s rate for a minute): replace the limiter, and keep the interval since the last send.
       void this.limiter.stop({ dropWaitingJobs: true }).catch(() => undefined);
-      this.limiter = new Bottleneck({ minTime: this.minTime, maxConcurrent: row.max_connections });
+      this.limiter = new Bottleneck({ minTime: this.minTime, maxConcurrent: this.concurrency.current });
       if (this.lastSlotAt > 0) this.notBefore = this.lastSlotAt + this.minTime;
     }
     if (quotaChanged) this.exhaustedUntil = null; // a raised quota takes effect at once
@@ -180,13 +186,28 @@ export class ServiceRunner {
     }
   }
 
+  /**
+   * Scales the concurrent sends with the backlog (messages left in the campaigns this service
+   * carries); see concurrency.ts for the policy. Called by the scheduler's control tick.
+   */
+  adjustConcurrency(backlog: number): void {
+    const before = this.concurrency.current;
+    const after = this.concurrency.adjust(backlog, this.host.clock().toMillis());
+    if (after === before) return;
+    this.limiter.updateSettings({ maxConcurrent: after });
+    this.host.onConcurrencyChange(this, before);
+    this.pump();
+  }
+
   /** Queues slots while there is sendable work, keeping the limiter's queue short. */
   pump(): void {
     // Slots wait in the gate for their instant; only a bound far ahead (a restart) holds them back.
     if (!this.started || !this.usable || this.notBefore - Date.now() > 1000 || this.ring.sendableCount === 0) return;
     const c = this.limiter.counts();
     const pending = (c.RECEIVED ?? 0) + (c.QUEUED ?? 0) + (c.RUNNING ?? 0) + (c.EXECUTING ?? 0);
-    const target = Math.min(this.row.max_connections * 2, Math.max(2, this.ring.sendableCount + 1));
+    // Twice the concurrency: every connection busy, and one slot ready behind each. (Bounding this by
+    // the number of sendable campaigns, as before, held a single campaign to two connections.)
+    const target = this.concurrency.current * 2;
     for (let i = pending; i < target; i++) {
       this.limiter
         .schedule(() => this.slot())
@@ -257,7 +278,10 @@ export class ServiceRunner {
         this.lastDispatchAt = now;
         this.lastSlotAt = now;
         // Started in the same turn as the decision: nothing runs between the check and the send.
-        return { at: now, result: send() };
+        const result = send();
+        const observe = () => this.concurrency.observeLatency(Date.now() - now);
+        result.then(observe, observe);
+        return { at: now, result };
       }
       await new Promise((r) => setTimeout(r, earliest - now));
     }
@@ -271,6 +295,7 @@ export class ServiceRunner {
   recordSuccess(at: Date): void {
     this.sent++;
     this.lastSentAt = at;
+    this.concurrency.setFailing(false);
     if (this.failures > 0) {
       this.failures = 0;
       void this.persistHealth(null);
@@ -280,6 +305,7 @@ export class ServiceRunner {
   /** A connection or server failure: after `unhealthyAfter` in a row, stop and probe. */
   recordFailure(message: string): void {
     this.failures++;
+    this.concurrency.setFailing(true);
     if (this.healthy && this.failures >= this.host.unhealthyAfter) {
       this.healthy = false;
       this.probeBackoff = this.host.probeBackoffMs;

@@ -308,12 +308,35 @@ export async function markDispatched(
  * The engine's heartbeat: one row. It keeps every lease of the engine alive (recovery looks at
  * the owner's heartbeat, not at each row), so a heartbeat never touches, or waits on, subtasks.
  */
-export async function heartbeat(db: Sequelize, p: { id: string; host: string; pid: number }): Promise<void> {
+export async function heartbeat(db: Sequelize, p: { id: string; host: string; pid: number; services: number[] }): Promise<void> {
   await q(
     db,
-    `INSERT INTO scheduler_instances (id, host, pid) VALUES ($id, $host, $pid)
-     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`,
+    `INSERT INTO scheduler_instances (id, host, pid, services) VALUES ($id, $host, $pid, $services::int[])
+     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), services = EXCLUDED.services`,
     p,
+  );
+}
+
+export interface InstanceRow {
+  id: string;
+  host: string;
+  pid: number;
+  started_at: Date;
+  heartbeat_at: Date;
+  services: number[];
+}
+
+/**
+ * Engines whose heartbeat is fresher than `withinMs` on the database's clock (the same judge as
+ * lease recovery and service takeover), oldest first.
+ */
+export function liveInstances(db: Sequelize, withinMs: number): Promise<InstanceRow[]> {
+  return q(
+    db,
+    `SELECT id, host, pid, started_at, heartbeat_at, services FROM scheduler_instances
+      WHERE heartbeat_at > now() - make_interval(secs => $s / 1000.0)
+      ORDER BY started_at, id`,
+    { s: withinMs },
   );
 }
 
@@ -359,13 +382,17 @@ export interface CampaignRow {
   from_name: string | null;
   send_window: import('../../models/index.js').StoredSendWindow | null;
   wait_reason: string | null;
+  /** Messages without a final state yet (queued, or sending): the campaign's backlog. */
+  remaining: number;
 }
 
 /** Campaigns the scheduler must know about: sending ones, and paused/cancelled ones it may still hold. */
 export function loadActiveCampaigns(db: Sequelize, knownIds: number[]): Promise<CampaignRow[]> {
   return q(
     db,
-    `SELECT id, created_by, priority, status, from_address, from_name, send_window, wait_reason FROM tasks
+    `SELECT id, created_by, priority, status, from_address, from_name, send_window, wait_reason,
+            GREATEST(total_count - sent_count - failed_count - cancelled_count - unknown_count, 0)::int AS remaining
+       FROM tasks
       WHERE status = 'sending' OR id = ANY($known::bigint[])
       ORDER BY id`,
     { known: knownIds },

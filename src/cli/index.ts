@@ -409,18 +409,18 @@ export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise
         return;
       }
       await withEngine(async (engine) => {
-        const [[instances], [[queued]], quota] = await Promise.all([
-          engine.apiDb.query(
-            `SELECT id, host, pid, heartbeat_at FROM scheduler_instances WHERE heartbeat_at > now() - make_interval(secs => $s) ORDER BY id`,
-            { bind: { s: (engine.config.heartbeatMs * 3) / 1000 } },
-          ),
+        const [live, [[queued]], quota] = await Promise.all([
+          engine.scheduler.instances(),
           engine.apiDb.query(`SELECT count(*)::bigint AS n FROM subtasks WHERE status = 'queued'`),
           engine.services.quota(),
         ]);
-        const live = instances as { id: string; host: string; pid: number; heartbeat_at: Date }[];
         out(
           `scheduler engines alive (heartbeat in the last ${(engine.config.heartbeatMs * 3) / 1000}s): ${live.length}\n` +
-            live.map((i) => `  ${i.id} on ${i.host} pid ${i.pid}, last heartbeat ${when(i.heartbeat_at)}\n`).join('') +
+            live
+              .map(
+                (i) => `  ${i.id} on ${i.host} pid ${i.pid}, last heartbeat ${when(i.heartbeatAt)}, services [${i.services.join(', ')}]\n`,
+              )
+              .join('') +
             `queued subtasks: ${Number((queued as { n: string }).n)}\n`,
         );
         out(

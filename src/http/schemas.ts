@@ -183,9 +183,34 @@ export const statusSchema = z.object({
       enabled: z.boolean(),
       sendingRate: z.number(),
       inFlight: z.number(),
+      concurrency: z
+        .object({
+          current: z.number(),
+          max: z.number(),
+          backlog: z.number(),
+          latencyMs: z.number().nullable(),
+          lastChange: z.enum(['up', 'down']).nullable(),
+        })
+        .nullable()
+        .describe(
+          'Concurrent sends now, their bound (maxConnections), and the backlog and latency they were decided on; null when this process does not run the service',
+        ),
       ...quotaFields,
     }),
   ),
+  instances: z
+    .array(
+      z.object({
+        id: z.string(),
+        host: z.string(),
+        pid: z.number(),
+        startedAt: date,
+        heartbeatAt: date,
+        services: z.array(z.number()),
+        self: z.boolean(),
+      }),
+    )
+    .describe('Live engine processes on this database (heartbeat within 3 x HEARTBEAT_MS) and the services each owns'),
   pools: z.object({ api: poolUsage, scheduler: poolUsage }),
 });
 

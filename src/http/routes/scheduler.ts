@@ -13,11 +13,12 @@ import { campaignStateSchema, errors, statsSchema, statusSchema, taskParams } fr
 /** The scheduler's status with database figures; `userId` limits services and queued counts to one user's view. */
 export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'version' | 'queuedCount'>, userId?: number) {
   const s = engine.scheduler.status();
-  const [quota, extras, queued, usable] = await Promise.all([
+  const [quota, extras, queued, usable, instances] = await Promise.all([
     engine.services.quota(),
     serviceExtras(engine),
     userId === undefined ? ctx.queuedCount() : queuedCount(engine.apiDb, userId),
     userId === undefined ? undefined : usableServiceIds(engine.apiDb, userId),
+    engine.scheduler.instances(),
   ]);
   const running = new Map(s.services.map((r) => [r.id, r]));
   return {
@@ -45,9 +46,12 @@ export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'ver
           enabled: q.enabled,
           sendingRate: r?.sendingRate ?? x?.sendingRate ?? 0,
           inFlight: r?.inFlight ?? 0,
+          concurrency: r?.concurrency ?? null,
           ...quotaView(q, r?.lastSentAt ?? x?.lastSentAt ?? null),
         };
       }),
+    // Which engines run, and which services each owns: other users' services are not named to a user.
+    instances: instances.map((i) => ({ ...i, services: usable ? i.services.filter((id) => usable.has(id)) : i.services })),
     pools: engine.pools(),
   };
 }
