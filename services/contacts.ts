@@ -11,7 +11,7 @@
 import { Op } from 'sequelize';
 import { ValidationError, type FieldIssue } from '../src/errors.js';
 import type { ServiceContext } from './context.js';
-import { LIMITS, contactInputSchema, issuesFrom, parseId, type ContactInput } from './validation.js';
+import { LIMITS, contactInputSchema, issuesFrom, parseId, unstorableTextIssues, type ContactInput } from './validation.js';
 
 export interface BulkCreateResult {
   created: number;
@@ -58,8 +58,9 @@ export function createContactsApi(ctx: ServiceContext) {
       const valid: ReturnType<typeof contactInputSchema.parse>[] = [];
       rows.forEach((row, i) => {
         const r = contactInputSchema.safeParse(row);
-        if (r.success) valid.push(r.data);
-        else issues.push(...issuesFrom(r.error, ['contacts', i]));
+        const text = unstorableTextIssues(row, ['contacts', i]);
+        if (r.success && !text.length) valid.push(r.data);
+        else issues.push(...(r.success ? [] : issuesFrom(r.error, ['contacts', i])), ...text);
       });
       if (issues.length) throw new ValidationError(issues);
 

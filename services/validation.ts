@@ -38,10 +38,51 @@ export function issuesFrom(error: z.ZodError, prefix: readonly PropertyKey[] = [
   return error.issues.map((i) => ({ path: formatPath([...prefix, ...i.path]), message: i.message }));
 }
 
+const UNSTORABLE_TEXT = 'must be valid Unicode text without NUL characters (U+0000 and unpaired surrogates cannot be stored)';
+const UNSTORABLE_KEY = 'has a key with a NUL character or an unpaired surrogate, which cannot be stored';
+
+// With the u flag, \p{Cs} matches only unpaired surrogates: a valid pair is one code point.
+// eslint-disable-next-line no-control-regex -- NUL is exactly what this looks for
+const UNSTORABLE_RE = /[\u0000\p{Cs}]/u;
+/** Text PostgreSQL cannot store as given: a NUL anywhere, or an unpaired UTF-16 surrogate (no Unicode character). */
+const unstorable = (s: string) => UNSTORABLE_RE.test(s);
+
+/**
+ * Every string (value or object key) in `input` that PostgreSQL could not store as given, with its
+ * path. Without this check a NUL fails the write with an untyped database error, or worse is stored
+ * as the two characters `\0`, and an unpaired surrogate is silently replaced by U+FFFD. Walks plain
+ * objects and arrays without recursion and at most once each (cycles and deep nesting are safe).
+ */
+export function unstorableTextIssues(input: unknown, prefix: readonly PropertyKey[] = [], max = 20): FieldIssue[] {
+  const issues: FieldIssue[] = [];
+  const seen = new Set<object>();
+  const stack: [unknown, PropertyKey[]][] = [[input, [...prefix]]];
+  while (stack.length && issues.length < max) {
+    const [v, path] = stack.pop()!;
+    if (typeof v === 'string') {
+      if (unstorable(v)) issues.push({ path: formatPath(path), message: UNSTORABLE_TEXT });
+      continue;
+    }
+    if (v === null || typeof v !== 'object' || seen.has(v)) continue;
+    seen.add(v);
+    if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], [...path, i]]);
+    } else if (Object.getPrototypeOf(Object.getPrototypeOf(v) ?? Object.prototype) === null) {
+      // A plain object (of any realm): its keys are stored too (attributes are jsonb).
+      for (const [k, child] of Object.entries(v).reverse()) {
+        if (unstorable(k)) issues.push({ path: formatPath(path), message: UNSTORABLE_KEY });
+        stack.push([child, [...path, k]]);
+      }
+    }
+  }
+  return issues.slice(0, max);
+}
+
 /** Parses `input` with `schema`, or throws a ValidationError naming each field at fault. */
 export function parseInput<S extends z.ZodType>(schema: S, input: unknown, prefix: readonly PropertyKey[] = []): z.output<S> {
   const r = schema.safeParse(input);
-  if (!r.success) throw new ValidationError(issuesFrom(r.error, prefix));
+  const text = unstorableTextIssues(input, prefix);
+  if (!r.success || text.length) throw new ValidationError([...(r.success ? [] : issuesFrom(r.error, prefix)), ...text]);
   return r.data;
 }
 

@@ -1,0 +1,103 @@
+/**
+ * Regressions of the bugs the hostile-input property tests found, one named case each, so a
+ * failure says which bug came back without replaying a fast-check seed.
+ */
+import { ErrorCodes, FairsendError, ValidationError } from '../../src/errors.js';
+import type { Engine } from '../../src/engine.js';
+import { createTestEngine, rows } from '../helpers/db.js';
+import { httpFixture } from '../helpers/http.js';
+
+let engine: Engine;
+beforeAll(async () => {
+  engine = await createTestEngine();
+});
+afterAll(async () => {
+  await engine?.close();
+});
+
+async function refusal(call: () => Promise<unknown>): Promise<ValidationError> {
+  try {
+    await call();
+  } catch (err) {
+    expect(err).toBeInstanceOf(FairsendError);
+    return err as ValidationError;
+  }
+  throw new Error('expected a refusal, the call succeeded');
+}
+
+describe('NUL characters and unpaired surrogates are refused with a typed error naming the field', () => {
+  // Before: a NUL in a template, user or service name was stored as the two characters "\0", an
+  // unpaired surrogate as U+FFFD, and in contacts or recipient rules either failed with an untyped
+  // DatabaseError ("unsupported Unicode escape sequence", "invalid byte sequence for encoding").
+  it('in templates, users and services (were silently altered)', async () => {
+    const user = await engine.users.create({ name: 'N', email: 'n@example.test', quota: 10 });
+    const tpl = await refusal(() => engine.templates.create(user.id, { name: 'a\u0000b', subject: 's\uD800', text: 't' }));
+    expect(tpl.code).toBe(ErrorCodes.VALIDATION);
+    expect(tpl.issues.map((i) => i.path).sort()).toEqual(['name', 'subject']);
+    expect((await refusal(() => engine.users.create({ name: 'x\u0000', email: 'u@example.test', quota: 1 }))).issues[0]!.path).toBe('name');
+    const svc = await refusal(() =>
+      engine.services.create({ name: 'x', transport: { host: 'h\u0000', port: 25 }, sendingRate: 1, dailyQuota: 1 }),
+    );
+    expect(svc.issues[0]!.path).toBe('transport.host');
+    expect(await rows(engine.apiDb, 'SELECT (SELECT count(*) FROM templates)::int AS t, (SELECT count(*) FROM users)::int AS u')).toEqual([
+      { t: 0, u: 1 },
+    ]);
+  });
+
+  it('in contact imports, anywhere in a row, attribute keys included (was an untyped DatabaseError)', async () => {
+    const user = await engine.users.create({ name: 'C', email: 'c@example.test', quota: 10 });
+    const err = await refusal(() =>
+      engine.contacts.bulkCreate(user.id, [
+        { email: 'ok@example.org' },
+        { email: 'a@example.org', tags: ['x\u0000'] },
+        { email: 'b@example.org', attributes: { city: { deep: ['\uDC00'] } } },
+        { email: 'c@example.org', attributes: { 'k\u0000': 1 } as Record<string, unknown> },
+      ]),
+    );
+    expect(err.issues.map((i) => i.path)).toEqual([
+      'contacts[1].tags[0]',
+      'contacts[2].attributes.city.deep[0]',
+      'contacts[3].attributes.k\u0000', // the attribute-name rule
+      'contacts[3].attributes', // the unstorable key
+    ]);
+    expect(await rows(engine.apiDb, 'SELECT count(*)::int AS n FROM contacts')).toEqual([{ n: 0 }]);
+  });
+
+  it('in recipient rule tags (was an untyped DatabaseError)', async () => {
+    const user = await engine.users.create({ name: 'R', email: 'r@example.test', quota: 10 });
+    const tpl = await engine.templates.create(user.id, { name: 't', subject: 's', text: 't' });
+    const err = await refusal(() =>
+      engine.campaigns.create({
+        userId: user.id,
+        name: 'c',
+        from: 'a@example.org',
+        templates: [tpl.id],
+        recipientRule: { type: 'tag_based', excludeTags: ['a\u0000b'] },
+      }),
+    );
+    expect(err.issues.map((i) => i.path)).toEqual(['recipientRule.excludeTags[0]']);
+  });
+
+  it('over HTTP: a 400 naming the snake_case field, never a 201 with altered text', async () => {
+    const f = await httpFixture();
+    try {
+      const res = await f.call('POST', '/api/templates', f.adminToken, '{"name":"a\\u0000","subject":"s","text":"t\\ud800"}', {
+        'content-type': 'application/json',
+      });
+      expect(res.statusCode).toBe(400);
+      expect(
+        res
+          .json<{ error: { issues: { path: string }[] } }>()
+          .error.issues.map((i) => i.path)
+          .sort(),
+      ).toEqual(['name', 'text']);
+      const csv = await f.call('POST', '/api/contacts', f.adminToken, 'email,name\na@example.org,ok\nb@example.org,"x\u0000"\n', {
+        'content-type': 'text/csv',
+      });
+      expect(csv.statusCode).toBe(400);
+      expect(csv.json<{ error: { issues: { path: string }[] } }>().error.issues.map((i) => i.path)).toEqual(['row 3.name']);
+    } finally {
+      await f.close();
+    }
+  });
+});
