@@ -5,6 +5,7 @@
  * attempt so a duplicate is always detectable), and RFC 8058 List-Unsubscribe headers when an
  * unsubscribe URL base is configured.
  */
+import { domainToASCII } from 'node:url';
 import type { SendMailOptions } from 'nodemailer';
 import { renderMessage } from '../template-render.js';
 import { unsubscribeUrl } from './unsubscribe.js';
@@ -35,8 +36,13 @@ export interface MessageOptions {
   messageIdDomain?: string;
 }
 
+/**
+ * `<taskId.contactId@domain>`, with an internationalized domain in its ASCII (punycode) form: a
+ * Message-ID is a header, and headers are ASCII (RFC 5322); nodemailer encodes the From address's
+ * domain the same way, so `news@bücher.example` gives `<4.2@xn--bcher-kva.example>`.
+ */
 export function messageIdFor(taskId: number, contactId: number, domain: string): string {
-  return `<${taskId}.${contactId}@${domain}>`;
+  return `<${taskId}.${contactId}@${domainToASCII(domain) || 'fairsend.invalid'}>`;
 }
 
 export function domainOf(address: string): string {

@@ -6,6 +6,7 @@ import { ErrorCodes, FairsendError, ValidationError } from '../../src/errors.js'
 import type { Engine } from '../../src/engine.js';
 import { createTestEngine, rows } from '../helpers/db.js';
 import { httpFixture } from '../helpers/http.js';
+import { buildMessage, messageIdFor } from '../../services/delivery/message.js';
 
 let engine: Engine;
 beforeAll(async () => {
@@ -99,5 +100,22 @@ describe('NUL characters and unpaired surrogates are refused with a typed error 
     } finally {
       await f.close();
     }
+  });
+});
+
+describe('an internationalized sender domain', () => {
+  // Before: the Message-ID carried the raw UTF-8 domain (<4.2@bücher.example>) while nodemailer
+  // punycoded the From address: a non-ASCII header in a message that is otherwise plain RFC 5322.
+  it('gives an ASCII (punycode) Message-ID, the same on every attempt', () => {
+    expect(messageIdFor(4, 2, 'bücher.example')).toBe('<4.2@xn--bcher-kva.example>');
+    expect(messageIdFor(4, 2, '例子.广告')).toBe('<4.2@xn--fsqu00a.xn--4rr70v>');
+    expect(messageIdFor(4, 2, 'example.org')).toBe('<4.2@example.org>');
+    const mail = buildMessage(
+      { subject: 's', html: null, text: 't' },
+      { id: 4, fromAddress: 'news@bücher.example', fromName: null },
+      { taskId: 4, contactId: 2, email: 'a@example.org', name: null, attributes: {} },
+      {},
+    );
+    expect(mail.messageId).toBe('<4.2@xn--bcher-kva.example>');
   });
 });
