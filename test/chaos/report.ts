@@ -5,10 +5,13 @@
  * it to test-artifacts/chaos-summary.md, which the README's reliability section quotes.
  */
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-export const FIGURES_DIR = resolve(import.meta.dirname, '../../test-artifacts/chaos');
-export const SUMMARY_FILE = resolve(import.meta.dirname, '../../test-artifacts/chaos-summary.md');
+// import.meta.url, not import.meta.dirname: jest's ESM modules (vm) do not set dirname.
+const here = dirname(fileURLToPath(import.meta.url));
+export const FIGURES_DIR = resolve(here, '../../test-artifacts/chaos');
+export const SUMMARY_FILE = resolve(here, '../../test-artifacts/chaos-summary.md');
 
 export interface ChaosFigures {
   /** Short name of the scenario, e.g. "SIGKILL at 10 seeded points (at-least-once)". */
