@@ -3,8 +3,10 @@
  * keeps it: the demo's sending services point at it, and tests read back what was delivered.
  *
  * Faults can be injected per recipient or per message (`rcptReply`, `dataReply`, `dropAfterData`,
- * `delayMs`), so tests can make the server answer 451 or 550, withhold the 250, or hang up,
- * over a real socket: tests never replace the transport with a mock.
+ * `dropMidData`, `delayMs`), so tests can make the server answer 451 or 550, withhold the 250,
+ * hang up in the middle of the data or after it, or answer too late, over a real socket: tests
+ * never replace the transport with a mock. `onAccept` sees every accepted message, also when
+ * messages are not kept (a long run counts Message-IDs without parsing).
  */
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
@@ -38,6 +40,13 @@ export interface SmtpCatcherOptions {
   dropAfterData?: (message: { from: string; to: string[]; raw: Buffer }) => boolean;
   /** Delay before answering DATA, in ms. */
   delayMs?: number;
+  /**
+   * Close the socket as soon as the message data starts arriving, before its end: the sender's
+   * DATA is cut in the middle. Decided per message from the envelope (the data is not known yet).
+   */
+  dropMidData?: (envelope: { from: string; to: string[] }) => boolean;
+  /** Called for every accepted message (after the 250 is decided), kept or not. */
+  onAccept?: (message: { from: string; to: string[]; raw: Buffer }) => void;
 }
 
 class ReplyError extends Error {
@@ -54,6 +63,8 @@ export class SmtpCatcher {
   accepted = 0;
   /** Messages whose data arrived, including refused and dropped ones. */
   received = 0;
+  /** Messages whose data was cut in the middle by `dropMidData`. */
+  droppedMidData = 0;
   private server: SMTPServer;
   private waiters: { count: number; resolve: () => void }[] = [];
   private opts: SmtpCatcherOptions;
@@ -75,6 +86,20 @@ export class SmtpCatcher {
         cb(reply ? new ReplyError(reply) : undefined);
       },
       onData: (stream, session, cb) => {
+        const envelope = {
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          to: session.envelope.rcptTo.map((r) => r.address),
+        };
+        if (this.opts.dropMidData?.(envelope)) {
+          // Hang up once the first chunk of data is in: the message is cut in the middle.
+          stream.once('data', () => {
+            this.droppedMidData++;
+            this.destroySession(session);
+          });
+          stream.on('error', () => undefined);
+          stream.resume();
+          return;
+        }
         const chunks: Buffer[] = [];
         stream.on('data', (c: Buffer) => chunks.push(c));
         stream.on('end', () => {
@@ -106,6 +131,7 @@ export class SmtpCatcher {
       this.messages.push({ envelopeFrom: from, envelopeTo: to, raw, parsed, receivedAt: new Date() });
     }
     this.accepted++;
+    this.opts.onAccept?.(meta);
     cb();
     this.waiters = this.waiters.filter((w) => {
       if (this.accepted >= w.count) w.resolve();

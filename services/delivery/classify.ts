@@ -8,6 +8,9 @@
  *   refused connect    -> ESOCKET,   'connect ECONNREFUSED ...', command 'CONN'
  *   dropped after DATA -> ECONNECTION, 'Connection closed unexpectedly', command 'CONN'
  *   reply too slow     -> ETIMEDOUT, command 'CONN'
+ *   421 then hang-up   -> ECONNECTION, responseCode 421; or, when the pooled connection's close
+ *                         wins the race, ECONNECTION 'Reached maximum number of retries after
+ *                         connection was closed' (the transport never resends by itself)
  *
  * The last two cannot be told apart from a drop before DATA, so any failure without a reply code
  * that is not a failed connect is `ambiguous`: the message may have been accepted.

@@ -2,7 +2,8 @@
  * One pooled nodemailer transport per sending service. Connections are reused for every message
  * (`maxMessages: Infinity`): connection setup dominates the cost of small messages. With DKIM
  * configured, nodemailer signs every message, and the signed headers include both
- * List-Unsubscribe headers (RFC 8058 requires them to be covered).
+ * List-Unsubscribe headers (RFC 8058 requires them to be covered). The pool never resends on its
+ * own (`maxRequeues: 0`): every retry goes through the engine's backoff and delivery mode.
  */
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { DkimConfig, TransportConfig } from '../../models/index.js';
@@ -36,6 +37,11 @@ export function createServiceTransport(t: TransportConfig, maxConnections: numbe
     ...(t.auth ? { auth: { user: t.auth.user, pass: t.auth.pass } } : {}),
     maxConnections,
     maxMessages: Infinity,
+    // nodemailer's pool resends a message by itself when its connection closes mid-send (up to 5
+    // times, 50 ms apart), without telling the caller. That bypasses the engine's retry policy: no
+    // backoff, no attempt counted, no failure recorded, and under at-most-once a message the server
+    // may have taken is sent again. The engine owns retries: fail the send and let it classify.
+    maxRequeues: 0,
     connectionTimeout: timeout,
     greetingTimeout: timeout,
     socketTimeout: timeout,
