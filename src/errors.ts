@@ -13,6 +13,8 @@ export const ErrorCodes = {
   TEMPLATE_VARIABLE: 'TEMPLATE_VARIABLE',
   HEADER_INJECTION: 'HEADER_INJECTION',
   ENGINE_CLOSED: 'ENGINE_CLOSED',
+  /** PostgreSQL cannot be reached (stopped, restarting, refusing connections): try again shortly. */
+  DATABASE_UNAVAILABLE: 'DATABASE_UNAVAILABLE',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
