@@ -119,3 +119,28 @@ describe('an internationalized sender domain', () => {
     expect(mail.messageId).toBe('<4.2@xn--bcher-kva.example>');
   });
 });
+
+describe('a CSV header naming a column twice', () => {
+  // Before: `email,email` imported only the second address and dropped the first without a word
+  // (csv-parse keeps the last cell of a repeated column), likewise for tags, name or attributes.
+  it('is refused with a 400 naming the column, and nothing is written', async () => {
+    const f = await httpFixture();
+    try {
+      for (const csv of [
+        'email,email\na@example.org,b@example.org\n',
+        'email,city,city\na@example.org,Paris,Rome\n',
+        'email, tags ,tags\na@example.org,x,y\n',
+      ]) {
+        const res = await f.call('POST', '/api/contacts', f.adminToken, csv, { 'content-type': 'text/csv' });
+        expect([csv, res.statusCode]).toEqual([csv, 400]);
+        expect(res.json<{ error: { issues: { path: string; message: string }[] } }>().error.issues[0]).toEqual({
+          path: `row 1.${csv.includes('city') ? 'city' : csv.includes('tags') ? 'tags' : 'email'}`,
+          message: 'names a column that the header row already has',
+        });
+      }
+      expect(await rows(f.engine.apiDb, 'SELECT count(*)::int AS n FROM contacts')).toEqual([{ n: 0 }]);
+    } finally {
+      await f.close();
+    }
+  });
+});

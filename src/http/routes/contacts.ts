@@ -37,15 +37,24 @@ export const importBodySchema = z.strictObject({
 /** Turns a CSV file into the JSON import body, recording each record's first line for error paths. */
 export function csvToContacts(text: string, info: CsvRequestInfo): { contacts: Record<string, unknown>[] } {
   let records: { record: Record<string, string>; info: { lines: number } }[];
+  // A column named twice would be one key of each record: the last cell would silently win.
+  const repeated = new Set<string>();
+  const header = (names: string[]) => {
+    names.forEach((n, i) => names.indexOf(n) !== i && repeated.add(n));
+    return names;
+  };
   try {
-    records = parse(text, { columns: true, info: true, bom: true, skip_empty_lines: true, trim: true }) as typeof records;
+    records = parse(text, { columns: header, info: true, bom: true, skip_empty_lines: true, trim: true }) as typeof records;
   } catch (err) {
     const e = err as { message?: string; lines?: number };
     throw new ValidationError([{ path: e.lines ? `row ${e.lines}` : 'csv', message: e.message ?? 'is not valid CSV' }]);
   }
   if (!records.length) throw new ValidationError([{ path: 'csv', message: 'needs a header row and at least one contact row' }]);
   const columns = Object.keys(records[0]!.record);
-  const issues: FieldIssue[] = [];
+  const issues: FieldIssue[] = [...repeated].map((c) => ({
+    path: `row 1.${c}`,
+    message: 'names a column that the header row already has',
+  }));
   if (!columns.includes('email')) issues.push({ path: 'row 1', message: 'the header row needs an email column' });
   for (const c of columns) {
     if (!FIELDS.has(c) && !ATTRIBUTE_RE.test(c)) {
