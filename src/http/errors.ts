@@ -7,6 +7,7 @@
  * | --------------------------------------------------- | ------ | ------------------------ |
  * | ValidationError (also EMPTY_RECIPIENTS, TEMPLATE_VARIABLE, HEADER_INJECTION) and schema failures | 400 | its code |
  * | malformed JSON or CSV, empty JSON body              | 400    | BAD_REQUEST              |
+ * | malformed percent-encoding or overlong path param   | 400    | BAD_REQUEST              |
  * | no token, unknown token, wrong webhook secret       | 401    | UNAUTHORIZED             |
  * | admin-only route, another user's `user_id`          | 403    | FORBIDDEN                |
  * | NotFoundError, and what exists but is not yours     | 404    | NOT_FOUND                |
@@ -73,12 +74,15 @@ export interface ErrorBody {
   error: { code: string; message: string; issues?: FieldIssue[]; required?: number; available?: number };
 }
 
-const FASTIFY_CODES: Record<string, [number, string]> = {
+const FASTIFY_CODES: Record<string, [number, string, string?]> = {
   FST_ERR_CTP_BODY_TOO_LARGE: [413, HttpErrorCodes.PAYLOAD_TOO_LARGE],
   FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, HttpErrorCodes.UNSUPPORTED_MEDIA_TYPE],
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, HttpErrorCodes.BAD_REQUEST],
   FST_ERR_CTP_EMPTY_JSON_BODY: [400, HttpErrorCodes.BAD_REQUEST],
   FST_ERR_CTP_INVALID_JSON_BODY: [400, HttpErrorCodes.BAD_REQUEST],
+  // Refused by the router (frameworkErrors), before any route: fixed messages, the URL is not echoed.
+  FST_ERR_BAD_URL: [400, HttpErrorCodes.BAD_REQUEST, 'the URL is not valid (malformed percent-encoding)'],
+  FST_ERR_MAX_PARAM_LENGTH: [400, HttpErrorCodes.BAD_REQUEST, 'a path parameter is too long'],
 };
 
 /** What a CSV import recorded: the file line of each data row, to name rows in issues. */
@@ -127,9 +131,10 @@ export function toHttpError(err: unknown, csv?: CsvRequestInfo): { status: numbe
   const fe = err as Partial<FastifyError> & { validation?: unknown };
   const mapped = fe.code ? FASTIFY_CODES[fe.code] : undefined;
   if (mapped) {
-    const [status, code] = mapped;
-    const message =
-      status === 413
+    const [status, code, fixed] = mapped;
+    const message = fixed
+      ? fixed
+      : status === 413
         ? 'request body is too large'
         : status === 415
           ? (fe.message ?? 'unsupported content type')

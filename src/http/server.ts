@@ -127,6 +127,8 @@ export async function createHttpServer(engine: Engine, options: HttpServerOption
     // Ids of int4 and bigint columns are checked by the schemas; this only caps a path parameter's length.
     routerOptions: { maxParamLength: 200 },
     return503OnClosing: true,
+    // A malformed or overlong path parameter is refused before routing: same error shape as the rest.
+    frameworkErrors: errorHandler,
     // Our validator returns a ValidationError, which fastify passes on as it is; when fastify runs in
     // another realm (jest, see native.ts) its `instanceof Error` fails and it asks this formatter.
     schemaErrorFormatter: (errors, dataVar) =>

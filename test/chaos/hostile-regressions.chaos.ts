@@ -144,3 +144,23 @@ describe('a CSV header naming a column twice', () => {
     }
   });
 });
+
+describe('a path the router refuses', () => {
+  // Before: fastify answered these itself, before the error handler: 414 (not a documented status)
+  // or 400, with its own body `{ error: "Bad Request", code: "FST_ERR_...", message }` echoing the URL.
+  it('answers 400 with the API error shape, not echoing the URL', async () => {
+    const f = await httpFixture();
+    try {
+      for (const url of [`/api/campaigns/${'L'.repeat(201)}`, `/api/campaigns/${'9'.repeat(300)}/pause`, '/api/campaigns/%E0%A4%A']) {
+        const res = await f.call(url.endsWith('pause') ? 'POST' : 'GET', url, f.adminToken);
+        expect([url, res.statusCode]).toEqual([url, 400]);
+        const { error } = res.json<{ error: { code: string; message: string } }>();
+        expect(error.code).toBe('BAD_REQUEST');
+        expect(error.message).not.toContain('LLLL');
+        expect(error.message).not.toContain('%E0');
+      }
+    } finally {
+      await f.close();
+    }
+  });
+});
