@@ -129,6 +129,9 @@ const toClaimed =
     contactActive: r.contact_status === 'active',
   });
 
+/** How often a campaign with nothing queued but messages in flight looks for work again. */
+const IN_FLIGHT_RECHECK_MS = 1000;
+
 export class CampaignPool {
   readonly campaigns = new Map<number, CampaignState>();
   private readonly claims = new PQueue({ concurrency: 2 });
@@ -182,8 +185,10 @@ export class CampaignPool {
         c.cursor = 0;
         c.wakeAt = now.getTime();
       } else {
-        c.wakeAt = outlook.nextAt ? outlook.nextAt.getTime() : null;
         c.drained = outlook.nextAt === null && outlook.inFlight === 0;
+        // Nothing queued but messages in flight (they may come back as retries): look again in a
+        // second rather than on every tick; a retry's own backoff is longer than that anyway.
+        c.wakeAt = outlook.nextAt ? outlook.nextAt.getTime() : c.drained ? null : now.getTime() + IN_FLIGHT_RECHECK_MS;
       }
       return;
     }

@@ -635,8 +635,15 @@ export class QueueScheduler extends EventEmitter {
     return this.flushing;
   }
 
+  /**
+   * One write per call, plus more only while a backlog of full batches waits: outcomes that arrive
+   * during a write go with the next FLUSH_MS timer, so a busy engine writes about ten larger
+   * batches a second instead of a stream of one-row transactions.
+   */
   private async writeOutcomes(): Promise<void> {
-    while (this.outcomes.length || this.errors.size || this.bounced.length) {
+    let first = true;
+    while ((first && (this.outcomes.length || this.errors.size || this.bounced.length)) || this.outcomes.length >= 5000) {
+      first = false;
       const batch = this.outcomes.splice(0, 5000);
       const errors = [...this.errors.values()];
       this.errors.clear();
