@@ -1,7 +1,8 @@
 /**
  * One sending service: its own timer, its own rate limiter (bottleneck: `minTime` is the service's
- * `sending_rate`, `maxConcurrent` its connections), its own pooled SMTP transport, its own share of
- * its daily quota, and its own FairRing of the campaigns it may carry.
+ * `sending_rate`, `maxConcurrent` its dynamic concurrency; a plain p-queue when it has no rate
+ * limit, see slot-limiter.ts), its own pooled SMTP transport, its own share of its daily quota, and
+ * its own FairRing of the campaigns it may carry.
  *
  * Each slot submitted to the limiter, when the limiter starts it: takes one quota unit (reserved
  * from PostgreSQL in small batches, never beyond the daily quota), asks the ring for the next
@@ -14,11 +15,11 @@
  * running -> unhealthy (after N consecutive connection or server failures; probed with
  * transport.verify() on a doubling backoff) -> running; disabled and deleted services stop.
  */
-import Bottleneck from 'bottleneck';
 import type { Transporter } from 'nodemailer';
 import type { DateTime } from 'luxon';
 import { createServiceTransport } from '../delivery/transport.js';
 import { ConcurrencyController, type ConcurrencyOptions } from './concurrency.js';
+import { createSlotLimiter, type SlotLimiter } from './slot-limiter.js';
 import { FairRing } from '../fair-ring.js';
 import { nextQuotaReset, quotaDayOf } from '../quota-day.js';
 import { releaseQuota, reserveQuota, saveServiceHealth, type ServiceRow } from './sql.js';
@@ -45,11 +46,17 @@ export function quotaBatch(sendingRate: number): number {
 
 const MAX_PROBE_BACKOFF_MS = 5 * 60_000;
 
+/** Services sending more often than this get the precise (yielding) end of the dispatch wait. */
+const SPIN_BELOW_MS = 250;
+
+/** Epoch milliseconds with sub-millisecond precision (Date.now() has whole milliseconds). */
+const preciseNow = (): number => performance.timeOrigin + performance.now();
+
 export class ServiceRunner {
   readonly id: number;
   row: ServiceRow;
   readonly ring = new FairRing();
-  private limiter: Bottleneck;
+  private limiter: SlotLimiter;
   readonly concurrency: ConcurrencyController;
   transport: Transporter;
   private transportKey: string;
@@ -91,7 +98,7 @@ export class ServiceRunner {
     const last = row.last_sent_at ? row.last_sent_at.getTime() : 0;
     this.notBefore = last + this.rate * 1000 * quotaBatch(this.rate);
     this.concurrency = new ConcurrencyController(host.concurrency, row.max_connections, host.clock().toMillis());
-    this.limiter = new Bottleneck({ minTime: this.minTime, maxConcurrent: this.concurrency.current });
+    this.limiter = createSlotLimiter(this.minTime, this.concurrency.current);
     this.transportKey = this.keyOf(row);
     this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim);
   }
@@ -139,8 +146,8 @@ export class ServiceRunner {
     if (rateChanged) {
       // A slot already queued waits with the old interval (a 60 s service would ignore a new
       // 0.02 s rate for a minute): replace the limiter, and keep the interval since the last send.
-      void this.limiter.stop({ dropWaitingJobs: true }).catch(() => undefined);
-      this.limiter = new Bottleneck({ minTime: this.minTime, maxConcurrent: this.concurrency.current });
+      void this.limiter.stop();
+      this.limiter = createSlotLimiter(this.minTime, this.concurrency.current);
       if (this.lastSlotAt > 0) this.notBefore = this.lastSlotAt + this.minTime;
     }
     if (quotaChanged) this.exhaustedUntil = null; // a raised quota takes effect at once
@@ -194,7 +201,7 @@ export class ServiceRunner {
     const before = this.concurrency.current;
     const after = this.concurrency.adjust(backlog, this.host.clock().toMillis());
     if (after === before) return;
-    this.limiter.updateSettings({ maxConcurrent: after });
+    this.limiter.setConcurrency(after);
     this.host.onConcurrencyChange(this, before);
     this.pump();
   }
@@ -203,8 +210,7 @@ export class ServiceRunner {
   pump(): void {
     // Slots wait in the gate for their instant; only a bound far ahead (a restart) holds them back.
     if (!this.started || !this.usable || this.notBefore - Date.now() > 1000 || this.ring.sendableCount === 0) return;
-    const c = this.limiter.counts();
-    const pending = (c.RECEIVED ?? 0) + (c.QUEUED ?? 0) + (c.RUNNING ?? 0) + (c.EXECUTING ?? 0);
+    const pending = this.limiter.pending;
     // Twice the concurrency: every connection busy, and one slot ready behind each. (Bounding this by
     // the number of sendable campaigns, as before, held a single campaign to two connections.)
     const target = this.concurrency.current * 2;
@@ -269,21 +275,29 @@ export class ServiceRunner {
    * before it dispatches, and the next one may not; and a busy event loop can hold one dispatch
    * until the next is due. So every dispatch passes this gate, which compares with the previous
    * dispatch as it really happened (and with the restart bound), and waits out the difference.
+   *
+   * The gate reads a sub-millisecond clock and, for intervals under SPIN_BELOW_MS, sleeps on a
+   * timer only until about a millisecond before the instant and then yields with setImmediate
+   * until it comes: timers fire up to a millisecond or two late, and since no send may come
+   * sooner than the interval after the previous one, each late dispatch would push every later
+   * one back (measured: a 100/s service achieved 89/s on timers alone).
    */
   async dispatch<T>(send: () => Promise<T>): Promise<{ at: number; result: Promise<T> }> {
     for (;;) {
-      const now = Date.now();
+      const now = preciseNow();
       const earliest = Math.max(this.notBefore, this.lastDispatchAt + this.minTime);
       if (now >= earliest) {
         this.lastDispatchAt = now;
         this.lastSlotAt = now;
         // Started in the same turn as the decision: nothing runs between the check and the send.
         const result = send();
-        const observe = () => this.concurrency.observeLatency(Date.now() - now);
+        const observe = () => this.concurrency.observeLatency(preciseNow() - now);
         result.then(observe, observe);
         return { at: now, result };
       }
-      await new Promise((r) => setTimeout(r, earliest - now));
+      const wait = earliest - now;
+      if (this.minTime < SPIN_BELOW_MS && wait < 2) await new Promise((r) => setImmediate(r));
+      else await new Promise((r) => setTimeout(r, this.minTime < SPIN_BELOW_MS ? Math.floor(wait - 1) : Math.ceil(wait)));
     }
   }
 
@@ -364,7 +378,7 @@ export class ServiceRunner {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    const drained = this.limiter.stop({ dropWaitingJobs: true }).catch(() => undefined);
+    const drained = this.limiter.stop();
     let timeout: NodeJS.Timeout | undefined;
     await Promise.race([drained, new Promise((r) => (timeout = setTimeout(r, graceMs)))]);
     clearTimeout(timeout);
