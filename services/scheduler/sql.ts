@@ -144,9 +144,9 @@ async function flushLocked(
           -- No "status = 'sending'" here, on purpose: it would let the planner pick the partial
           -- leases index (WHERE status = 'sending'), which after a burst of claims (stale
           -- statistics) it believes nearly empty, and scan every leased row on each flush
-          -- (measured: 26 ms for 6 rows with 2,751 leased). A lease owner is set only with
-          -- status 'sending' (CHECK subtasks_lease_only_while_sending), so the owner test says
-          -- the same, and each row is found by its primary key.
+          -- (measured: 26 ms for 6 rows with 2,751 leased). A lease owner is set exactly when
+          -- the status is 'sending' (the table's CHECK (status = 'sending') = (lease_owner IS NOT
+          -- NULL)), so the owner test says the same, and each row is found by its primary key.
        RETURNING s.task_id, s.status),
      counts AS (
        SELECT task_id,
