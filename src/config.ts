@@ -139,11 +139,11 @@ export const VARIABLES = {
     default: '2',
     doc: 'Concurrent SMTP sends a service starts with, and never goes under (bounded by its maxConnections)',
   },
-  concurrencyStep: { env: 'CONCURRENCY_STEP', kind: 'posInt', default: '1', doc: 'Sends added or removed per concurrency change' },
+  concurrencyStep: { env: 'CONCURRENCY_STEP', kind: 'posInt', default: '2', doc: 'Sends added or removed per concurrency change' },
   concurrencyUpMs: {
     env: 'CONCURRENCY_UP_MS',
     kind: 'posInt',
-    default: '2000',
+    default: '1000',
     doc: 'Least time between two scale-ups (backlog over twice the concurrency, latency healthy)',
   },
   concurrencyDownMs: {
