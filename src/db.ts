@@ -58,3 +58,42 @@ export function poolUsage(sequelize: Sequelize): { size: number; available: numb
   ).pool;
   return { size: pool.size, available: pool.available, using: pool.using, waiting: pool.waiting, max: pool.maxSize };
 }
+
+/**
+ * Sequelize's errors for a connection that could not be made or was lost, by name (under jest the
+ * classes may come from another realm).
+ */
+const CONNECTION_ERRORS = new Set([
+  'SequelizeConnectionError',
+  'SequelizeConnectionRefusedError',
+  'SequelizeConnectionTimedOutError',
+  'SequelizeConnectionAcquireTimeoutError',
+  'SequelizeHostNotFoundError',
+  'SequelizeHostNotReachableError',
+  'SequelizeInvalidConnectionError',
+]);
+/** PostgreSQL going away (class 08, shutting down, crashed, starting up, full) and socket errors. */
+const CONNECTION_CODES = new Set(['57P01', '57P02', '57P03', '53300', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH']);
+const CONNECTION_LOST = /Connection terminated|not queryable|ECONNREFUSED|ECONNRESET|EPIPE|connection timeout/i;
+
+/**
+ * True when `err` says the database cannot be reached right now (stopped, restarting, refusing or
+ * dropping connections), as opposed to a query that failed: the HTTP API answers 503 for these,
+ * and the scheduler logs them once per outage instead of once per failed step.
+ */
+export function isConnectionError(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false;
+  const e = err as {
+    name?: unknown;
+    message?: unknown;
+    code?: unknown;
+    original?: { code?: unknown; message?: unknown };
+    parent?: { code?: unknown };
+  };
+  const name = typeof e.name === 'string' ? e.name : '';
+  if (CONNECTION_ERRORS.has(name)) return true;
+  const code = [e.original?.code, e.parent?.code, e.code].find((c): c is string => typeof c === 'string') ?? '';
+  if (code.startsWith('08') || CONNECTION_CODES.has(code)) return true;
+  const message = `${typeof e.message === 'string' ? e.message : ''} ${typeof e.original?.message === 'string' ? e.original.message : ''}`;
+  return (name === 'Error' || name.startsWith('Sequelize')) && CONNECTION_LOST.test(message);
+}

@@ -38,11 +38,14 @@ import { RateMeter } from './rate-meter.js';
 import { ServiceRunner, type RunnerHost } from './service-runner.js';
 import { ServiceLocks } from './service-locks.js';
 import * as sql from './sql.js';
+import { isConnectionError } from '../../src/db.js';
 
 export type DeliveryMode = 'at-least-once' | 'at-most-once';
 
 /** How often outcomes are written while sending. */
 export const FLUSH_MS = 100;
+/** While the database is unreachable, the scheduler logs it at most this often. */
+const DB_DOWN_LOG_MS = 5000;
 
 export interface SentEvent {
   serviceId: number;
@@ -130,6 +133,10 @@ export class QueueScheduler extends EventEmitter {
   private readonly mode: DeliveryMode;
   private readonly locks: ServiceLocks;
   private locksLost = false;
+  /** Database outage: since when (ms), when last logged, connection errors since then. */
+  private dbDownSince: number | null = null;
+  private dbDownLoggedAt = 0;
+  private dbErrors = 0;
 
   constructor(ctx: ServiceContext, opts: SchedulerOptions) {
     super();
@@ -161,8 +168,21 @@ export class QueueScheduler extends EventEmitter {
   }
 
   private fail(err: unknown, where: string): void {
-    this.ctx.logger.error({ err, where }, 'scheduler error');
     this.emit('error', err);
+    if (isConnectionError(err)) {
+      // The database is away: every step of every tick fails the same way (hundreds of errors in
+      // a few seconds). One line when it goes, then one a DB_DOWN_LOG_MS with the count, and one
+      // when a tick runs clean again.
+      this.dbErrors++;
+      const now = Date.now();
+      if (this.dbDownSince !== null && now - this.dbDownLoggedAt < DB_DOWN_LOG_MS) return;
+      this.dbDownSince ??= now;
+      this.dbDownLoggedAt = now;
+      this.ctx.logger.error({ err, where, errors: this.dbErrors }, 'scheduler: database unreachable, retrying every tick');
+      this.dbErrors = 0;
+      return;
+    }
+    this.ctx.logger.error({ err, where }, 'scheduler error');
   }
 
   get isRunning(): boolean {
@@ -215,13 +235,20 @@ export class QueueScheduler extends EventEmitter {
       ['wait reasons', () => this.updateWaitReasons()],
       ['concurrency', async () => this.adjustConcurrency()],
     ];
+    let clean = true;
     for (const [name, step] of steps) {
       if (!this.running) return;
       try {
         await step();
       } catch (err) {
+        clean = false;
         this.fail(err, `tick: ${name}`);
       }
+    }
+    if (clean && this.dbDownSince !== null) {
+      this.ctx.logger.warn({ downMs: Date.now() - this.dbDownSince }, 'scheduler: database reachable again');
+      this.dbDownSince = null;
+      this.dbErrors = 0;
     }
     this.emit('tick');
   }

@@ -15,6 +15,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { isConnectionError } from '../db.js';
 import type { Engine } from '../engine.js';
 import { ErrorCodes, ValidationError } from '../errors.js';
 import { REDACT_PATHS } from '../logger.js';
@@ -64,39 +65,12 @@ function packageVersion(): string {
 }
 
 /**
- * Sequelize's errors for a connection that could not be made or was lost, by name (under jest the
- * classes may come from another realm), and PostgreSQL's codes for a server going away: class 08
- * (connection exception), 57P01-57P03 (shutting down, crashed, starting up), 53300 (too many
- * connections).
- */
-const CONNECTION_ERRORS = new Set([
-  'SequelizeConnectionError',
-  'SequelizeConnectionRefusedError',
-  'SequelizeConnectionTimedOutError',
-  'SequelizeConnectionAcquireTimeoutError',
-  'SequelizeHostNotFoundError',
-  'SequelizeHostNotReachableError',
-  'SequelizeInvalidConnectionError',
-]);
-const CONNECTION_LOST = /Connection terminated|not queryable|ECONNREFUSED|ECONNRESET|EPIPE|connection timeout/i;
-
-/**
  * While the database is away, requests answer at once with 503 DATABASE_UNAVAILABLE and a
  * Retry-After, not with a 500 (and not by hanging: a refused or lost connection fails at once).
  * Returns undefined for every other error.
  */
 export function databaseUnavailable(err: unknown): HttpError | undefined {
-  const e = err as { name?: unknown; message?: unknown; original?: { code?: unknown; message?: unknown }; parent?: { code?: unknown } };
-  if (!e || typeof e !== 'object') return undefined;
-  const code = typeof e.original?.code === 'string' ? e.original.code : typeof e.parent?.code === 'string' ? e.parent.code : '';
-  const name = typeof e.name === 'string' ? e.name : '';
-  const message = `${typeof e.message === 'string' ? e.message : ''} ${typeof e.original?.message === 'string' ? e.original.message : ''}`;
-  const lost =
-    CONNECTION_ERRORS.has(name) ||
-    code.startsWith('08') ||
-    ['57P01', '57P02', '57P03', '53300'].includes(code) ||
-    (name.startsWith('Sequelize') && CONNECTION_LOST.test(message));
-  if (!lost) return undefined;
+  if (!isConnectionError(err)) return undefined;
   return new HttpError(503, ErrorCodes.DATABASE_UNAVAILABLE, 'the database is unavailable right now; try again shortly', {
     'retry-after': '5',
   });

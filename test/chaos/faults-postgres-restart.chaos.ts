@@ -20,6 +20,7 @@ import { createHttpServer, type HttpServer } from '../../src/http/server.js';
 import { createLogger } from '../../src/logger.js';
 import { createToken } from '../../services/auth.js';
 import { createTestEngine } from '../helpers/db.js';
+import { LogSink } from '../helpers/http.js';
 import { freePort } from '../helpers/test-cluster.js';
 import { until, userWithContacts } from '../helpers/scheduler.js';
 import { allCompleted, DeliveryLog, finalAccount } from './helpers/faults-common.js';
@@ -57,8 +58,11 @@ describe('PostgreSQL restarted mid-send', () => {
     await admin.end();
 
     // createEngine migrates the new database (migrateUp) before anything else.
+    // The engine's own log: an outage must not flood it (one line per failed step and tick before).
+    const logs = new LogSink();
     engine = await createTestEngine({
       databaseUrl: cluster.url('chaos'),
+      logger: createLogger('warn', logs),
       schedulerTickMs: 100,
       heartbeatMs: 500,
       leaseTtlMs: 5000,
@@ -121,6 +125,11 @@ describe('PostgreSQL restarted mid-send', () => {
       }
       return t;
     };
+    const tallyMsgs = (lines: Record<string, unknown>[]) => {
+      const t: Record<string, number> = {};
+      for (const l of lines) t[String(l.msg)] = (t[String(l.msg)] ?? 0) + 1;
+      return t;
+    };
     const outages: { downMs: number; resumeMs: number; answers: Awaited<ReturnType<typeof call>>[] }[] = [];
     for (let i = 0; i < RESTARTS; i++) {
       await until(() => log.count >= ((i + 1) * RECIPIENTS) / (RESTARTS + 2), 60_000, `sends before restart ${i + 1}`);
@@ -161,9 +170,13 @@ describe('PostgreSQL restarted mid-send', () => {
     const duplicates = log.duplicates();
     const lost = acct.open + (RECIPIENTS - received.size) + (RECIPIENTS - (acct.byStatus.sent ?? 0));
     const answers = outages.flatMap((o) => o.answers);
+    const logLines = logs.lines();
+    const errorLines = logLines.filter((l) => Number(l.level) >= 50);
+    const backAgain = logLines.filter((l) => l.msg === 'scheduler: database reachable again');
     console.log(
       `[chaos postgres] seed ${rng.seed}; ${log.count} accepted, ${received.size} distinct, ${duplicates} duplicates; states ${JSON.stringify(acct.byStatus)}; ` +
-        `${answers.length} API answers while down (slowest ${Math.max(...answers.map((a) => a.ms))} ms); ${errors.length} scheduler errors reported`,
+        `${answers.length} API answers while down (slowest ${Math.max(...answers.map((a) => a.ms))} ms); ${errors.length} scheduler errors reported, ${errorLines.length} error lines logged ` +
+        `(${JSON.stringify(tallyMsgs(errorLines))}), ${backAgain.length} 'reachable again'`,
     );
 
     expect(answers.length).toBeGreaterThan(0);
@@ -171,6 +184,10 @@ describe('PostgreSQL restarted mid-send', () => {
       expect({ path: a.path, status: a.status, code: a.code }).toEqual({ path: a.path, status: 503, code: expect.any(String) });
     for (const a of answers) expect(a.code).toBe(a.path === '/health' ? 'database error' : 'DATABASE_UNAVAILABLE');
     for (const o of outages) expect(o.resumeMs).toBeLessThan(RESUME_BOUND_MS);
+    // The outage is logged, not flooded: a few lines each (going, every 5 s while down, the lock
+    // connection lost), and the recovery once.
+    expect(errorLines.length).toBeLessThanOrEqual(RESTARTS * 8);
+    expect(backAgain.length).toBeGreaterThanOrEqual(RESTARTS);
     expect(acct.byStatus).toEqual({ sent: RECIPIENTS });
     expect(acct.counterMismatches).toEqual([]);
     expect(received.size).toBe(RECIPIENTS);
