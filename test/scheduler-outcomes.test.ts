@@ -1,0 +1,74 @@
+import type { Engine } from '../src/engine.js';
+import { claimFresh, flushOutcomes, type Outcome } from '../services/scheduler/sql.js';
+import { createTestEngine, rows } from './helpers/db.js';
+import { userWithContacts } from './helpers/scheduler.js';
+
+/**
+ * The outcome write (one statement per batch) against real rows: it applies outcomes only to rows
+ * this engine still leases, counts them on the campaign, and completes the campaign at its total.
+ */
+describe('writing outcomes', () => {
+  let engine: Engine;
+  beforeAll(async () => {
+    engine = await createTestEngine();
+  });
+  afterAll(() => engine.close());
+
+  it('applies outcomes only to rows still leased to this engine, and completes the campaign at its total', async () => {
+    const u = await userWithContacts(engine, 'Out', 6);
+    const c = await engine.campaigns.create({
+      userId: u.userId,
+      name: 'o',
+      from: 'o@example.test',
+      templates: [u.templateId],
+      recipientRule: { type: 'all' },
+    });
+    await engine.scheduler.processScheduledTasks(); // generates the queue
+    const now = new Date();
+    const claimed = await claimFresh(engine.schedulerDb, {
+      taskId: c.id,
+      cursor: 0,
+      limit: 6,
+      now,
+      owner: 'engine-a',
+      until: new Date(now.getTime() + 60_000),
+    });
+    expect(claimed).toHaveLength(6);
+    const ids = claimed.map((r) => Number(r.contact_id));
+    // Another engine recovered (and re-leased) two of them meanwhile.
+    await engine.apiDb.query(`UPDATE subtasks SET lease_owner = 'engine-b' WHERE task_id = $t AND contact_id = ANY($ids::bigint[])`, {
+      bind: { t: c.id, ids: ids.slice(0, 2) },
+    });
+    const sent = (contactId: number): Outcome => ({
+      taskId: c.id,
+      contactId,
+      status: 'sent',
+      serviceId: null,
+      at: now,
+      messageId: `<${contactId}@example.test>`,
+      error: null,
+      notBefore: null,
+      attempt: 1,
+    });
+    const first = await flushOutcomes(engine.schedulerDb, 'engine-a', ids.map(sent));
+    expect(first).toEqual({ applied: 4, completed: [] });
+    const state = await rows<{ contact_id: string; status: string; lease_owner: string | null; message_id: string | null }>(
+      engine.apiDb,
+      'SELECT contact_id, status, lease_owner, message_id FROM subtasks WHERE task_id = $t ORDER BY contact_id',
+      { t: c.id },
+    );
+    expect(state.map((r) => [Number(r.contact_id), r.status, r.lease_owner])).toEqual(
+      ids.map((id, i) => (i < 2 ? [id, 'sending', 'engine-b'] : [id, 'sent', null])),
+    );
+    expect(state[0]!.message_id).toBeNull();
+    // engine-b finishes its two: the counters reach the total and the campaign completes.
+    const second = await flushOutcomes(engine.schedulerDb, 'engine-b', ids.slice(0, 2).map(sent));
+    expect(second).toEqual({ applied: 2, completed: [c.id] });
+    const [task] = await rows<{ status: string; sent_count: number }>(engine.apiDb, 'SELECT status, sent_count FROM tasks WHERE id = $t', {
+      t: c.id,
+    });
+    expect(task).toEqual({ status: 'completed', sent_count: 6 });
+    // A late duplicate of an outcome changes nothing.
+    expect(await flushOutcomes(engine.schedulerDb, 'engine-a', [sent(ids[3]!)])).toEqual({ applied: 0, completed: [] });
+  });
+});
