@@ -678,6 +678,24 @@ describe('HTTP API: health, OpenAPI, jobs, guessing limit', () => {
     expect(logs.text).toContain('UNSUBSCRIBE_URL_BASE should end with /u');
   });
 
+  it('never logs a token or secret found in the URL', async () => {
+    const { LogSink } = await import('./helpers/http.js');
+    const logs = new LogSink();
+    const server = await createHttpServer(f.engine, { logger: createLogger('info', logs), processMetrics: false });
+    try {
+      await server.app.inject({ method: 'GET', url: `/api/campaigns?token=${f.adminToken}&page=1` });
+      await server.app.inject({ method: 'GET', url: `/api/campaigns/${f.adminToken}` });
+      await server.app.inject({ method: 'GET', url: '/api/campaigns?webhook_secret=hunter2-hunter2&x=1' });
+    } finally {
+      await server.close();
+    }
+    expect(logs.text).toContain('/api/campaigns?token=[redacted]&page=1');
+    expect(logs.text).toContain('webhook_secret=[redacted]&x=1');
+    expect(logs.text).not.toContain(f.adminToken);
+    expect(logs.text).not.toContain(f.adminToken.slice(4));
+    expect(logs.text).not.toContain('hunter2');
+  });
+
   it('answers 503 from /health when the database does not answer in time', async () => {
     const { createTestEngine } = await import('./helpers/db.js');
     const engine = await createTestEngine({ apiPoolMax: 1, apiPoolMin: 0, apiPoolAcquireMs: 10_000 });

@@ -77,8 +77,19 @@ export function databaseUnavailable(err: unknown): HttpError | undefined {
 }
 
 /** The request as logged: no headers at all, and the capability token of /u/ links masked. */
+/**
+ * The request as logged: unsubscribe tokens in /u/ paths, API tokens pasted anywhere in the URL,
+ * and the values of query parameters that name a secret are replaced.
+ */
+export function redactUrl(url: string): string {
+  return url
+    .replace(/^\/u\/[^/?#]+/, '/u/[redacted]')
+    .replace(/fst_[A-Za-z0-9_-]+/g, '[redacted]')
+    .replace(/([?&][^=&#]*(?:token|secret|password|key)[^=&#]*=)[^&#]*/gi, '$1[redacted]');
+}
+
 function logRequest(req: FastifyRequest) {
-  return { method: req.method, url: req.url.replace(/^\/u\/[^/?#]+/, '/u/[redacted]'), remoteAddress: req.ip };
+  return { method: req.method, url: redactUrl(req.url), remoteAddress: req.ip };
 }
 
 export async function createHttpServer(engine: Engine, options: HttpServerOptions = {}): Promise<HttpServer> {
