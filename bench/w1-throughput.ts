@@ -1,5 +1,5 @@
 /**
- * W1 throughput: 10 users x 5 campaigns x 2,000 recipients (quick: 200) through one service with
+ * W1 throughput: 10 users x 5 campaigns x 2,000 recipients (quick: 60) through one service with
  * no rate limit, 5 connections, to the sink; end-to-end from scheduler start until the last `sent`
  * is committed. In the same run, on the same sink: the ceiling (nodemailer alone), fairsend with
  * two processes, graphile-worker (plain and batched), pg-boss (fetch/complete loop). BullMQ is
@@ -72,7 +72,7 @@ async function prepareFairsend(ctx: BenchContext, shape: Shape, processes: 1 | 2
 }
 
 export async function runW1(ctx: BenchContext, runs: number): Promise<RunRecord[]> {
-  const shape: Shape = { users: 10, campaignsPerUser: 5, perCampaign: ctx.quick ? 200 : 2000 };
+  const shape: Shape = { users: 10, campaignsPerUser: 5, perCampaign: ctx.quick ? 60 : 2000 };
   const recipients = recipientsOf(shape.users, shape.campaignsPerUser, shape.perCampaign);
   const N = recipients.length;
   const records: RunRecord[] = [];

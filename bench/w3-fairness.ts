@@ -67,9 +67,9 @@ async function seed(engine: Engine, port: number, big: number, quota: number) {
 
 export async function runW3(ctx: BenchContext, runs: number): Promise<RunRecord[]> {
   const big = ctx.quick ? 10_000 : 100_000;
-  const windowS = ctx.quick ? 20 : 60;
+  const windowS = ctx.quick ? 10 : 60;
   // Long enough for the small users' last message (about 59 s at 170/s) in the full run.
-  const maxS = ctx.quick ? 20 : 75;
+  const maxS = ctx.quick ? 10 : 75;
   const quota = SERVICES[0]!.perSecond * Math.round(windowS / 2);
   const records: RunRecord[] = [];
   for (let run = 1; run <= runs; run++) {
@@ -202,7 +202,7 @@ type W3Extra = ReturnType<typeof analyse> & { quota: { dailyQuota: number; used:
 export function w3Rows(records: RunRecord[], quick: boolean): Row[] {
   const ex = records.map((r) => r.extra as W3Extra);
   const rows: Row[] = [];
-  const base = `3 services (20/50/100 msg/s), 100 users (1 x ${quick ? '10,000' : '100,000'}, 99 x 100), ${quick ? '20' : '60-75'} s`;
+  const base = `3 services (20/50/100 msg/s), 100 users (1 x ${quick ? '10,000' : '100,000'}, 99 x 100), ${quick ? '10' : '60-75'} s`;
   const j = rowOf(records, {
     workload: 'W3 fairness',
     config: `${base}: Jain's index, 1-s windows while all have backlog (median window; a perfect round robin reaches ${median(ex.map((e) => e.jainIdealMedian)).toFixed(3)} with these whole-send counts); worst window ${Math.min(...ex.map((e) => e.jainMin)).toFixed(3)}`,

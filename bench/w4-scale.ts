@@ -13,7 +13,7 @@ import { fmt, median } from './lib/stats.js';
 const SCALES = [100, 1_000, 10_000];
 
 export async function runW4(ctx: BenchContext, runs: number): Promise<RunRecord[]> {
-  const decisions = ctx.quick ? 3_000_000 : 20_000_000;
+  const decisions = ctx.quick ? 1_000_000 : 20_000_000;
   const records: RunRecord[] = [];
   for (let run = 1; run <= runs; run++) {
     for (const users of SCALES) {

@@ -1,5 +1,5 @@
 /**
- * W5 long run: 200,000 messages (quick: 20,000) through the real engine, in a child process run
+ * W5 long run: 200,000 messages (quick: 6,000) through the real engine, in a child process run
  * with --expose-gc (engine-child.ts): heap used after a forced GC at start, 5 %, 50 % and 100 %
  * sent; active resources (process.getActiveResourcesInfo()) once warm (5 %: pools and SMTP
  * connections open) and at the end. Goals: heap flat (end <= 1.2x middle), no growth of
@@ -14,7 +14,7 @@ import { rowOf, verdict, type Row } from './lib/report.js';
 import { fmt, median } from './lib/stats.js';
 
 export async function runW5(ctx: BenchContext, runs: number): Promise<RunRecord[]> {
-  const shape = { users: 10, campaignsPerUser: 2, perCampaign: ctx.quick ? 1_000 : 10_000 };
+  const shape = { users: 10, campaignsPerUser: 2, perCampaign: ctx.quick ? 300 : 10_000 };
   const records: RunRecord[] = [];
   for (let run = 1; run <= runs; run++) {
     const db = await ctx.server.newDatabase('w5');

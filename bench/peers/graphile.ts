@@ -27,13 +27,18 @@ export async function prepareGraphile(url: string, recipients: Recipient[], port
   }
   await utils.release();
   const transport = createServiceTransport({ host: '127.0.0.1', port }, connections, null);
+  // Our own pool, ended in teardown before the database is dropped: the runner's pool could still
+  // hold idle clients when stop() resolves, and DROP DATABASE ... WITH (FORCE) then terminated
+  // them with an 'error' on a pool nobody listened to (seen in a quick run).
+  const pgPool = new pg.Pool({ connectionString: url, max: cfg.concurrency + 2 });
+  pgPool.on('error', () => undefined);
   let runner: Runner | undefined;
   return {
     /** The measured part: start the worker, return once every job's completion is committed. */
     go: async () => {
       let sent = 0;
       runner = await run({
-        connectionString: url,
+        pgPool,
         logger: silent,
         noHandleSignals: true,
         taskList: {
@@ -45,7 +50,6 @@ export async function prepareGraphile(url: string, recipients: Recipient[], port
         preset: {
           worker: {
             concurrentJobs: cfg.concurrency,
-            maxPoolSize: cfg.concurrency + 2,
             ...(cfg.localQueueSize ? { localQueue: { size: cfg.localQueueSize }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } : {}),
           },
         },
@@ -64,6 +68,7 @@ export async function prepareGraphile(url: string, recipients: Recipient[], port
     teardown: async () => {
       await runner?.stop();
       transport.close();
+      await pgPool.end();
     },
   };
 }
