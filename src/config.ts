@@ -92,6 +92,12 @@ export const VARIABLES = {
   smtpCatcherPort: { env: 'SMTP_CATCHER_PORT', kind: 'port', default: '2525', doc: 'Port of the local SMTP catcher (0 picks a free port)' },
   demoData: { env: 'DEMO_DATA', kind: 'bool', default: 'true', doc: 'Load the demo data set when the database has no users' },
   defaultTimezone: { env: 'DEFAULT_TIMEZONE', kind: 'zone', default: 'UTC', doc: 'Time zone for users and services that name none' },
+  dbConnectTimeoutMs: {
+    env: 'DB_CONNECT_TIMEOUT_MS',
+    kind: 'posInt',
+    default: '5000',
+    doc: 'How long opening a PostgreSQL connection may take before it fails (an unreachable host then answers 503 quickly)',
+  },
   schedulerBatchSize: { env: 'SCHEDULER_BATCH_SIZE', kind: 'posInt', default: '20', doc: 'Due campaigns generated per scheduler pass' },
   schedulerTickMs: {
     env: 'SCHEDULER_TICK_MS',

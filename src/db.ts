@@ -38,12 +38,20 @@ export function poolSettings(config: Config, side: 'api' | 'scheduler'): PoolSet
       };
 }
 
-export function createSequelize(url: string, pool: PoolSettings, applicationName: string, logger?: Logger): Sequelize {
+export function createSequelize(
+  url: string,
+  pool: PoolSettings,
+  applicationName: string,
+  logger?: Logger,
+  connectTimeoutMs = 5000,
+): Sequelize {
   const options: Options = {
     dialect: 'postgres',
     pool,
     logging: logger ? (sql: string) => logger.trace({ sql, pool: applicationName }) : false,
-    dialectOptions: { application_name: applicationName },
+    // A host that drops packets would otherwise hold a request until the pool's acquire timeout
+    // (60 s); keepAlive lets the kernel notice a peer that vanished under an idle connection.
+    dialectOptions: { application_name: applicationName, connectionTimeoutMillis: connectTimeoutMs, keepAlive: true },
     define: { underscored: true },
     // BIGINT counts come back as strings from pg; fairsend's counts fit in a JS number.
     benchmark: false,

@@ -63,8 +63,8 @@ export async function createEngineCore(options: EngineOptions = {}): Promise<Eng
     url = await ensureDatabase(embedded, 'fairsend');
   }
 
-  const apiDb = createSequelize(url, poolSettings(config, 'api'), APP_NAME_API, logger);
-  const schedulerDb = createSequelize(url, poolSettings(config, 'scheduler'), APP_NAME_SCHEDULER, logger);
+  const apiDb = createSequelize(url, poolSettings(config, 'api'), APP_NAME_API, logger, config.dbConnectTimeoutMs);
+  const schedulerDb = createSequelize(url, poolSettings(config, 'scheduler'), APP_NAME_SCHEDULER, logger, config.dbConnectTimeoutMs);
   const closeAll = async () => {
     await Promise.allSettled([apiDb.close(), schedulerDb.close()]);
     await embedded?.stop();

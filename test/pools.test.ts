@@ -1,5 +1,6 @@
 import type { EngineCore } from '../src/engine.js';
-import { APP_NAME_API, APP_NAME_SCHEDULER } from '../src/db.js';
+import { createServer, type Socket } from 'node:net';
+import { APP_NAME_API, APP_NAME_SCHEDULER, createSequelize, isConnectionError } from '../src/db.js';
 import { createTestEngineCore } from './helpers/db.js';
 
 describe('two database pools', () => {
@@ -42,6 +43,33 @@ describe('two database pools', () => {
       expect(d.pools().scheduler.max).toBe(5);
     } finally {
       await d.close();
+    }
+  });
+
+  it('gives up opening a connection to a server that never answers after DB_CONNECT_TIMEOUT_MS', async () => {
+    // A TCP server that accepts and then says nothing, like a host that swallows packets.
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => void sockets.push(socket));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as { port: number }).port;
+    const db = createSequelize(
+      `postgres://nobody@127.0.0.1:${port}/none`,
+      { max: 1, min: 0, acquire: 60_000, idle: 1000, evict: 1000 },
+      'x',
+      undefined,
+      300,
+    );
+    const started = Date.now();
+    try {
+      const err = await db.query('SELECT 1').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      // A connection error (the API maps it to 503), within the connect timeout, not the 60 s acquire timeout.
+      expect(isConnectionError(err)).toBe(true);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await db.close().catch(() => undefined);
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => silent.close(r));
     }
   });
 });
