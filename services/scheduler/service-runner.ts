@@ -310,6 +310,8 @@ export class ServiceRunner {
     this.sent++;
     this.lastSentAt = at;
     this.concurrency.setFailing(false);
+    // Only a message really sent proves the service works: the probe backoff starts over here.
+    this.probeBackoff = this.host.probeBackoffMs;
     if (this.failures > 0) {
       this.failures = 0;
       void this.persistHealth(null);
@@ -322,7 +324,6 @@ export class ServiceRunner {
     this.concurrency.setFailing(true);
     if (this.healthy && this.failures >= this.host.unhealthyAfter) {
       this.healthy = false;
-      this.probeBackoff = this.host.probeBackoffMs;
       this.nextProbeAt = Date.now() + this.probeBackoff;
       this.host.onStateChange(this);
     }
@@ -336,7 +337,9 @@ export class ServiceRunner {
       this.healthy = true;
       this.failures = 0;
       this.nextProbeAt = null;
-      this.probeBackoff = this.host.probeBackoffMs;
+      // A server can pass the connection check and still fail every send: if it turns unhealthy
+      // again before one message gets through, the next probe waits twice as long.
+      this.probeBackoff = Math.min(this.probeBackoff * 2, MAX_PROBE_BACKOFF_MS);
       await this.persistHealth(null);
       this.host.onStateChange(this);
       this.pump();
