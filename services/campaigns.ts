@@ -16,6 +16,7 @@ import type { ServiceContext } from './context.js';
 import { recipientPredicate, type RecipientSpec } from './recipients.js';
 import { requiredAttributes } from './template-render.js';
 import { createCampaignSchema, parseId, parseInput, type CreateCampaignInput } from './validation.js';
+import { queryRows } from './db-query.js';
 
 export interface CampaignView {
   id: number;
@@ -83,7 +84,7 @@ type Query = (sql: string, bind: Record<string, unknown>, transaction: Transacti
 
 export function createCampaignsApi(ctx: ServiceContext) {
   const { Task } = ctx.models;
-  const q: Query = async (sql, bind, transaction) => (await ctx.apiDb.query(sql, { bind, transaction }))[0] as Record<string, unknown>[];
+  const q: Query = (sql, bind, transaction) => queryRows(ctx.apiDb, sql, bind, transaction);
 
   async function checkOwnership(spec: RecipientSpec, templates: number[], transaction: Transaction): Promise<FieldIssue[]> {
     const issues: FieldIssue[] = [];

@@ -20,6 +20,7 @@ import type { StoredRecipientRule, StoredSendWindow } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { recipientPredicate } from './recipients.js';
 import { nextSendTime } from './send-window.js';
+import { queryRows } from './db-query.js';
 
 export interface GenerationResult {
   taskId: number;
@@ -44,8 +45,7 @@ interface DueTask {
 
 export function createGenerator(ctx: ServiceContext) {
   const db = ctx.schedulerDb;
-  const query = async <T>(sql: string, bind: Record<string, unknown>, transaction: Transaction) =>
-    (await db.query(sql, { bind, transaction }))[0] as T[];
+  const query = <T>(sql: string, bind: Record<string, unknown>, transaction: Transaction) => queryRows<T>(db, sql, bind, transaction);
 
   /** not_before per recipient zone, computed with luxon once per distinct zone (not per recipient). */
   async function windowTimes(task: DueTask, where: { sql: string; bind: Record<string, unknown> }, now: DateTime, t: Transaction) {

@@ -5,6 +5,7 @@
  * except the quota reservation of a service slower than one send a second.
  */
 import type { Sequelize, Transaction } from 'sequelize';
+import { queryRows } from '../db-query.js';
 
 export interface ClaimedRow {
   contact_id: string;
@@ -17,10 +18,7 @@ export interface ClaimedRow {
   contact_status: string | null;
 }
 
-async function q<T>(db: Sequelize, sql: string, bind: Record<string, unknown>, transaction?: Transaction): Promise<T[]> {
-  const [rows] = await db.query(sql, { bind, ...(transaction ? { transaction } : {}) });
-  return rows as T[];
-}
+const q = queryRows;
 
 const CLAIM_RETURNING = `
   FROM picked LEFT JOIN contacts c ON c.id = picked.contact_id

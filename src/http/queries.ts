@@ -12,11 +12,9 @@ import type { Sequelize } from 'sequelize';
 import type { Engine } from '../engine.js';
 import type { ServiceQuota } from '../../services/sending-services.js';
 import type { CampaignProgress } from '../../services/campaigns.js';
+import { queryRows } from '../../services/db-query.js';
 
-async function q<T>(db: Sequelize, sql: string, bind: Record<string, unknown> = {}): Promise<T[]> {
-  const [rows] = await db.query(sql, { bind });
-  return rows as T[];
-}
+const q = queryRows;
 
 /** A campaign's counts by state: the same shape engine.campaigns.progress() reports. */
 export type Counts = Pick<CampaignProgress, 'total' | 'queued' | 'sending' | 'sent' | 'failed' | 'cancelled' | 'unknown'>;
