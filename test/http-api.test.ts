@@ -720,6 +720,49 @@ describe('HTTP API: health, OpenAPI, jobs, guessing limit', () => {
     }
   });
 
+  it('answers 503 DATABASE_UNAVAILABLE while the database is away, logged as a warning (not an error per request)', async () => {
+    const { createTestEngine } = await import('./helpers/db.js');
+    const { LogSink } = await import('./helpers/http.js');
+    const logs = new LogSink();
+    // The engine reaches PostgreSQL through a TCP relay of the test's; closing the relay and cutting
+    // its connections is, for the engine, PostgreSQL going away.
+    const { createTestDatabase } = await import('./helpers/db.js');
+    const { createServer, connect } = await import('node:net');
+    const target = new URL(await createTestDatabase());
+    const sockets = new Set<import('node:net').Socket>();
+    const relay = createServer((client) => {
+      const upstream = connect(Number(target.port || 5432), target.hostname);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('error', () => undefined).on('close', () => sockets.delete(s));
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    const via = new URL(target);
+    via.hostname = '127.0.0.1';
+    via.port = String((relay.address() as { port: number }).port);
+    const engine = await createTestEngine({ databaseUrl: via.toString() });
+    const server = await createHttpServer(engine, { logger: createLogger('warn', logs), processMetrics: false });
+    try {
+      const admin = await engine.users.create({ name: 'A', email: 'a503@example.test', quota: 1, role: 'admin' });
+      const { createToken } = await import('../services/auth.js');
+      const token = await createToken(engine, admin.id);
+      const closed = new Promise((r) => relay.close(r));
+      for (const s of sockets) s.destroy();
+      await closed;
+      const res = await server.app.inject({ method: 'GET', url: '/api/campaigns', headers: { authorization: `Bearer ${token}` } });
+      expect(res.statusCode).toBe(503);
+      expect(res.json()).toMatchObject({ error: { code: 'DATABASE_UNAVAILABLE' } });
+      const lines = logs.lines();
+      expect(lines.filter((l) => l.code === 'DATABASE_UNAVAILABLE').map((l) => l.level)).toEqual([40]);
+      expect(lines.filter((l) => Number(l.level) >= 50)).toEqual([]);
+    } finally {
+      await server.close();
+      await engine.close();
+    }
+  });
+
   it('exposes the maintenance jobs to admins', async () => {
     const list = await f.call('GET', '/api/jobs', f.adminToken);
     expect(list.json()).toEqual({

@@ -153,7 +153,10 @@ export function toHttpError(err: unknown, csv?: CsvRequestInfo): { status: numbe
 
 export function errorHandler(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const { status, body, headers } = toHttpError(err, (request as FastifyRequest & { csvImport?: CsvRequestInfo }).csvImport);
-  if (status >= 500) request.log.error({ err }, 'request failed');
+  // A database outage is logged by the scheduler once per 5 s; each refused request is a warning,
+  // not an error with a stack, or an outage would write one error per request.
+  if (body.error.code === ErrorCodes.DATABASE_UNAVAILABLE) request.log.warn({ code: body.error.code, status }, body.error.message);
+  else if (status >= 500) request.log.error({ err }, 'request failed');
   else if (status !== 401 && status !== 404) request.log.info({ code: body.error.code, status }, body.error.message);
   return reply.code(status).headers(headers).type('application/json; charset=utf-8').send(JSON.stringify(body));
 }
