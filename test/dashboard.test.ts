@@ -148,6 +148,9 @@ describe('dashboard in a browser', () => {
     expect(await row.locator('.detail').textContent()).toMatch(/\d+% · \d+ sent, 0 failed, 0 cancelled, \d+ in flight, \d+ queued of 10/);
     expect(await hourly.locator('.detail').textContent()).toContain('one send every 3,600 s');
     expect(await fast.locator('.detail').textContent()).toContain('no wait between sends');
+    // Live figures from the scheduler: the concurrency of each service it runs, and the engines alive.
+    expect(await fast.locator('.detail').textContent()).toMatch(/ · 1 of 1 concurrent$/);
+    expect(await page.locator('#updated').textContent()).toMatch(/ · 1 engine running$/);
 
     await mkdir(artifacts, { recursive: true });
     await page.screenshot({ path: `${artifacts}dashboard.png`, fullPage: true });

@@ -96,7 +96,8 @@ function renderServices(services) {
     row.querySelector('.detail').textContent =
       `${fmtNumber(s.used_quota)} used, ${fmtNumber(s.remaining_quota)} left of ${fmtNumber(s.daily_quota)}` +
       ` · resets in ${fmtDuration(new Date(s.resets_at).getTime() - now)}` +
-      (s.sending_rate > 0 ? ` · one send every ${fmtNumber(s.sending_rate)} s` : ' · no wait between sends');
+      (s.sending_rate > 0 ? ` · one send every ${fmtNumber(s.sending_rate)} s` : ' · no wait between sends') +
+      (s.concurrency ? ` · ${s.concurrency.current} of ${s.concurrency.max} concurrent` : '');
   }
   dropRowsExcept(box, new Set(services.map((s) => String(s.id))));
 }
@@ -211,7 +212,10 @@ async function poll(now = false) {
     const state = $('scheduler');
     state.textContent = status.is_running ? 'scheduler running' : 'scheduler stopped';
     state.className = `badge ${status.is_running ? 'running' : 'paused'}`;
-    $('updated').textContent = `Updated ${new Date().toLocaleTimeString()} · ${fmtNumber(status.queued_subtasks)} queued`;
+    const engines = status.instances.length;
+    $('updated').textContent =
+      `Updated ${new Date().toLocaleTimeString()} · ${fmtNumber(status.queued_subtasks)} queued` +
+      ` · ${engines} engine${engines === 1 ? '' : 's'} running`;
     if (!$('error').textContent.startsWith('Could not')) $('error').textContent = '';
   } catch (err) {
     if (err.status === 401) {
