@@ -44,8 +44,8 @@ process.once('message', (m: { users: number; decisions: number }) => {
         name: `Reader ${k}`,
         attributes: {},
         contactActive: true,
-        leaseUntil: Number.MAX_SAFE_INTEGER,
-      } as Claimed);
+        lastServiceId: null,
+      });
     }
     c.add(items);
     states.set(id, c);

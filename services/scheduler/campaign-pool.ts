@@ -31,6 +31,8 @@ export interface Claimed {
   name: string | null;
   attributes: Record<string, unknown>;
   contactActive: boolean;
+  /** The service that made the last attempt; a retry prefers another one. */
+  lastServiceId: number | null;
 }
 
 export class CampaignState {
@@ -127,6 +129,7 @@ const toClaimed =
     name: r.name,
     attributes: r.attributes ?? {},
     contactActive: r.contact_status === 'active',
+    lastServiceId: r.service_id,
   });
 
 /** How often a campaign with nothing queued but messages in flight looks for work again. */

@@ -498,11 +498,24 @@ export class QueueScheduler extends EventEmitter {
         else r.ring.remove(id);
         continue;
       }
+      if (item.attempts > 0 && item.lastServiceId === r.id && this.otherCarrier(r, c)) {
+        // A retry goes to another service when one can take it: the failure may be this
+        // service's (a server that times out, or refuses this recipient), and the same one would
+        // take the same retry again and again. Back of the buffer; the other service takes it.
+        c.add([item]);
+        continue;
+      }
       if (c.size <= this.pool.lowWater()) this.pool.refill(c);
       if (c.size === 0) this.setSendable(c, false);
       return { c, item };
     }
     return undefined;
+  }
+
+  /** Is another usable service of this engine carrying the campaign? */
+  private otherCarrier(r: ServiceRunner, c: CampaignState): boolean {
+    for (const other of this.runners.values()) if (other !== r && other.usable && other.ring.has(c.id)) return true;
+    return false;
   }
 
   /** Sends one message through `r`. Returns false when there was nothing to send. */

@@ -16,6 +16,8 @@ export interface ClaimedRow {
   name: string | null;
   attributes: Record<string, unknown> | null;
   contact_status: string | null;
+  /** The service of the last attempt (null when never attempted). */
+  service_id: number | null;
 }
 
 const q = queryRows;
@@ -23,7 +25,7 @@ const q = queryRows;
 const CLAIM_RETURNING = `
   FROM picked LEFT JOIN contacts c ON c.id = picked.contact_id
  WHERE s.task_id = picked.task_id AND s.contact_id = picked.contact_id
-RETURNING s.contact_id, s.email, s.template_id, s.attempts, s.timezone, c.name, c.attributes, c.status AS contact_status`;
+RETURNING s.contact_id, s.email, s.template_id, s.attempts, s.timezone, s.service_id, c.name, c.attributes, c.status AS contact_status`;
 
 /**
  * Claims fresh messages (never attempted) of one campaign after `cursor`, in contact-id order, along
