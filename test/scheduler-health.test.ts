@@ -1,7 +1,8 @@
+import { DateTime } from 'luxon';
 import type { Engine } from '../src/engine.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { createLogger } from '../src/logger.js';
-import { createTestEngine, rows } from './helpers/db.js';
+import { createTestEngine, plainSequelize, rows } from './helpers/db.js';
 import { LogSink } from './helpers/http.js';
 import { until, userWithContacts } from './helpers/scheduler.js';
 
@@ -126,5 +127,65 @@ describe('retries and services', () => {
       { t: c.id },
     );
     expect(row).toEqual({ status: 'sent', attempts: 2 });
+  });
+});
+
+describe('quota day turning during a reservation', () => {
+  it('never spends units reserved on the day that ended on the new day', async () => {
+    let now = DateTime.fromISO('2030-01-01T23:59:58Z');
+    const engine = await createTestEngine({ clock: () => now, schedulerTickMs: 50 });
+    const smtp = await startSmtpCatcher({ keep: false });
+    const lock = plainSequelize(engine.databaseUrl);
+    try {
+      const u = await userWithContacts(engine, 'Midnight', 100);
+      await engine.campaigns.create({
+        userId: u.userId,
+        name: 'm',
+        from: 'm@example.test',
+        templates: [u.templateId],
+        recipientRule: { type: 'all' },
+      });
+      // 20 a second: quota is reserved 20 units at a time. A daily quota of 30.
+      const svc = await engine.services.create({
+        name: 'daily30',
+        transport: { host: '127.0.0.1', port: smtp.port },
+        sendingRate: 0.05,
+        dailyQuota: 30,
+        quotaTimezone: 'UTC',
+        maxConnections: 2,
+      });
+      // Hold the service row: the first reservation (for January 1st) waits on the lock.
+      const t = await lock.transaction();
+      await lock.query('SELECT 1 FROM email_services WHERE id = $id FOR UPDATE', { bind: { id: svc.id }, transaction: t });
+      await engine.scheduler.start();
+      await until(
+        async () =>
+          (
+            await rows<{ n: number }>(
+              lock,
+              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+          )[0]!.n > 0,
+        10_000,
+        'a reservation waiting on the lock',
+      );
+      // Midnight passes while it waits; then it completes, for the day that has ended.
+      now = DateTime.fromISO('2030-01-02T00:00:01Z');
+      await t.commit();
+      await until(() => smtp.accepted >= 30, 20_000, 'the new day’s 30 sends');
+      await new Promise((r) => setTimeout(r, 1500)); // 30 more would take 1.5 s at 20/s
+      // January 2nd's 30 and nothing more: the 20 units reserved for January 1st were not spent on it.
+      expect(smtp.accepted).toBe(30);
+      const [row] = await rows<{ used_quota: number; quota_day: string }>(
+        engine.apiDb,
+        "SELECT used_quota, to_char(quota_day, 'YYYY-MM-DD') AS quota_day FROM email_services WHERE id = $id",
+        { id: svc.id },
+      );
+      expect(row).toEqual({ used_quota: 30, quota_day: '2030-01-02' });
+    } finally {
+      await lock.close();
+      await engine.close();
+      await smtp.stop();
+    }
   });
 });

@@ -254,6 +254,8 @@ export class ServiceRunner {
     if (this.exhaustedUntil !== null) return false;
     this.reserving ??= this.reserve(now, today).finally(() => (this.reserving = undefined));
     await this.reserving;
+    // Midnight passed while this slot waited: start over on the new day's quota.
+    if (quotaDayOf(this.host.clock(), this.row.quota_timezone) !== today) return this.takeUnit();
     if (this.units > 0) {
       this.units--;
       return true;
@@ -263,6 +265,9 @@ export class ServiceRunner {
 
   private async reserve(now: DateTime, today: string): Promise<void> {
     const r = await reserveQuota(this.host.db, { serviceId: this.id, want: quotaBatch(this.rate), today, now: now.toJSDate() });
+    // The quota day turned while the reservation ran: those units were counted on the day that
+    // ended, and must not be spent on the new one (it would overshoot the new day's quota).
+    if (this.unitsDay !== today) return;
     this.units += r.granted;
     if (r.granted === 0) {
       this.exhaustedUntil = nextQuotaReset(now, this.row.quota_timezone).toMillis();
