@@ -1,7 +1,8 @@
 import type { Engine } from '../src/engine.js';
 import { claimFresh, flushOutcomes, type Outcome } from '../services/scheduler/sql.js';
-import { createTestEngine, rows } from './helpers/db.js';
-import { userWithContacts } from './helpers/scheduler.js';
+import { startSmtpCatcher } from '../src/smtp-catcher.js';
+import { createTestEngine, plainSequelize, rows } from './helpers/db.js';
+import { until, userWithContacts } from './helpers/scheduler.js';
 
 /**
  * The outcome write (one statement per batch) against real rows: it applies outcomes only to rows
@@ -70,5 +71,57 @@ describe('writing outcomes', () => {
     expect(task).toEqual({ status: 'completed', sent_count: 6 });
     // A late duplicate of an outcome changes nothing.
     expect(await flushOutcomes(engine.schedulerDb, 'engine-a', [sent(ids[3]!)])).toEqual({ applied: 0, completed: [] });
+  });
+});
+
+describe('flush', () => {
+  it('writes the outcomes that arrive while a write is under way, before it resolves', async () => {
+    const engine = await createTestEngine({ schedulerTickMs: 50 });
+    const smtp = await startSmtpCatcher({ keep: false });
+    const lock = plainSequelize(engine.databaseUrl);
+    try {
+      const u = await userWithContacts(engine, 'Flush', 200);
+      const c = await engine.campaigns.create({
+        userId: u.userId,
+        name: 'f',
+        from: 'f@example.test',
+        templates: [u.templateId],
+        recipientRule: { type: 'all' },
+      });
+      await engine.services.create({
+        name: 's',
+        transport: { host: '127.0.0.1', port: smtp.port },
+        sendingRate: 0.02,
+        dailyQuota: 1000,
+        maxConnections: 1,
+      });
+      await engine.scheduler.start();
+      await until(() => smtp.accepted >= 3, 10_000, 'the first sends');
+      // Hold the campaign row: the next write of outcomes (it locks the campaigns' rows first) waits.
+      const t = await lock.transaction();
+      await lock.query('SELECT 1 FROM tasks WHERE id = $id FOR UPDATE', { bind: { id: c.id }, transaction: t });
+      await until(
+        async () =>
+          (
+            await rows<{ n: number }>(
+              lock,
+              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+          )[0]!.n > 0,
+        10_000,
+        'a write waiting on the lock',
+      );
+      // Sends go on meanwhile: their outcomes arrive after the blocked write took its batch.
+      const before = smtp.accepted;
+      await until(() => smtp.accepted >= before + 5, 10_000, 'more sends during the write');
+      const flushed = engine.scheduler.flush();
+      await t.commit();
+      await flushed;
+      expect(engine.scheduler.status().pendingOutcomes).toBe(0);
+    } finally {
+      await lock.close();
+      await engine.close();
+      await smtp.stop();
+    }
   });
 });

@@ -206,7 +206,7 @@ export class QueueScheduler extends EventEmitter {
     // Outcomes are written every FLUSH_MS, not only every tick: what a crash can resend is bounded
     // by the sends of the last FLUSH_MS plus those in flight.
     this.flushTimer = setInterval(() => {
-      if (this.outcomes.length) this.flush().catch((err: unknown) => this.fail(err, 'flush'));
+      if (this.outcomes.length) this.flushOnce().catch((err: unknown) => this.fail(err, 'flush'));
     }, FLUSH_MS);
     this.flushTimer.unref();
     this.ctx.logger.info({ instanceId: this.instanceId, mode: this.mode }, 'scheduler started');
@@ -231,7 +231,7 @@ export class QueueScheduler extends EventEmitter {
       // New services start once the campaigns' first claims have landed, so the first round is
       // already fair (a service started earlier would serve whichever buffer filled first).
       ['start services', () => this.startNewRunners()],
-      ['flush', () => this.flush()],
+      ['flush', () => this.flushOnce()],
       ['wait reasons', () => this.updateWaitReasons()],
       ['concurrency', async () => this.adjustConcurrency()],
     ];
@@ -664,11 +664,21 @@ export class QueueScheduler extends EventEmitter {
 
   private pushOutcome(item: Claimed, o: Omit<sql.Outcome, 'taskId' | 'contactId'>): void {
     this.outcomes.push({ taskId: item.taskId, contactId: item.contactId, ...o });
-    if (this.outcomes.length >= 500) void this.flush().catch((err: unknown) => this.fail(err, 'flush'));
+    if (this.outcomes.length >= 500) void this.flushOnce().catch((err: unknown) => this.fail(err, 'flush'));
   }
 
-  /** Writes every pending outcome in one statement (and error counts, bounces). */
-  flush(): Promise<void> {
+  /**
+   * Writes every pending outcome (and error counts, bounces) now, including those that arrive
+   * while a write is already under way: stop() and engine.scheduler.flush() rely on nothing being
+   * left behind.
+   */
+  async flush(): Promise<void> {
+    do await this.flushOnce();
+    while (this.outcomes.length || this.errors.size || this.bounced.length);
+  }
+
+  /** One write (the timer's): joins the write under way, if any. */
+  private flushOnce(): Promise<void> {
     // Cleared in a chained finally (a microtask): an inner `finally` would run synchronously when
     // there is nothing to write, before `??=` stores the promise, and leave a stale one behind.
     this.flushing ??= this.writeOutcomes().finally(() => (this.flushing = undefined));
