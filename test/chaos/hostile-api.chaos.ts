@@ -14,7 +14,6 @@
 import fc from 'fast-check';
 import type { LightMyRequestResponse } from 'fastify';
 import { httpFixture, type HttpFixture } from '../helpers/http.js';
-import { recordFigures } from './report.js';
 import {
   fingerprint,
   GOOD_ADDRESSES,
@@ -114,17 +113,7 @@ const text = fc.constantFrom(...UNICODE.filter((u) => u.trim() !== ''), ...SQL_M
 const address = () => `h${next()}-${GOOD_ADDRESSES[serial % GOOD_ADDRESSES.length]!}`;
 
 async function figures(scenario: string, tally: Tally, extra = '') {
-  await recordFigures({
-    scenario,
-    faultsInjected: tally.hostile,
-    faultsSurvived: tally.survived,
-    messagesSent: 0,
-    lost: 0,
-    duplicates: 0,
-    duplicateBound: 0,
-    inputsTried: tally.tried,
-    notes: `seed ${SEEDS.api}; ${tally.summary()}${extra}`,
-  });
+  await tally.record(scenario, `seed ${SEEDS.api}; ${tally.summary()}${extra}`);
 }
 
 describe('every request body, generated', () => {

@@ -366,17 +366,10 @@ describe('authorization matrix', () => {
       grid.push(`${key.padEnd(46)} ${cells.join(' ')}`);
     }
     console.log(`authorization matrix (credential:status)\n${grid.join('\n')}`);
-    await recordFigures({
-      scenario: `authorization matrix: ${Object.keys(MATRIX).length} routes x 5 credentials`,
-      faultsInjected: tally.hostile,
-      faultsSurvived: tally.survived,
-      messagesSent: 0,
-      lost: 0,
-      duplicates: 0,
-      duplicateBound: 0,
-      inputsTried: tally.tried,
-      notes: `${badAuthorizations().length} bad credential shapes per route; ${tally.summary()}`,
-    });
+    await tally.record(
+      `authorization matrix: ${Object.keys(MATRIX).length} routes x 5 credentials`,
+      `${badAuthorizations().length} bad credential shapes per route; ${tally.summary()}`,
+    );
   });
 
   it('refuses rotated and revoked tokens at once', async () => {
@@ -450,17 +443,10 @@ describe('guessing limit', () => {
       await limited.close();
     }
     expect(tally.byStatus.get(429) ?? 0).toBeGreaterThan(10);
-    await recordFigures({
-      scenario: `guessing limit: ${LIMIT} failed credentials per address, then 429 (model-based)`,
-      faultsInjected: tally.hostile,
-      faultsSurvived: tally.survived,
-      messagesSent: 0,
-      lost: 0,
-      duplicates: 0,
-      duplicateBound: 0,
-      inputsTried: tally.tried,
-      notes: `seed ${SEEDS.auth}; ${tally.summary()}`,
-    });
+    await tally.record(
+      `guessing limit: ${LIMIT} failed credentials per address, then 429 (model-based)`,
+      `seed ${SEEDS.auth}; ${tally.summary()}`,
+    );
   });
 });
 

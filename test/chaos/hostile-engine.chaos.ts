@@ -99,17 +99,7 @@ describe('templates', () => {
       }),
       { seed: SEEDS.engine, numRuns: 150 },
     );
-    await recordFigures({
-      scenario: 'hostile input: templates.create (property)',
-      faultsInjected: tally.hostile,
-      faultsSurvived: tally.survived,
-      messagesSent: 0,
-      lost: 0,
-      duplicates: 0,
-      duplicateBound: 0,
-      inputsTried: tally.tried,
-      notes: `seed ${SEEDS.engine}; ${tally.summary()}`,
-    });
+    await tally.record('hostile input: templates.create (property)', `seed ${SEEDS.engine}; ${tally.summary()}`);
   });
 });
 
@@ -195,17 +185,7 @@ describe('contact import', () => {
       }),
       { seed: SEEDS.engine, numRuns: 150 },
     );
-    await recordFigures({
-      scenario: 'hostile input: contacts.bulkCreate (property)',
-      faultsInjected: tally.hostile,
-      faultsSurvived: tally.survived,
-      messagesSent: 0,
-      lost: 0,
-      duplicates: 0,
-      duplicateBound: 0,
-      inputsTried: tally.tried,
-      notes: `seed ${SEEDS.engine}; ${tally.summary()}`,
-    });
+    await tally.record('hostile input: contacts.bulkCreate (property)', `seed ${SEEDS.engine}; ${tally.summary()}`);
   });
 
   it('refuses a large batch with one bad row at the end, writing none of it', async () => {
@@ -334,17 +314,7 @@ describe('recipient rules', () => {
       ),
       { seed: SEEDS.engine, numRuns: 120 },
     );
-    await recordFigures({
-      scenario: 'hostile input: recipient rules vs oracle (property)',
-      faultsInjected: tally.hostile,
-      faultsSurvived: tally.survived,
-      messagesSent: 0,
-      lost: 0,
-      duplicates: 0,
-      duplicateBound: 0,
-      inputsTried: tally.tried,
-      notes: `seed ${SEEDS.engine}; ${tally.summary()}`,
-    });
+    await tally.record('hostile input: recipient rules vs oracle (property)', `seed ${SEEDS.engine}; ${tally.summary()}`);
   });
 });
 
@@ -458,17 +428,7 @@ describe('campaign creation', () => {
       }),
       { seed: SEEDS.engine, numRuns: 200 },
     );
-    await recordFigures({
-      scenario: 'hostile input: campaigns.create (property)',
-      faultsInjected: tally.hostile,
-      faultsSurvived: tally.survived,
-      messagesSent: 0,
-      lost: 0,
-      duplicates: 0,
-      duplicateBound: 0,
-      inputsTried: tally.tried,
-      notes: `seed ${SEEDS.engine}; ${tally.summary()}`,
-    });
+    await tally.record('hostile input: campaigns.create (property)', `seed ${SEEDS.engine}; ${tally.summary()}`);
   });
 });
 

@@ -6,6 +6,7 @@
 import fc from 'fast-check';
 import type { Sequelize } from 'sequelize';
 import { FairsendError, ErrorCodes } from '../../../src/errors.js';
+import { recordFigures } from '../report.js';
 
 /** Fixed seeds: a failure prints its seed and path, and re-running replays it exactly. */
 export const SEEDS = { engine: 20_260_701, api: 20_260_702, auth: 20_260_703 } as const;
@@ -227,6 +228,20 @@ export class Tally {
       if (documented) this.survived++;
     }
     this.byStatus.set(outcome, (this.byStatus.get(outcome) ?? 0) + 1);
+  }
+  /** Records this input-only scenario's row of the chaos summary (nothing sent, lost or duplicated). */
+  record(scenario: string, notes: string): Promise<void> {
+    return recordFigures({
+      scenario,
+      faultsInjected: this.hostile,
+      faultsSurvived: this.survived,
+      messagesSent: 0,
+      lost: 0,
+      duplicates: 0,
+      duplicateBound: 0,
+      inputsTried: this.tried,
+      notes,
+    });
   }
   /** "201x40 400x120 ..." for the notes column. */
   summary(): string {
