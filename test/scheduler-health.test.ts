@@ -4,7 +4,7 @@ import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { createLogger } from '../src/logger.js';
 import { createTestEngine, plainSequelize, rows } from './helpers/db.js';
 import { LogSink } from './helpers/http.js';
-import { until, userWithContacts } from './helpers/scheduler.js';
+import { until, untilLockWaiter, userWithContacts } from './helpers/scheduler.js';
 
 /**
  * An unhealthy service is probed on a doubling backoff. A server that passes the probe (it greets
@@ -158,17 +158,7 @@ describe('quota day turning during a reservation', () => {
       const t = await lock.transaction();
       await lock.query('SELECT 1 FROM email_services WHERE id = $id FOR UPDATE', { bind: { id: svc.id }, transaction: t });
       await engine.scheduler.start();
-      await until(
-        async () =>
-          (
-            await rows<{ n: number }>(
-              lock,
-              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-            )
-          )[0]!.n > 0,
-        10_000,
-        'a reservation waiting on the lock',
-      );
+      await untilLockWaiter(lock, 'a reservation waiting on the lock');
       // Midnight passes while it waits; then it completes, for the day that has ended.
       now = DateTime.fromISO('2030-01-02T00:00:01Z');
       await t.commit();

@@ -2,7 +2,7 @@ import type { Engine } from '../src/engine.js';
 import { claimFresh, flushOutcomes, type Outcome } from '../services/scheduler/sql.js';
 import { startSmtpCatcher } from '../src/smtp-catcher.js';
 import { createTestEngine, plainSequelize, rows } from './helpers/db.js';
-import { until, userWithContacts } from './helpers/scheduler.js';
+import { until, untilLockWaiter, userWithContacts } from './helpers/scheduler.js';
 
 /**
  * The outcome write (one statement per batch) against real rows: it applies outcomes only to rows
@@ -100,17 +100,7 @@ describe('flush', () => {
       // Hold the campaign row: the next write of outcomes (it locks the campaigns' rows first) waits.
       const t = await lock.transaction();
       await lock.query('SELECT 1 FROM tasks WHERE id = $id FOR UPDATE', { bind: { id: c.id }, transaction: t });
-      await until(
-        async () =>
-          (
-            await rows<{ n: number }>(
-              lock,
-              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-            )
-          )[0]!.n > 0,
-        10_000,
-        'a write waiting on the lock',
-      );
+      await untilLockWaiter(lock, 'a write waiting on the lock');
       // Sends go on meanwhile: their outcomes arrive after the blocked write took its batch.
       const before = smtp.accepted;
       await until(() => smtp.accepted >= before + 5, 10_000, 'more sends during the write');

@@ -1,3 +1,4 @@
+import type { Sequelize } from 'sequelize';
 import type { Engine } from '../../src/engine.js';
 import type { SentEvent } from '../../services/scheduler/queue-scheduler.js';
 
@@ -15,6 +16,20 @@ export async function until(predicate: () => boolean | Promise<boolean>, ms = 20
     if (Date.now() - started > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** Resolves once a session of this database waits on a lock (one the test holds), as `until` does. */
+export function untilLockWaiter(db: Sequelize, what: string, ms = 10_000): Promise<void> {
+  return until(
+    async () => {
+      const [[r]] = (await db.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+      )) as [{ n: number }[], unknown];
+      return r!.n > 0;
+    },
+    ms,
+    what,
+  );
 }
 
 /** A user with `n` contacts tagged `tag`, and a template; returns their ids. */
