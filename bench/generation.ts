@@ -7,7 +7,7 @@
  * fresh campaigns and reports the median, min and max. `npm run bench` runs the same as W2.
  */
 import { createEngine } from '../src/engine.js';
-import { createLogger } from '../src/logger.js';
+import { createLogger } from '../services/kernel/logger.js';
 import { createBenchDatabase } from './lib/bench-db.js';
 import { loadGenerationData, prepareGenerationRun } from './lib/generation-run.js';
 

@@ -1,10 +1,10 @@
 /**
  * Prints `.env.example` (default) or the README's configuration table (`--markdown`) from the one
- * table of variables in src/config.ts, so neither drifts from the code:
+ * table of variables in services/kernel/config.ts, so neither drifts from the code:
  *   npx tsx scripts/env-example.ts > .env.example
  *   npx tsx scripts/env-example.ts --markdown
  */
-import { VARIABLES } from '../src/config.js';
+import { VARIABLES } from '../services/kernel/config.js';
 
 const specs = Object.values(VARIABLES);
 const defaultOf = (spec: (typeof specs)[number]) => ('default' in spec ? spec.default : undefined);

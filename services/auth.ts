@@ -12,7 +12,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Sequelize } from 'sequelize';
-import { NotFoundError } from '../src/errors.js';
+import { NotFoundError } from './kernel/errors.js';
 import type { UserRole } from '../models/index.js';
 import { parseId } from './validation.js';
 

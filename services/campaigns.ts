@@ -10,13 +10,13 @@
  */
 import { DateTime } from 'luxon';
 import type { Transaction } from 'sequelize';
-import { ConflictError, ErrorCodes, NotFoundError, QuotaExceededError, ValidationError, type FieldIssue } from '../src/errors.js';
+import { ConflictError, ErrorCodes, NotFoundError, QuotaExceededError, ValidationError, type FieldIssue } from './kernel/errors.js';
 import type { StoredRecipientRule, StoredSendWindow, Task, TaskStatus } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { recipientPredicate, type RecipientSpec } from './recipients.js';
 import { requiredAttributes } from './template-render.js';
 import { createCampaignSchema, parseId, parseInput, type CreateCampaignInput } from './validation.js';
-import { queryRows } from './db-query.js';
+import { queryRows } from './kernel/db-query.js';
 
 export interface CampaignView {
   id: number;

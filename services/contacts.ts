@@ -9,7 +9,7 @@
  * reactivated by an import that does not say so.
  */
 import { Op } from 'sequelize';
-import { ValidationError, type FieldIssue } from '../src/errors.js';
+import { ValidationError, type FieldIssue } from './kernel/errors.js';
 import type { ServiceContext } from './context.js';
 import { LIMITS, contactInputSchema, issuesFrom, parseId, unstorableTextIssues, type ContactInput } from './validation.js';
 

@@ -1,7 +1,7 @@
 import { DateTime } from 'luxon';
 import type { Sequelize } from 'sequelize';
-import type { Config } from '../src/config.js';
-import type { Logger } from '../src/logger.js';
+import type { Config } from './kernel/config.js';
+import type { Logger } from './kernel/logger.js';
 import type { Models } from '../models/index.js';
 
 /** The clock every time-dependent decision reads; tests inject their own. */

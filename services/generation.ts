@@ -20,7 +20,7 @@ import type { StoredRecipientRule, StoredSendWindow } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { recipientPredicate } from './recipients.js';
 import { nextSendTime } from './send-window.js';
-import { queryRows } from './db-query.js';
+import { queryRows } from './kernel/db-query.js';
 
 export interface GenerationResult {
   taskId: number;

@@ -6,7 +6,7 @@
  */
 import type { Transaction } from 'sequelize';
 import { UniqueConstraintError } from 'sequelize';
-import { NotFoundError, ValidationError } from '../src/errors.js';
+import { NotFoundError, ValidationError } from './kernel/errors.js';
 import type { EmailService } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { nextQuotaReset, quotaDayExpired, quotaDayOf } from './quota-day.js';

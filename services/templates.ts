@@ -1,4 +1,4 @@
-import { NotFoundError, ValidationError } from '../src/errors.js';
+import { NotFoundError, ValidationError } from './kernel/errors.js';
 import type { Template } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { createTemplateSchema, parseId, parseInput, type CreateTemplateInput } from './validation.js';

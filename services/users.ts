@@ -1,5 +1,5 @@
 import { UniqueConstraintError } from 'sequelize';
-import { NotFoundError, ValidationError } from '../src/errors.js';
+import { NotFoundError, ValidationError } from './kernel/errors.js';
 import type { User } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { createUserSchema, parseId, parseInput, type CreateUserInput } from './validation.js';

@@ -5,7 +5,7 @@
  */
 import { IANAZone } from 'luxon';
 import { z } from 'zod';
-import { ValidationError, type FieldIssue } from '../src/errors.js';
+import { ValidationError, type FieldIssue } from './kernel/errors.js';
 import { validateSendWindow } from './send-window.js';
 
 export const LIMITS = {

@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { Logger } from './logger.js';
+import type { Logger } from '../services/kernel/logger.js';
 
 export interface EmbeddedPostgresHandle {
   /** Connection string to the cluster's `postgres` database. */

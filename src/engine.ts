@@ -3,10 +3,10 @@
  * Later layers (campaign API, scheduler, HTTP) hang off the object createEngine returns.
  */
 import type { Sequelize } from 'sequelize';
-import { loadConfig, type Config, type ConfigOverrides } from './config.js';
-import { APP_NAME_API, APP_NAME_SCHEDULER, createSequelize, poolSettings, poolUsage } from './db.js';
+import { loadConfig, type Config, type ConfigOverrides } from '../services/kernel/config.js';
+import { APP_NAME_API, APP_NAME_SCHEDULER, createSequelize, poolSettings, poolUsage } from '../services/kernel/db.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './embedded-postgres.js';
-import { createLogger, redactUrl, type Logger } from './logger.js';
+import { createLogger, redactUrl, type Logger } from '../services/kernel/logger.js';
 import { migrateUp } from './migrator.js';
 import { defineModels, type Models } from '../models/index.js';
 import { createCampaignsApi, type CampaignsApi } from '../services/campaigns.js';

@@ -18,7 +18,7 @@ export type {
   RecipientRule,
   SendWindowInput,
 } from '../services/validation.js';
-export { loadConfig, VARIABLES, type Config, type ConfigOverrides } from './config.js';
+export { loadConfig, VARIABLES, type Config, type ConfigOverrides } from '../services/kernel/config.js';
 export {
   FairsendError,
   ConfigError,
@@ -29,6 +29,6 @@ export {
   ErrorCodes,
   type ErrorCode,
   type FieldIssue,
-} from './errors.js';
+} from '../services/kernel/errors.js';
 export { SmtpCatcher, startSmtpCatcher, type CaughtMessage, type SmtpCatcherOptions, type SmtpReply } from './smtp-catcher.js';
 export type * from '../models/index.js';

@@ -3,9 +3,9 @@
  * database, the local SMTP catcher the demo services point at, a "ready" summary, and a clean
  * exit on Ctrl-C or SIGTERM (pools closed, embedded PostgreSQL stopped, no orphan process).
  */
-import { loadDotenv } from './config.js';
+import { loadDotenv } from '../services/kernel/config.js';
 import { createEngine, type Engine } from './engine.js';
-import { ConfigError } from './errors.js';
+import { ConfigError } from '../services/kernel/errors.js';
 import { detachEmbeddedSignalHooks } from './embedded-postgres.js';
 import { seedAll } from './migrator.js';
 import { startSmtpCatcher, type SmtpCatcher } from './smtp-catcher.js';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Sequelize } from 'sequelize';
 import { SequelizeStorage, Umzug } from 'umzug';
 import { migrationsDir, seedersDir } from './paths.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../services/kernel/logger.js';
 
 const require = createRequire(import.meta.url);
 

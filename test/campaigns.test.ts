@@ -1,4 +1,4 @@
-import { ErrorCodes, FairsendError, QuotaExceededError, ValidationError } from '../src/errors.js';
+import { ErrorCodes, FairsendError, QuotaExceededError, ValidationError } from '../services/kernel/errors.js';
 import type { Engine } from '../src/engine.js';
 import { createTestEngine, rows } from './helpers/db.js';
 

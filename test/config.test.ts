@@ -1,5 +1,5 @@
-import { ConfigError } from '../src/errors.js';
-import { loadConfig, VARIABLES } from '../src/config.js';
+import { ConfigError } from '../services/kernel/errors.js';
+import { loadConfig, VARIABLES } from '../services/kernel/config.js';
 
 function errorOf(env: NodeJS.ProcessEnv): ConfigError {
   try {

@@ -1,5 +1,5 @@
 import { DateTime } from 'luxon';
-import { ValidationError } from '../src/errors.js';
+import { ValidationError } from '../services/kernel/errors.js';
 import type { Engine } from '../src/engine.js';
 import { createTestEngine, rows } from './helpers/db.js';
 

@@ -11,7 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
 import type { Engine } from '../src/engine.js';
-import { createLogger } from '../src/logger.js';
+import { createLogger } from '../services/kernel/logger.js';
 import { createHttpServer, type HttpServer } from '../src/http/server.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { createToken } from '../services/auth.js';

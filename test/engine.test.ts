@@ -2,7 +2,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEngineCore } from '../src/engine.js';
-import { ConfigError } from '../src/errors.js';
+import { ConfigError } from '../services/kernel/errors.js';
 import { freePort } from './helpers/test-cluster.js';
 import { silentLogger } from './helpers/db.js';
 

@@ -3,8 +3,8 @@
  * isolation between users, validation errors with field paths, every resource route, error
  * mapping (400, 401, 403, 404, 409, 413, 415, 422), secret redaction in answers and logs.
  */
-import { createLogger } from '../src/logger.js';
-import { NotFoundError } from '../src/errors.js';
+import { createLogger } from '../services/kernel/logger.js';
+import { NotFoundError } from '../services/kernel/errors.js';
 import { createHttpServer, type JobsApi } from '../src/http/server.js';
 import { rows } from './helpers/db.js';
 import { errorOf, httpFixture, type HttpFixture } from './helpers/http.js';

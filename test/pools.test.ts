@@ -1,6 +1,6 @@
 import type { EngineCore } from '../src/engine.js';
 import { createServer, type Socket } from 'node:net';
-import { APP_NAME_API, APP_NAME_SCHEDULER, createSequelize, isConnectionError } from '../src/db.js';
+import { APP_NAME_API, APP_NAME_SCHEDULER, createSequelize, isConnectionError } from '../services/kernel/db.js';
 import { createTestEngineCore } from './helpers/db.js';
 
 describe('two database pools', () => {

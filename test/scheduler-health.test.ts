@@ -1,7 +1,7 @@
 import { DateTime } from 'luxon';
 import type { Engine } from '../src/engine.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
-import { createLogger } from '../src/logger.js';
+import { createLogger } from '../services/kernel/logger.js';
 import { createTestEngine, plainSequelize, rows } from './helpers/db.js';
 import { LogSink } from './helpers/http.js';
 import { until, untilLockWaiter, userWithContacts } from './helpers/scheduler.js';

@@ -6,7 +6,7 @@
 import type { SendMailOptions } from 'nodemailer';
 import { buildMessage, type MessageTemplate } from '../../services/delivery/message.js';
 import { createEngine, type Engine } from '../../src/engine.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger } from '../../services/kernel/logger.js';
 
 export const TEMPLATE: MessageTemplate & { name: string } = {
   name: 'bench',

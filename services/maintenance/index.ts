@@ -11,9 +11,9 @@
  */
 import type { DateTime } from 'luxon';
 import { Sequelize } from 'sequelize';
-import { APP_NAME_API, APP_NAME_SCHEDULER } from '../../src/db.js';
-import { ErrorCodes, FairsendError, ValidationError, type FieldIssue } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
+import { APP_NAME_API, APP_NAME_SCHEDULER } from '../kernel/db.js';
+import { ErrorCodes, FairsendError, ValidationError, type FieldIssue } from '../kernel/errors.js';
+import type { Logger } from '../kernel/logger.js';
 import { systemClock, type Clock } from '../context.js';
 import { isValidZone } from '../quota-day.js';
 import { createJobRunner, type JobDefinition, type JobRun, type JobRunner, type JobStatus, type TickReport } from './job-runner.js';

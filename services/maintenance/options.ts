@@ -2,7 +2,7 @@
  * The maintenance jobs' names, default schedules and every tunable with its default, in one place,
  * validated at construction (a bad option throws a ValidationError naming it).
  */
-import { ValidationError, type FieldIssue } from '../../src/errors.js';
+import { ValidationError, type FieldIssue } from '../kernel/errors.js';
 import { parseSchedule, type Schedule } from './schedule.js';
 
 export const JOB_NAMES = [

@@ -10,7 +10,7 @@
  * next run is always searched strictly after the previous one, from the next calendar day on.
  */
 import { isoWeekdayOfDay, localDayOf, resolveLocalTime, zoneOf } from '../quota-day.js';
-import type { FieldIssue } from '../../src/errors.js';
+import type { FieldIssue } from '../kernel/errors.js';
 
 export type Schedule = { every: string | number } | { at: string; weekday?: number };
 

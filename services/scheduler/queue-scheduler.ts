@@ -38,7 +38,7 @@ import { RateMeter } from './rate-meter.js';
 import { ServiceRunner, type RunnerHost } from './service-runner.js';
 import { ServiceLocks } from './service-locks.js';
 import * as sql from './sql.js';
-import { isConnectionError } from '../../src/db.js';
+import { isConnectionError } from '../kernel/db.js';
 
 export type DeliveryMode = 'at-least-once' | 'at-most-once';
 

@@ -10,7 +10,7 @@
  * lock connection fail. Nothing to clean up after a crash, and no clock skew between engines.
  */
 import pg from 'pg';
-import type { Logger } from '../../src/logger.js';
+import type { Logger } from '../kernel/logger.js';
 
 /** 'fsnd': the first key of fairsend's advisory locks; the second is the service id. */
 const LOCK_SPACE = 0x66736e64 | 0;

@@ -5,7 +5,7 @@
  * except the quota reservation of a service slower than one send a second.
  */
 import type { Sequelize, Transaction } from 'sequelize';
-import { queryRows } from '../db-query.js';
+import { queryRows } from '../kernel/db-query.js';
 
 export interface ClaimedRow {
   contact_id: string;

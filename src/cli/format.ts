@@ -1,5 +1,5 @@
 /** Plain-text output of the CLI: aligned tables, durations, one-line error messages. */
-import { ConfigError, FairsendError } from '../errors.js';
+import { ConfigError, FairsendError } from '../../services/kernel/errors.js';
 
 /** An aligned table: numbers right-aligned, everything else left-aligned, two spaces between columns. */
 export function table(headers: string[], rows: (string | number)[][]): string {

@@ -22,11 +22,11 @@
 import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { loadDotenv } from '../config.js';
+import { loadDotenv } from '../../services/kernel/config.js';
 import { detachEmbeddedSignalHooks } from '../embedded-postgres.js';
 import { createEngine, createEngineCore, type Engine, type EngineCore } from '../engine.js';
-import { ValidationError } from '../errors.js';
-import { createLogger, type Logger } from '../logger.js';
+import { ValidationError } from '../../services/kernel/errors.js';
+import { createLogger, type Logger } from '../../services/kernel/logger.js';
 import { migrateUp, seedAll } from '../migrator.js';
 import { createToken } from '../../services/auth.js';
 import type { CampaignProgress } from '../../services/campaigns.js';
@@ -181,7 +181,7 @@ export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise
           // Our shutdown below stops the embedded cluster last, after the scheduler has written its outcomes.
           detachEmbeddedSignalHooks();
           const jobs = jobsOf(engine);
-          const { config } = engine; // PORT, HOST, BOUNCE_WEBHOOK_SECRET, TRUST_PROXY: validated in src/config.ts
+          const { config } = engine; // PORT, HOST, BOUNCE_WEBHOOK_SECRET, TRUST_PROXY: validated in services/kernel/config.ts
           const server = await createHttpServer(engine, {
             port: opts.port ?? config.port,
             host: opts.host ?? config.host,

@@ -12,7 +12,7 @@
  */
 import type { FastifySchemaCompiler, FastifySerializerCompiler } from 'fastify';
 import { z } from 'zod';
-import { ValidationError } from '../errors.js';
+import { ValidationError } from '../../services/kernel/errors.js';
 import { issuesFrom } from '../../services/validation.js';
 import { camelizeKeys, depthOf, DuplicateKeyError, MAX_DEPTH, snakeKeys, toSnake } from './casing.js';
 

@@ -8,7 +8,7 @@ import type {
 } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Engine } from '../engine.js';
-import { NotFoundError } from '../errors.js';
+import { NotFoundError } from '../../services/kernel/errors.js';
 import type { CampaignView } from '../../services/campaigns.js';
 import { isAdmin, userOf } from './auth.js';
 import type { ResolvedHttpOptions } from './options.js';

@@ -36,7 +36,7 @@ import {
   QuotaExceededError,
   ValidationError,
   type FieldIssue,
-} from '../errors.js';
+} from '../../services/kernel/errors.js';
 import { snakePath } from './casing.js';
 
 export const HttpErrorCodes = {

@@ -1,7 +1,7 @@
 /**
  * Options of the HTTP server, each with its default, in one place (graphile-worker's habit).
  */
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../services/kernel/logger.js';
 import type { WebhookSecrets } from './auth.js';
 
 /**

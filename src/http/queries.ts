@@ -12,7 +12,7 @@ import type { Sequelize } from 'sequelize';
 import type { Engine } from '../engine.js';
 import type { ServiceQuota } from '../../services/sending-services.js';
 import type { CampaignProgress } from '../../services/campaigns.js';
-import { queryRows } from '../../services/db-query.js';
+import { queryRows } from '../../services/kernel/db-query.js';
 
 const q = queryRows;
 

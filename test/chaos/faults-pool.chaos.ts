@@ -11,7 +11,7 @@
  * while the scheduler pool is still saturated. Once the connections come back the scheduler
  * resumes and delivers every recipient exactly once.
  */
-import { createLogger } from '../../src/logger.js';
+import { createLogger } from '../../services/kernel/logger.js';
 import { createHttpServer } from '../../src/http/server.js';
 import { createToken } from '../../services/auth.js';
 import { createTestEngine } from '../helpers/db.js';

@@ -17,7 +17,7 @@ import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../../src/embedded-postgres.js';
 import type { Engine } from '../../src/engine.js';
 import { createHttpServer, type HttpServer } from '../../src/http/server.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger } from '../../services/kernel/logger.js';
 import { createToken } from '../../services/auth.js';
 import { createTestEngine } from '../helpers/db.js';
 import { LogSink } from '../helpers/http.js';

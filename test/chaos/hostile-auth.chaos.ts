@@ -16,7 +16,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import type { LightMyRequestResponse } from 'fastify';
 import { createToken, revokeToken } from '../../services/auth.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger } from '../../services/kernel/logger.js';
 import { createHttpServer, type HttpServer } from '../../src/http/server.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../../src/smtp-catcher.js';
 import { httpFixture, LogSink, WEBHOOK_SECRET, type HttpFixture } from '../helpers/http.js';

@@ -14,7 +14,7 @@
 import { domainToASCII } from 'node:url';
 import fc from 'fast-check';
 import type { Engine } from '../../src/engine.js';
-import { ErrorCodes, FairsendError } from '../../src/errors.js';
+import { ErrorCodes, FairsendError } from '../../services/kernel/errors.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../../src/smtp-catcher.js';
 import { createTestEngine, rows } from '../helpers/db.js';
 import { recordFigures } from './report.js';

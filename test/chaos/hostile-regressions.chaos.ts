@@ -2,7 +2,7 @@
  * Regressions of the bugs the hostile-input property tests found, one named case each, so a
  * failure says which bug came back without replaying a fast-check seed.
  */
-import { ErrorCodes, FairsendError, ValidationError } from '../../src/errors.js';
+import { ErrorCodes, FairsendError, ValidationError } from '../../services/kernel/errors.js';
 import type { Engine } from '../../src/engine.js';
 import { createTestEngine, rows } from '../helpers/db.js';
 import { httpFixture } from '../helpers/http.js';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Sequelize } from 'sequelize';
 import { createEngine, createEngineCore, type Engine, type EngineCore, type EngineOptions } from '../../src/engine.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger } from '../../services/kernel/logger.js';
 import { ENV_RUN_ID, ENV_TEMPLATE_DB, TEST_DB_PREFIX, databaseUrl, withAdminClient } from './cluster.js';
 
 function newName(): string {

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import type { Engine } from '../../src/engine.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger } from '../../services/kernel/logger.js';
 import { createHttpServer, type HttpServer, type HttpServerOptions } from '../../src/http/server.js';
 import { createToken } from '../../services/auth.js';
 import type { EngineOptions } from '../../src/engine.js';

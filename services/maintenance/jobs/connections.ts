@@ -7,7 +7,7 @@
  * Durations come from the server's clock (now() - xact_start etc.): they measure real time held.
  */
 import type { Sequelize } from 'sequelize';
-import { poolUsage } from '../../../src/db.js';
+import { poolUsage } from '../../kernel/db.js';
 import type { JobDefinition, JobResult, Level } from '../job-runner.js';
 import { elapsedMs, select } from '../sql.js';
 

@@ -10,8 +10,8 @@
  * so this is one sequential scan of subtasks a day, on the maintenance pool; row counts are the
  * statistics' estimates (n_live_tup), not count(*), for the same reason.
  */
-import { poolUsage } from '../../../src/db.js';
-import { ValidationError } from '../../../src/errors.js';
+import { poolUsage } from '../../kernel/db.js';
+import { ValidationError } from '../../kernel/errors.js';
 import type { Sequelize } from 'sequelize';
 import type { JobDefinition, JobResult } from '../job-runner.js';
 import { select } from '../sql.js';

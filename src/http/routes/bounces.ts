@@ -13,7 +13,7 @@
  * webhook secret may report only for that service. See services/bounces.ts.
  */
 import { z } from 'zod';
-import { ValidationError } from '../../errors.js';
+import { ValidationError } from '../../../services/kernel/errors.js';
 import { bounceReportSchema, recordBounces } from '../../../services/bounces.js';
 import type { App, RouteContext } from '../context.js';
 import { errors } from '../schemas.js';

@@ -5,7 +5,7 @@
  */
 import { Op } from 'sequelize';
 import { z } from 'zod';
-import { ValidationError } from '../../errors.js';
+import { ValidationError } from '../../../services/kernel/errors.js';
 import { toCampaignView, type CampaignProgress, type CampaignView } from '../../../services/campaigns.js';
 import { createCampaignSchema } from '../../../services/validation.js';
 import { scopeUserId, userOf } from '../auth.js';

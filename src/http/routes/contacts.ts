@@ -11,7 +11,7 @@
 import type { FastifyRequest } from 'fastify';
 import { parse } from 'csv-parse/sync';
 import { z } from 'zod';
-import { ValidationError, type FieldIssue } from '../../errors.js';
+import { ValidationError, type FieldIssue } from '../../../services/kernel/errors.js';
 import { contactInputSchema, LIMITS } from '../../../services/validation.js';
 import { scopeUserId } from '../auth.js';
 import type { App, RouteContext } from '../context.js';

@@ -1,6 +1,6 @@
 /** /api/jobs (admins): the maintenance jobs, when the server was given a JobsApi; 404 otherwise. */
 import { z } from 'zod';
-import { NotFoundError } from '../../errors.js';
+import { NotFoundError } from '../../../services/kernel/errors.js';
 import type { App, RouteContext } from '../context.js';
 import type { JobsApi } from '../options.js';
 import { errors, jobParams } from '../schemas.js';

@@ -4,7 +4,7 @@
  * users see the services they may send through, without transport, DKIM or user lists.
  */
 import { z } from 'zod';
-import { NotFoundError } from '../../errors.js';
+import { NotFoundError } from '../../../services/kernel/errors.js';
 import type { ServiceQuota, ServiceView } from '../../../services/sending-services.js';
 import { createServiceSchema, updateServiceSchema } from '../../../services/validation.js';
 import { isAdmin, userOf } from '../auth.js';

@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import type { Sequelize } from 'sequelize';
-import { FairsendError, ErrorCodes } from '../../../src/errors.js';
+import { FairsendError, ErrorCodes } from '../../../services/kernel/errors.js';
 import { recordFigures } from '../report.js';
 
 /** Fixed seeds: a failure prints its seed and path, and re-running replays it exactly. */
