@@ -17,7 +17,7 @@ export type { ContactStatus } from './contact.js';
 export type { TransportConfig, DkimConfig } from './email-service.js';
 export type { SubtaskStatus } from './subtask.js';
 export type { TaskStatus, StoredRecipientRule, StoredSendWindow } from './task.js';
-export type { UserRole } from './user.js';
+export { USER_ROLES, type UserRole } from './user.js';
 
 export class UserService extends Model {
   declare userId: number;

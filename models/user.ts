@@ -7,7 +7,9 @@ import {
   type ModelAttributes,
 } from 'sequelize';
 
-export type UserRole = 'admin' | 'user';
+/** admin: everything; user: their own campaigns, contacts and templates; metrics: may only scrape /metrics. */
+export const USER_ROLES = ['admin', 'user', 'metrics'] as const;
+export type UserRole = (typeof USER_ROLES)[number];
 
 export class User extends Model<InferAttributes<User>, InferCreationAttributes<User>> {
   declare id: CreationOptional<number>;
@@ -26,7 +28,7 @@ export const userAttributes: ModelAttributes<User> = {
   id: { type: DataTypes.INTEGER, autoIncrement: true, primaryKey: true },
   name: { type: DataTypes.TEXT, allowNull: false, validate: { len: [1, 200] } },
   email: { type: DataTypes.TEXT, allowNull: false, unique: true, validate: { isEmail: true, len: [3, 320] } },
-  role: { type: DataTypes.TEXT, allowNull: false, defaultValue: 'user', validate: { isIn: [['admin', 'user']] } },
+  role: { type: DataTypes.TEXT, allowNull: false, defaultValue: 'user', validate: { isIn: [[...USER_ROLES]] } },
   remainingQuota: {
     type: DataTypes.BIGINT,
     allowNull: false,

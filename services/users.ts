@@ -1,6 +1,6 @@
 import { UniqueConstraintError } from 'sequelize';
 import { NotFoundError, ValidationError } from './kernel/errors.js';
-import type { User } from '../models/index.js';
+import type { User, UserRole } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { createUserSchema, parseId, parseInput, type CreateUserInput } from './validation.js';
 
@@ -8,7 +8,7 @@ export interface UserView {
   id: number;
   name: string;
   email: string;
-  role: 'admin' | 'user';
+  role: UserRole;
   /** Sending credit left: each recipient of a campaign reserves one unit at creation. */
   remainingQuota: number;
   timezone: string;

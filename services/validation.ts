@@ -7,6 +7,7 @@ import { IANAZone } from 'luxon';
 import { z } from 'zod';
 import { ValidationError, type FieldIssue } from './kernel/errors.js';
 import { validateSendWindow } from './send-window.js';
+import { USER_ROLES } from '../models/user.js';
 
 export const LIMITS = {
   name: 200,
@@ -123,7 +124,7 @@ export const createUserSchema = z.strictObject({
   email: emailSchema,
   quota: z.number({ error: 'must be a number' }).int('must be an integer').min(0, 'must not be negative').max(LIMITS.userQuota),
   timezone: zoneSchema.optional(),
-  role: z.enum(['admin', 'user']).optional(),
+  role: z.enum(USER_ROLES).optional(),
 });
 export type CreateUserInput = z.input<typeof createUserSchema>;
 

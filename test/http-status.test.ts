@@ -217,8 +217,8 @@ describe('scheduler status, stats and metrics over real deliveries', () => {
     expect(sample(text, 'fairsend_service_daily_quota', { service: 's1' })).toBe(12);
     const [queued] = await rows<{ n: number }>(f.engine.apiDb, "SELECT count(*)::int AS n FROM subtasks WHERE status = 'queued'");
     expect(sample(text, 'fairsend_queue_depth')).toBe(queued!.n);
-    expect(sample(text, 'fairsend_db_pool_connections', { pool: 'api', state: 'max' })).toBe(20);
-    expect(sample(text, 'fairsend_db_pool_connections', { pool: 'scheduler', state: 'max' })).toBe(5);
+    expect(sample(text, 'fairsend_db_pool_max_connections', { pool: 'api' })).toBe(20);
+    expect(sample(text, 'fairsend_db_pool_max_connections', { pool: 'scheduler' })).toBe(5);
     expect(sample(text, 'fairsend_scheduler_ticks_total')).toBeGreaterThan(0);
     expect(sample(text, 'fairsend_scheduler_running')).toBe(0);
   });

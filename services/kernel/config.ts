@@ -198,6 +198,12 @@ export const VARIABLES = {
     default: 'false',
     doc: 'Take the client address from X-Forwarded-For (behind a reverse proxy)',
   },
+  metricsAuth: {
+    env: 'METRICS_AUTH',
+    kind: 'bool',
+    default: 'true',
+    doc: '/metrics needs an admin or a metrics token (false: anyone who reaches the port may scrape)',
+  },
   maintenanceEnabled: {
     env: 'MAINTENANCE_ENABLED',
     kind: 'bool',

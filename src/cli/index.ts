@@ -29,6 +29,7 @@ import { ValidationError } from '../../services/kernel/errors.js';
 import { createLogger, type Logger } from '../../services/kernel/logger.js';
 import { migrateUp, seedAll } from '../migrator.js';
 import { createToken } from '../../services/auth.js';
+import { USER_ROLES, type UserRole } from '../../models/user.js';
 import type { CampaignProgress } from '../../services/campaigns.js';
 import { createHttpServer } from '../http/server.js';
 import type { JobsApi } from '../http/options.js';
@@ -448,14 +449,15 @@ export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise
     .requiredOption('--email <email>', 'email address')
     .addOption(new Option('--quota <n>', 'sending credit').argParser(intArg('quota')).default(0))
     .option('--timezone <zone>', 'IANA zone (default: DEFAULT_TIMEZONE)')
-    .option('--admin', 'may manage services and users and start or stop the scheduler')
-    .action(async (o: { name: string; email: string; quota: number; timezone?: string; admin?: boolean }) => {
+    .option('--admin', 'may manage services and users and start or stop the scheduler (same as --role admin)')
+    .addOption(new Option('--role <role>', 'admin, user, or metrics (may only scrape /metrics)').choices(USER_ROLES).default('user'))
+    .action(async (o: { name: string; email: string; quota: number; timezone?: string; admin?: boolean; role: UserRole }) => {
       await withEngine(async (engine) => {
         const u = await engine.users.create({
           name: o.name,
           email: o.email,
           quota: o.quota,
-          role: o.admin ? 'admin' : 'user',
+          role: o.admin ? 'admin' : o.role,
           ...(o.timezone ? { timezone: o.timezone } : {}),
         });
         const token = await createToken(engine, u.id);

@@ -4,7 +4,10 @@
  * - 'user' (the default): any valid token; the route then scopes to the token's user (admins may
  *   act for a user with `user_id`);
  * - 'admin': an admin token, else 403;
- * - 'bounce': an admin token, or the bounce webhook secret in X-Fairsend-Webhook-Secret.
+ * - 'bounce': an admin token, or the bounce webhook secret in X-Fairsend-Webhook-Secret;
+ * - 'metrics': an admin token or a metrics token (/metrics).
+ *
+ * A metrics token (role `metrics`) is refused with 403 everywhere but a 'metrics' route: it may only scrape.
  *
  * Order of answers: 429 (address blocked) before 401 (no or bad credentials) before 403 (not an
  * admin) before 400 (validation), so an anonymous caller learns nothing about a route's input.
@@ -20,7 +23,7 @@ import { authenticate, type AuthenticatedUser } from '../../services/auth.js';
 import type { Engine } from '../engine.js';
 import { forbidden, HttpError, HttpErrorCodes, unauthorized } from './errors.js';
 
-export type Audience = 'user' | 'admin' | 'bounce';
+export type Audience = 'user' | 'admin' | 'bounce' | 'metrics';
 
 export interface RequestAuth {
   /** The token's user; absent when the bounce webhook secret was used. */
@@ -150,7 +153,14 @@ export function addAuthHook(app: FastifyInstance, engine: Engine, opts: AuthOpti
     } else {
       throw unauthorized();
     }
-    if ((audience === 'admin' || audience === 'bounce') && request.auth.user?.role !== 'admin') throw forbidden();
+    const role = request.auth.user?.role;
+    if (audience === 'metrics') {
+      if (role !== 'admin' && role !== 'metrics') throw forbidden('/metrics needs an admin or a metrics token');
+    } else if (role === 'metrics') {
+      throw forbidden('a metrics token may only read /metrics');
+    } else if ((audience === 'admin' || audience === 'bounce') && role !== 'admin') {
+      throw forbidden();
+    }
   });
 }
 

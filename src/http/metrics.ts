@@ -3,20 +3,25 @@
  * servers or a test's several servers in one process never mix their series).
  *
  * Event-driven (from the scheduler's events, while the server lives):
- *   fairsend_sends_total{service_id, outcome="sent|failed|retry"}   counter
+ *   fairsend_sends_total{service_id, service, outcome="sent|failed|retry"}   counter
  *   fairsend_send_latency_seconds{service_id}                       histogram: SMTP dispatch to 250
  *   fairsend_scheduler_ticks_total                                   counter
  * Sampled on scrape (one query each):
  *   fairsend_queue_depth                                             queued subtasks
  *   fairsend_service_remaining_quota{service_id, service}            and _used_ and _daily_
  *   fairsend_service_healthy{service_id, service}                    1 or 0
- *   fairsend_db_pool_connections{pool="api|scheduler", state="using|available|waiting|size|max"}
+ *   fairsend_db_pool_connections{pool="api|scheduler", state="using|available"}   they sum to the pool's size
+ *   fairsend_db_pool_max_connections{pool}                          the pool's limit
+ *   fairsend_db_pool_waiting_requests{pool}                         queries waiting for a connection
  *   fairsend_scheduler_running                                       1 or 0
  *   fairsend_processing_rate_per_minute{window="1m|5m|15m"}
- * plus Node's process metrics (fairsend_process_*, fairsend_nodejs_*).
+ * plus Node's process metrics (fairsend_process_*, fairsend_nodejs_*), less prom-client's three
+ * gauges named like counters (fairsend_nodejs_active_{handles,requests,resources}_total, which
+ * `promtool check metrics` rejects): each is the sum of its per-type gauge without the suffix.
  *
- * `service_id` is the label of the event series because events carry only the id; the sampled
- * quota series also carry the name, to read a dashboard without a join.
+ * The send and quota series carry the service's name next to its id, to read a dashboard without a
+ * join. Events carry only the id, so sends are counted by id and named when scraped (from the same
+ * query as the quota gauges); the latency histogram keeps only `service_id`.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Engine } from '../engine.js';
@@ -30,14 +35,43 @@ export interface ServerMetrics {
 
 export function createMetrics(engine: Engine, opts: { queuedCount: () => Promise<number>; processMetrics?: boolean }): ServerMetrics {
   const registry = new Registry();
-  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'fairsend_' });
+  if (opts.processMetrics !== false) {
+    collectDefaultMetrics({ register: registry, prefix: 'fairsend_' });
+    for (const m of registry.getMetricsAsArray()) {
+      if (m instanceof Gauge && m.name.endsWith('_total')) registry.removeSingleMetric(m.name);
+    }
+  }
 
-  const sends = new Counter({
+  // prom-client collects every metric of a scrape concurrently: the quota gauges and the send
+  // counter share one query through this memo (a scrape's collects all start within milliseconds).
+  let quotaMemo: { at: number; value: ReturnType<Engine['services']['quota']> } | undefined;
+  const quota = () => {
+    if (!quotaMemo || Date.now() - quotaMemo.at > 250) quotaMemo = { at: Date.now(), value: engine.services.quota() };
+    return quotaMemo.value;
+  };
+  /** Last known name of each service (a deleted service keeps the name it had). */
+  const names = new Map<number, string>();
+
+  /** Sends by `${serviceId} ${outcome}`, counted as events come, exposed with the name when scraped. */
+  const sendCounts = new Map<string, number>();
+  new Counter({
     name: 'fairsend_sends_total',
     help: 'Messages handed to a sending service, by outcome: sent (accepted), failed (permanent or out of retries), retry (temporary failure)',
-    labelNames: ['service_id', 'outcome'] as const,
+    labelNames: ['service_id', 'service', 'outcome'] as const,
     registers: [registry],
+    async collect() {
+      if (sendCounts.size > 0) for (const s of await quota()) names.set(s.id, s.name);
+      this.reset();
+      for (const [key, n] of sendCounts) {
+        const [id, outcome] = key.split(' ') as [string, string];
+        this.inc({ service_id: id, service: names.get(Number(id)) ?? '', outcome }, n);
+      }
+    },
   });
+  const countSend = (serviceId: string, outcome: 'sent' | 'failed' | 'retry') => {
+    const key = `${serviceId} ${outcome}`;
+    sendCounts.set(key, (sendCounts.get(key) ?? 0) + 1);
+  };
   const latency = new Histogram({
     name: 'fairsend_send_latency_seconds',
     help: 'Time from handing a message to the SMTP connection to its acceptance',
@@ -55,13 +89,6 @@ export function createMetrics(engine: Engine, opts: { queuedCount: () => Promise
       this.set(await opts.queuedCount());
     },
   });
-  // prom-client collects every metric of a scrape concurrently: the four quota gauges share one
-  // query through this memo (a scrape's collects all start within the same few milliseconds).
-  let quotaMemo: { at: number; value: ReturnType<Engine['services']['quota']> } | undefined;
-  const quota = () => {
-    if (!quotaMemo || Date.now() - quotaMemo.at > 250) quotaMemo = { at: Date.now(), value: engine.services.quota() };
-    return quotaMemo.value;
-  };
   const quotaGauge = (name: string, help: string, value: (q: Awaited<ReturnType<typeof quota>>[number]) => number) =>
     new Gauge({
       name,
@@ -80,14 +107,32 @@ export function createMetrics(engine: Engine, opts: { queuedCount: () => Promise
   quotaGauge('fairsend_service_healthy', '1 when the service is healthy', (s) => (s.healthy ? 1 : 0));
   new Gauge({
     name: 'fairsend_db_pool_connections',
-    help: 'Connections of the API and scheduler pools by state',
+    help: 'Open connections of the API and scheduler pools by state (using or available; they sum to the pool size)',
     labelNames: ['pool', 'state'] as const,
     registers: [registry],
     collect() {
-      const pools = engine.pools();
-      for (const [pool, u] of Object.entries(pools)) {
-        for (const [state, n] of Object.entries(u)) this.set({ pool, state }, n);
+      for (const [pool, u] of Object.entries(engine.pools())) {
+        this.set({ pool, state: 'using' }, u.using);
+        this.set({ pool, state: 'available' }, u.available);
       }
+    },
+  });
+  new Gauge({
+    name: 'fairsend_db_pool_max_connections',
+    help: 'Most connections each pool may open',
+    labelNames: ['pool'] as const,
+    registers: [registry],
+    collect() {
+      for (const [pool, u] of Object.entries(engine.pools())) this.set({ pool }, u.max);
+    },
+  });
+  new Gauge({
+    name: 'fairsend_db_pool_waiting_requests',
+    help: 'Queries waiting for a free connection of each pool',
+    labelNames: ['pool'] as const,
+    registers: [registry],
+    collect() {
+      for (const [pool, u] of Object.entries(engine.pools())) this.set({ pool }, u.waiting);
     },
   });
   new Gauge({
@@ -112,13 +157,13 @@ export function createMetrics(engine: Engine, opts: { queuedCount: () => Promise
   });
 
   const onSent = (e: SentEvent) => {
-    sends.inc({ service_id: String(e.serviceId), outcome: 'sent' });
+    countSend(String(e.serviceId), 'sent');
     // dispatchedAt is wall-clock ms; `at` comes from the engine's clock (injectable): never negative.
     latency.observe({ service_id: String(e.serviceId) }, Math.max(0, e.at.getTime() - e.dispatchedAt) / 1000);
   };
   const serviceOf = (e: unknown) => String((e as { serviceId?: unknown })?.serviceId ?? 'unknown');
-  const onFailed = (e: unknown) => sends.inc({ service_id: serviceOf(e), outcome: 'failed' });
-  const onRetry = (e: unknown) => sends.inc({ service_id: serviceOf(e), outcome: 'retry' });
+  const onFailed = (e: unknown) => countSend(serviceOf(e), 'failed');
+  const onRetry = (e: unknown) => countSend(serviceOf(e), 'retry');
   const onTick = () => ticks.inc();
   engine.scheduler.on('sent', onSent);
   engine.scheduler.on('failed', onFailed);

@@ -37,7 +37,10 @@ export interface HttpServerOptions {
   jobs?: JobsApi | null;
   /** Failed credential attempts per client address per minute before 429 (default 20). */
   authFailureLimit?: number;
-  /** Whether /metrics needs an admin token (default true; Prometheus can send one: `authorization` in scrape_configs). */
+  /**
+   * Whether /metrics needs an admin or a metrics token (default: the engine's METRICS_AUTH, true unless
+   * set; Prometheus sends one with `authorization` in scrape_configs).
+   */
   metricsAuth?: boolean;
   /** Node process metrics in /metrics (default true). */
   processMetrics?: boolean;
@@ -55,7 +58,6 @@ export const HTTP_DEFAULTS = {
   bodyLimit: 1024 * 1024,
   importBodyLimit: 10 * 1024 * 1024,
   authFailureLimit: 20,
-  metricsAuth: true,
   processMetrics: true,
   healthTimeoutMs: 2000,
   queueCountCacheMs: 1000,
@@ -63,4 +65,8 @@ export const HTTP_DEFAULTS = {
 } as const satisfies Partial<HttpServerOptions>;
 
 /** The options with every default applied. */
-export type ResolvedHttpOptions = HttpServerOptions & { -readonly [K in keyof typeof HTTP_DEFAULTS]-?: NonNullable<HttpServerOptions[K]> };
+export type ResolvedHttpOptions = HttpServerOptions & {
+  -readonly [K in keyof typeof HTTP_DEFAULTS]-?: NonNullable<HttpServerOptions[K]>;
+} & {
+  metricsAuth: boolean;
+};

@@ -5,6 +5,7 @@
  * Response schemas are whitelists: the serializer drops any field they do not name.
  */
 import { z } from 'zod';
+import { USER_ROLES } from '../../models/user.js';
 
 /** Ids of int4 columns (users, services, templates): beyond 2^31-1 PostgreSQL would refuse the value. */
 export const intId = z.coerce
@@ -92,7 +93,7 @@ export const userSchema = z.object({
   id: z.number(),
   name: z.string(),
   email: z.string(),
-  role: z.enum(['admin', 'user']),
+  role: z.enum(USER_ROLES),
   remainingQuota: z.number(),
   timezone: z.string(),
 });

@@ -95,6 +95,7 @@ function logRequest(req: FastifyRequest) {
 export async function createHttpServer(engine: Engine, options: HttpServerOptions = {}): Promise<HttpServer> {
   const o: ResolvedHttpOptions = {
     ...HTTP_DEFAULTS,
+    metricsAuth: engine.config.metricsAuth,
     ...(Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as HttpServerOptions),
   };
   o.unsubscribeSecret ??= engine.config.unsubscribeSecret;

@@ -48,10 +48,10 @@ export function metricsRoute(app: App, metrics: ServerMetrics): void {
   app.get(
     '/metrics',
     {
-      config: { auth: 'admin' },
+      config: { auth: 'metrics' },
       schema: {
         tags: ['metrics'],
-        summary: 'Prometheus metrics (text exposition format); needs an admin token unless metricsAuth is off',
+        summary: 'Prometheus metrics (text exposition format); needs an admin or a metrics token unless METRICS_AUTH=false',
       },
     },
     async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
