@@ -1,7 +1,8 @@
 /**
  * Campaigns (the `tasks` table). Creation validates everything and writes everything in one
  * transaction, or nothing: templates and explicit contacts must be the user's own, the recipient
- * set must not be empty, every `{{variable}}` must be supplied by every recipient, and the user's
+ * set must not be empty, every attribute a template prints without a `default` must be supplied by
+ * every recipient (MissingAttributesError counts who lacks it, with an example), and the user's
  * sending credit must cover every recipient. The credit is reserved with one conditional UPDATE
  * (`remaining_quota >= n`), so two concurrent creations that together exceed it cannot both pass.
  *
@@ -14,9 +15,38 @@ import { ConflictError, ErrorCodes, NotFoundError, QuotaExceededError, Validatio
 import type { StoredRecipientRule, StoredSendWindow, Task, TaskStatus } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { recipientPredicate, type RecipientSpec } from './recipients.js';
-import { requiredAttributes } from './template-render.js';
+import { compileTemplate, requiredAttributes } from './template-render.js';
 import { createCampaignSchema, parseId, parseInput, type CreateCampaignInput } from './validation.js';
 import { queryRows } from './kernel/db-query.js';
+
+/** An attribute a template prints without a `default`, and the recipients who lack it. */
+export interface MissingAttribute {
+  attribute: string;
+  /** Recipients without it (absent, null or empty). */
+  count: number;
+  /** All recipients of the campaign. */
+  total: number;
+  /** One of those recipients' address. */
+  example: string;
+}
+
+/** A campaign refused because some recipients lack an attribute its templates print (TEMPLATE_VARIABLE). */
+export class MissingAttributesError extends ValidationError {
+  readonly missing: MissingAttribute[];
+  constructor(missing: MissingAttribute[]) {
+    super(
+      missing.map((m) => ({
+        path: 'templates',
+        message:
+          `{{ ${m.attribute} }} is printed without a default, and ${m.count} of ${m.total} recipients have no "${m.attribute}" ` +
+          `attribute (e.g. ${m.example}): give one with {{ ${m.attribute} | default: "..." }}, or test it with {% if ${m.attribute} %}`,
+      })),
+      ErrorCodes.TEMPLATE_VARIABLE,
+    );
+    this.name = 'MissingAttributesError';
+    this.missing = missing;
+  }
+}
 
 export interface CampaignView {
   id: number;
@@ -111,13 +141,17 @@ export function createCampaignsApi(ctx: ServiceContext) {
     return issues;
   }
 
-  /** Recipient count, and for each required attribute how many recipients lack it. */
+  /**
+   * Recipient count, and for each required attribute how many recipients lack it (absent, null
+   * or empty), with the first such address as an example.
+   */
   async function countRecipients(spec: RecipientSpec, needed: string[], transaction: Transaction) {
     const p = recipientPredicate(spec);
     const [row] = await q(
       `SELECT count(*)::int AS n,
-              COALESCE((SELECT jsonb_object_agg(v, missing) FROM (
-                 SELECT v, count(*) FILTER (WHERE NOT c2.attributes ? v)::int AS missing
+              COALESCE((SELECT jsonb_object_agg(v, jsonb_build_object('count', missing, 'example', example)) FROM (
+                 SELECT v, count(*) FILTER (WHERE COALESCE(c2.attributes->>v, '') = '')::int AS missing,
+                        min(c2.email) FILTER (WHERE COALESCE(c2.attributes->>v, '') = '') AS example
                  FROM contacts c2, unnest($needed::text[]) AS v
                  WHERE c2.id IN (SELECT c.id FROM contacts c WHERE ${p.sql})
                  GROUP BY v) m WHERE missing > 0), '{}') AS missing
@@ -125,7 +159,7 @@ export function createCampaignsApi(ctx: ServiceContext) {
       { ...p.bind, needed },
       transaction,
     );
-    return { count: Number(row!.n), missing: row!.missing as Record<string, number> };
+    return { count: Number(row!.n), missing: row!.missing as Record<string, { count: number; example: string }> };
   }
 
   async function load(id: number, transaction?: Transaction): Promise<Task> {
@@ -174,7 +208,7 @@ export function createCampaignsApi(ctx: ServiceContext) {
         if (ownership.length) throw new ValidationError(ownership);
 
         const templates = await ctx.models.Template.findAll({ where: { id: v.templates }, transaction });
-        const needed = requiredAttributes(...templates.flatMap((t) => [t.subject, t.html, t.text]));
+        const needed = requiredAttributes(templates.map((t) => compileTemplate(t)));
         const { count, missing } = await countRecipients(spec, needed, transaction);
         if (count === 0) {
           throw new ValidationError(
@@ -182,11 +216,8 @@ export function createCampaignsApi(ctx: ServiceContext) {
             ErrorCodes.EMPTY_RECIPIENTS,
           );
         }
-        const missingIssues = Object.entries(missing).map(([name, n]) => ({
-          path: 'templates',
-          message: `{{${name}}} is not a contact field, and ${n} of ${count} recipients have no "${name}" attribute (give a fallback: {{${name} | ...}})`,
-        }));
-        if (missingIssues.length) throw new ValidationError(missingIssues, ErrorCodes.TEMPLATE_VARIABLE);
+        const lacking = Object.entries(missing).map(([attribute, m]) => ({ attribute, count: m.count, total: count, example: m.example }));
+        if (lacking.length) throw new MissingAttributesError(lacking);
 
         const reserved = await q(
           `UPDATE users SET remaining_quota = remaining_quota - $n, updated_at = now()

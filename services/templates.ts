@@ -1,6 +1,7 @@
 import { NotFoundError, ValidationError } from './kernel/errors.js';
 import type { Template } from '../models/index.js';
 import type { ServiceContext } from './context.js';
+import { compileTemplate } from './template-render.js';
 import { createTemplateSchema, parseId, parseInput, type CreateTemplateInput } from './validation.js';
 
 export interface TemplateView {
@@ -30,6 +31,8 @@ export function createTemplatesApi(ctx: ServiceContext) {
       if (!(await User.findByPk(userId, { attributes: ['id'] }))) {
         throw new ValidationError([{ path: 'userId', message: `user ${userId} not found` }]);
       }
+      // Refuses (TemplateError, nothing written) a syntax error or a variable no recipient can supply.
+      compileTemplate(v, { strict: true });
       const t = await Template.create({ userId, name: v.name, subject: v.subject, html: v.html ?? null, text: v.text ?? null });
       return toView(t);
     },

@@ -173,7 +173,7 @@ describe('campaign creation', () => {
         recipientRule: { type: 'tag_based', includeTags: ['city'] },
       }),
       'templates',
-      /\{\{city\}\} is not a contact field, and 1 of 2 recipients have no "city" attribute/,
+      /\{\{ city \}\} is printed without a default, and 1 of 2 recipients have no "city" attribute \(e\.g\. city2@example\.test\)/,
       ErrorCodes.TEMPLATE_VARIABLE,
     );
     const tFallback = (await engine.templates.create(alice, { name: 'city', subject: 'News for {{ city | you }}', text: '{{name}}' })).id;

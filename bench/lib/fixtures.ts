@@ -4,7 +4,7 @@
  * template with the contact's name and city.
  */
 import type { SendMailOptions } from 'nodemailer';
-import { buildMessage, type MessageTemplate } from '../../services/delivery/message.js';
+import { buildMessage, compileForSending, type MessageTemplate } from '../../services/delivery/message.js';
 import { createEngine, type Engine } from '../../src/engine.js';
 import { createLogger } from '../../services/kernel/logger.js';
 
@@ -49,9 +49,11 @@ export function recipientsOf(users: number, campaignsPerUser: number, perCampaig
   return out;
 }
 
+const COMPILED = compileForSending(TEMPLATE);
+
 /** What fairsend sends for a recipient; the peers and the ceiling send exactly this. */
 export function render(r: Recipient): SendMailOptions {
-  return buildMessage(TEMPLATE, { id: r.taskId, fromAddress: FROM, fromName: null }, r, {});
+  return buildMessage(COMPILED, { id: r.taskId, fromAddress: FROM, fromName: null }, r, {});
 }
 
 /** Scheduler errors seen by bench engines (logged by the engine at 'error'; counted here, first few kept). */

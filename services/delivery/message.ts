@@ -1,23 +1,39 @@
 /**
- * Builds one message for nodemailer from a claimed subtask and its campaign: the template rendered
- * with the contact's fields and attributes, a plain-text part (derived from the html when the
- * template has none), a deterministic Message-ID (`<taskId.contactId@domain>`, the same on every
+ * Builds one message for nodemailer from a claimed subtask and its campaign: the compiled template
+ * (services/template-render.ts) rendered with the contact, the campaign and the unsubscribe link,
+ * a plain-text part (derived from the rendered html with html-to-text when the template has none), a deterministic Message-ID (`<taskId.contactId@domain>`, the same on every
  * attempt so a duplicate is always detectable), and RFC 8058 List-Unsubscribe headers when an
  * unsubscribe URL base is configured.
  */
 import { domainToASCII } from 'node:url';
 import type { SendMailOptions } from 'nodemailer';
-import { renderMessage } from '../template-render.js';
+import { compile } from 'html-to-text';
+import { compileTemplate, renderMessage, type CompiledTemplate } from '../template-render.js';
 import { unsubscribeUrl } from './unsubscribe.js';
 
+/** A template as stored. */
 export interface MessageTemplate {
   subject: string;
   html: string | null;
   text: string | null;
 }
 
+/** A stored template compiled once for sending (what the scheduler caches). */
+export type SendableTemplate = CompiledTemplate;
+
+/**
+ * Compiles a stored template for sending. Not strict: it was checked at creation, and a template
+ * stored before those checks still sends what it can (an unknown variable renders empty). Throws
+ * a TemplateError only when a part does not parse at all.
+ */
+export function compileForSending(t: MessageTemplate): SendableTemplate {
+  return compileTemplate(t);
+}
+
 export interface MessageCampaign {
   id: number;
+  /** For `{{ campaign.name }}`; null when the caller does not know it. */
+  name?: string | null;
   fromAddress: string;
   fromName: string | null;
 }
@@ -49,26 +65,21 @@ export function domainOf(address: string): string {
   return address.slice(address.lastIndexOf('@') + 1) || 'fairsend.invalid';
 }
 
-/** A readable text part from html, for templates that have only html. */
+const htmlConverter = compile({
+  wordwrap: 78,
+  selectors: [
+    { selector: 'img', format: 'skip' },
+    { selector: 'a', options: { hideLinkHrefIfSameAsText: true } },
+  ],
+});
+
+/** A readable text part from (rendered) html, for templates that have only html. */
 export function htmlToText(html: string): string {
-  return html
-    .replace(/<(script|style)[\s\S]*?<\/\1>/gi, '')
-    .replace(/<br\s*\/?>/gi, '\n')
-    .replace(/<\/(p|div|h[1-6]|li|tr)>/gi, '\n')
-    .replace(/<li[^>]*>/gi, '- ')
-    .replace(/<[^>]+>/g, '')
-    .replace(/&nbsp;/g, ' ')
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&quot;/g, '"')
-    .replace(/&#39;/g, "'")
-    .replace(/&amp;/g, '&')
-    .replace(/\n{3,}/g, '\n\n')
-    .trim();
+  return htmlConverter(html).trim();
 }
 
 export function buildMessage(
-  template: MessageTemplate,
+  template: SendableTemplate,
   campaign: MessageCampaign,
   r: MessageRecipient,
   opts: MessageOptions,
@@ -77,8 +88,11 @@ export function buildMessage(
     opts.unsubscribeBase && opts.unsubscribeSecret
       ? unsubscribeUrl(opts.unsubscribeBase, opts.unsubscribeSecret, r.contactId, r.taskId)
       : undefined;
-  const vars: Record<string, unknown> = { ...r.attributes, email: r.email, name: r.name ?? '', unsubscribe_url: unsubscribe ?? '' };
-  const rendered = renderMessage(template, vars);
+  const rendered = renderMessage(template, {
+    contact: { name: r.name, email: r.email, attributes: r.attributes },
+    campaign: { name: campaign.name ?? null },
+    unsubscribeUrl: unsubscribe ?? '',
+  });
   const messageId = messageIdFor(r.taskId, r.contactId, opts.messageIdDomain ?? domainOf(campaign.fromAddress));
   const mail: SendMailOptions & { messageId: string } = {
     from: campaign.fromName ? { name: campaign.fromName, address: campaign.fromAddress } : campaign.fromAddress,

@@ -11,6 +11,8 @@ export const ErrorCodes = {
   QUOTA_EXCEEDED: 'QUOTA_EXCEEDED',
   EMPTY_RECIPIENTS: 'EMPTY_RECIPIENTS',
   TEMPLATE_VARIABLE: 'TEMPLATE_VARIABLE',
+  /** A template part does not parse (Liquid syntax); the error names the part, line and column. */
+  TEMPLATE_SYNTAX: 'TEMPLATE_SYNTAX',
   HEADER_INJECTION: 'HEADER_INJECTION',
   ENGINE_CLOSED: 'ENGINE_CLOSED',
   /** PostgreSQL cannot be reached (stopped, restarting, refusing connections): try again shortly. */

@@ -28,7 +28,7 @@ import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { DateTime } from 'luxon';
 import type { ServiceContext } from '../context.js';
-import { buildMessage, type MessageTemplate } from '../delivery/message.js';
+import { buildMessage, compileForSending, type SendableTemplate } from '../delivery/message.js';
 import { classifySendError } from '../delivery/classify.js';
 import { isInsideWindow, nextSendTime } from '../send-window.js';
 import type { Generator } from '../generation.js';
@@ -113,7 +113,7 @@ export class QueueScheduler extends EventEmitter {
   private readonly generator: Generator;
   private readonly runners = new Map<number, ServiceRunner>();
   private pool: CampaignPool;
-  private templates = new Map<number, MessageTemplate>();
+  private templates = new Map<number, SendableTemplate>();
   private outcomes: sql.Outcome[] = [];
   private errors = new Map<string, { type: string; message: string; serviceId: number | null; count: number; at: Date }>();
   private bounced: number[] = [];
@@ -455,7 +455,7 @@ export class QueueScheduler extends EventEmitter {
     )) as [{ id: number }[], unknown];
     const missing = rows.map((r) => r.id).filter((id) => !this.templates.has(id));
     if (!missing.length) return;
-    for (const t of await sql.loadTemplates(this.ctx.schedulerDb, missing)) this.templates.set(t.id, t);
+    for (const t of await sql.loadTemplates(this.ctx.schedulerDb, missing)) this.templates.set(t.id, compileForSending(t));
   }
 
   /** Releases a paused campaign's claimed messages (back to queued) or cancels a cancelled one's. */

@@ -6,7 +6,7 @@ import { ErrorCodes, FairsendError, ValidationError } from '../../services/kerne
 import type { Engine } from '../../src/engine.js';
 import { createTestEngine, rows } from '../helpers/db.js';
 import { httpFixture } from '../helpers/http.js';
-import { buildMessage, messageIdFor } from '../../services/delivery/message.js';
+import { buildMessage, compileForSending, messageIdFor } from '../../services/delivery/message.js';
 
 let engine: Engine;
 beforeAll(async () => {
@@ -111,7 +111,7 @@ describe('an internationalized sender domain', () => {
     expect(messageIdFor(4, 2, '例子.广告')).toBe('<4.2@xn--fsqu00a.xn--4rr70v>');
     expect(messageIdFor(4, 2, 'example.org')).toBe('<4.2@example.org>');
     const mail = buildMessage(
-      { subject: 's', html: null, text: 't' },
+      compileForSending({ subject: 's', html: null, text: 't' }),
       { id: 4, fromAddress: 'news@bücher.example', fromName: null },
       { taskId: 4, contactId: 2, email: 'a@example.org', name: null, attributes: {} },
       {},

@@ -15,7 +15,8 @@ export function templateRoutes(app: App, ctx: RouteContext): void {
       schema: {
         tags,
         summary: 'Create a template',
-        description: '`{{name}}` and `{{email}}` are contact fields, anything else an attribute; `{{city | there}}` has a fallback.',
+        description:
+          'Liquid: `{{ contact.name }}`, `{{ contact.email }}`, `{{ contact.attributes.city }}` (short forms `{{ name }}`, `{{ email }}`, `{{ city }}`), `{{ campaign.name }}`, `{{ unsubscribe_url }}`; filters such as `{{ city | default: "there" }}`; `{% if %}` and `{% for %}`. An unknown variable or a syntax error is refused (TEMPLATE_VARIABLE, TEMPLATE_SYNTAX) naming the part and line.',
         querystring: userQuery,
         body: createTemplateSchema,
         response: { 201: templateSchema, ...errors(400, 401, 403) },

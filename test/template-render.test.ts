@@ -1,0 +1,175 @@
+/**
+ * The template language (services/template-render.ts) as pure code: what renders, what is refused
+ * at creation and where, and what no value can do to the message.
+ */
+import { ErrorCodes } from '../services/kernel/errors.js';
+import {
+  compileTemplate,
+  renderMessage,
+  requiredAttributes,
+  TemplateError,
+  translateLegacy,
+  type RenderVars,
+  type TemplateSource,
+} from '../services/template-render.js';
+import { buildMessage, compileForSending } from '../services/delivery/message.js';
+
+const vars = (over: Partial<RenderVars['contact']> = {}, attributes: Record<string, unknown> = {}): RenderVars => ({
+  contact: { name: 'Ada', email: 'ada@example.test', attributes: { city: 'Lyon', ...attributes }, ...over },
+  campaign: { name: 'Spring news' },
+  unsubscribeUrl: 'https://mail.example.test/u/1.2.x',
+});
+
+const render = (src: TemplateSource, v: RenderVars = vars()) => renderMessage(compileTemplate(src, { strict: true }), v);
+const text = (t: string, v?: RenderVars) => render({ subject: 's', text: t }, v).text;
+
+function refusal(src: TemplateSource): TemplateError {
+  try {
+    compileTemplate(src, { strict: true });
+  } catch (err) {
+    expect(err).toBeInstanceOf(TemplateError);
+    return err as TemplateError;
+  }
+  throw new Error('template was accepted');
+}
+
+describe('rendering', () => {
+  it('reads dotted paths, the short forms, the campaign and the unsubscribe link', () => {
+    expect(
+      text(
+        '{{ contact.name }} <{{ contact.email }}> in {{ contact.attributes.city }} / {{ name }} {{ email }} {{ city }} / {{ campaign.name }} / {{ unsubscribe_url }}',
+      ),
+    ).toBe('Ada <ada@example.test> in Lyon / Ada ada@example.test Lyon / Spring news / https://mail.example.test/u/1.2.x');
+    expect(text('{{ contact.attributes.address.zip }}', vars({}, { address: { zip: '69001' } }))).toBe('69001');
+    expect(text('{{ contact.attributes["city"] }}')).toBe('Lyon');
+  });
+
+  it('applies filters', () => {
+    expect(text('{{ name | upcase }} {{ city | downcase }} {{ name | size }} {{ "2026-11-30T10:00:00Z" | date: "%Y-%m-%d" }}')).toBe(
+      'ADA lyon 3 2026-11-30',
+    );
+    expect(text('{{ contact.attributes.tags | join: ", " }}', vars({}, { tags: ['a', 'b'] }))).toBe('a, b');
+  });
+
+  it('gives a default for a missing, null or empty value', () => {
+    const t = '{{ zip | default: "none" }} {{ contact.attributes.zip | default: "none" }} {{ name | default: "friend" }}';
+    expect(text(t)).toBe('none none Ada');
+    expect(text(t, vars({ name: null }, { zip: '' }))).toBe('none none friend');
+    expect(text(t, vars({ name: '' }, { zip: null }))).toBe('none none friend');
+    expect(text(t, vars({}, { zip: '75001' }))).toBe('75001 75001 Ada');
+  });
+
+  it('keeps the first syntax: {{city | there}} is a default', () => {
+    expect(translateLegacy('{{city | your town}}')).toBe('{{city | default: "your town" }}');
+    expect(translateLegacy('{{ city | upcase }}')).toBe('{{ city | upcase }}');
+    expect(translateLegacy('{{ x | nofilter: 1 }}')).toBe('{{ x | nofilter: 1 }}');
+    expect(text('{{zip | your "town"}} {{ city | there }}')).toBe('your "town" Lyon');
+  });
+
+  it('runs conditionals and loops', () => {
+    const t =
+      '{% if contact.attributes.plan == "pro" %}PRO{% elsif plan %}{{ plan }}{% else %}free{% endif %}:' +
+      '{% for item in contact.attributes.items %}[{{ forloop.index }} {{ item.name }}]{% endfor %}' +
+      '{% unless vip %}!{% endunless %}{% assign greeting = "Hi" %}{{ greeting }}';
+    expect(text(t, vars({}, { plan: 'pro', items: [{ name: 'a' }, { name: 'b' }] }))).toBe('PRO:[1 a][2 b]!Hi');
+    expect(text(t, vars({}, { plan: 'basic', vip: true }))).toBe('basic:Hi');
+    expect(text(t)).toBe('free:!Hi');
+  });
+
+  it('escapes every value in the html part, and only there', () => {
+    const v = vars({ name: 'Linus <script>alert(1)</script>' }, { city: `"Q" & 'A'` });
+    const m = render({ subject: '{{ name }}', html: '<p title="{{ city }}">{{ name }} {{ city | upcase }}</p>', text: '{{ name }}' }, v);
+    expect(m.html).toBe(
+      '<p title="&quot;Q&quot; &amp; &#39;A&#39;">Linus &lt;script&gt;alert(1)&lt;/script&gt; &quot;Q&quot; &amp; &#39;A&#39;</p>',
+    );
+    expect(m.text).toBe('Linus <script>alert(1)</script>');
+    expect(m.subject).toBe('Linus <script>alert(1)</script>');
+  });
+
+  it('never lets a value fold or inject a header', () => {
+    const v = vars({ name: 'Ada\r\nBcc: victim@example.test' }, { city: 'Lyon\n\nX-Injected: 1\u0000' });
+    const m = render({ subject: 'Hi {{ name }} from {{ city }}{{ "\r\n" }}x', text: '{{ name }}' }, v);
+    expect(m.subject).toBe('Hi Ada Bcc: victim@example.test from Lyon X-Injected: 1 x');
+    expect([...m.subject].filter((c) => c === '\r' || c === '\n' || c === '\u0000')).toEqual([]);
+    // Through nodemailer's options too: the To name is a structured address, never raw header text.
+    const mail = buildMessage(
+      compileForSending({ subject: 'Hi {{ name }}', html: null, text: 'x' }),
+      { id: 1, fromAddress: 'a@example.test', fromName: null },
+      {
+        taskId: 1,
+        contactId: 2,
+        email: 'ada@example.test',
+        name: v.contact.name,
+        attributes: {},
+      },
+      {},
+    );
+    expect(mail.subject).toBe('Hi Ada Bcc: victim@example.test');
+  });
+
+  it('renders an object attribute as JSON and a missing one as nothing, never as braces', () => {
+    expect(text('[{{ meta }}][{{ nothing }}]', vars({}, { meta: { a: 1 } }))).toBe('[{"a":1}][]');
+  });
+});
+
+describe('strict checks at creation', () => {
+  it('refuses an unknown variable, naming it, the part, line and column', () => {
+    const e = refusal({ subject: 'Hi {{ name }}', text: 'Hi {{name}}\nfrom {{attributes.city}}', html: '<p>{{ contact.phone }}</p>' });
+    expect(e.code).toBe(ErrorCodes.TEMPLATE_VARIABLE);
+    expect(e.problems).toEqual([
+      expect.objectContaining({
+        part: 'text',
+        line: 2,
+        column: 8,
+        variable: 'attributes.city',
+        message: expect.stringMatching(/did you mean contact\.attributes\.city/),
+      }),
+      expect.objectContaining({ part: 'html', line: 1, column: 7, variable: 'contact.phone' }),
+    ]);
+    expect(e.issues.map((i) => i.path)).toEqual(['text', 'html']);
+    expect(refusal({ subject: '{{ campaign.owner }}', text: 'x' }).problems[0]).toMatchObject({
+      part: 'subject',
+      variable: 'campaign.owner',
+    });
+    expect(refusal({ subject: 's', text: '{{ contact }}' }).problems[0]).toMatchObject({ variable: 'contact' });
+    expect(refusal({ subject: 's', text: '{{ address.city }}' }).problems[0]!.message).toMatch(/contact\.attributes\.address\.city/);
+  });
+
+  it('refuses a syntax error the same way', () => {
+    const unclosed = refusal({ subject: 's', text: 'one\ntwo {{ name' });
+    expect(unclosed.code).toBe(ErrorCodes.TEMPLATE_SYNTAX);
+    expect(unclosed.problems[0]).toMatchObject({ part: 'text', line: 2, message: expect.stringMatching(/not closed/) });
+    expect(refusal({ subject: 's', html: '<p>\n{% if %}x{% endif %}</p>' }).problems[0]).toMatchObject({ part: 'html', line: 2 });
+    expect(refusal({ subject: 's', text: '{% if a %}x' }).problems[0]!.message).toMatch(/not closed/);
+    expect(refusal({ subject: 's', text: '{{ name | nofilter: 1 }}' }).problems[0]!.message).toMatch(/undefined filter: nofilter/);
+    const spaced = refusal({ subject: 's', text: 'Hi {{ first name }}' });
+    expect(spaced.code).toBe(ErrorCodes.TEMPLATE_SYNTAX);
+    expect(spaced.problems[0]).toMatchObject({ line: 1, column: 4, message: expect.stringMatching(/not one value/) });
+  });
+
+  it('refuses what would read files or send braces literally', () => {
+    expect(refusal({ subject: 's', text: '{% include "secrets" %}' }).problems[0]!.message).toMatch(/cannot include files/);
+    expect(refusal({ subject: 's', text: '{% render "x" %}' }).problems[0]!.message).toMatch(/cannot include files/);
+    expect(refusal({ subject: 's', text: '{% raw %}{{ name }}{% endraw %}' }).problems[0]!.message).toMatch(/literally/);
+    expect(refusal({ subject: 's', text: '{{ "{{ name" }}' }).problems[0]!.message).toMatch(/literal/);
+  });
+
+  it('lists the attributes every recipient must supply: printed, without default, untested', () => {
+    const t = compileTemplate(
+      {
+        subject: '{{ city }}',
+        text: '{{ contact.attributes.plan }} {{ zip | default: "-" }} {% if vip %}{{ vip }}{% endif %} {% for i in items %}{{ i }}{% endfor %} {{ name }}',
+        html: '{% unless contact.attributes.country %}{% else %}{{ country }}{% endunless %}{{ contact.attributes.address.street }}',
+      },
+      { strict: true },
+    );
+    expect(t.required).toEqual(['address', 'city', 'plan']);
+    expect(requiredAttributes([t, compileTemplate({ subject: '{{ zip }}', text: 'x' })])).toEqual(['address', 'city', 'plan', 'zip']);
+  });
+
+  it('compiles stored templates leniently: an unknown variable renders empty, never as braces', () => {
+    const t = compileForSending({ subject: 'Hi {{name}}', html: null, text: 'from {{attributes.city}}.' });
+    expect(renderMessage(t, vars()).text).toBe('from .');
+    expect(() => compileForSending({ subject: 's', html: null, text: '{{ x' })).toThrow(TemplateError);
+  });
+});
