@@ -24,6 +24,7 @@ process.once('message', (m: { users: number; decisions: number }) => {
     const userId = Math.ceil(id / 3);
     const c = new CampaignState({
       id,
+      name: `c${id}`,
       userId,
       priority: 0,
       status: 'sending',

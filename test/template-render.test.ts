@@ -168,8 +168,20 @@ describe('strict checks at creation', () => {
   });
 
   it('compiles stored templates leniently: an unknown variable renders empty, never as braces', () => {
-    const t = compileForSending({ subject: 'Hi {{name}}', html: null, text: 'from {{attributes.city}}.' });
+    const t = compileTemplate({ subject: 'Hi {{name}}', html: null, text: 'from {{attributes.city}}.' });
     expect(renderMessage(t, vars()).text).toBe('from .');
-    expect(() => compileForSending({ subject: 's', html: null, text: '{{ x' })).toThrow(TemplateError);
+    const sendable = compileForSending({ subject: 'Hi {{name}}', html: null, text: 'from {{attributes.city}}.' });
+    const mail = buildMessage(
+      sendable,
+      { id: 1, fromAddress: 'a@example.test', fromName: null },
+      { taskId: 1, contactId: 2, email: 'ada@example.test', name: 'Ada', attributes: {} },
+      {},
+    );
+    expect([mail.subject, mail.text]).toEqual(['Hi Ada', 'from .']);
+    const broken = compileForSending({ subject: 's', html: null, text: '{{ x' });
+    expect(broken).toEqual({ broken: expect.any(TemplateError) });
+    const campaign = { id: 1, fromAddress: 'a@example.test', fromName: null };
+    const r = { taskId: 1, contactId: 2, email: 'ada@example.test', name: null, attributes: {} };
+    expect(() => buildMessage(broken, campaign, r, {})).toThrow(/text: line 1, column 1: output "\{\{ x" not closed/);
   });
 });

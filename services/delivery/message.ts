@@ -8,7 +8,7 @@
 import { domainToASCII } from 'node:url';
 import type { SendMailOptions } from 'nodemailer';
 import { compile } from 'html-to-text';
-import { compileTemplate, renderMessage, type CompiledTemplate } from '../template-render.js';
+import { compileTemplate, renderMessage, TemplateError, type CompiledTemplate } from '../template-render.js';
 import { unsubscribeUrl } from './unsubscribe.js';
 
 /** A template as stored. */
@@ -18,16 +18,24 @@ export interface MessageTemplate {
   text: string | null;
 }
 
-/** A stored template compiled once for sending (what the scheduler caches). */
-export type SendableTemplate = CompiledTemplate;
+/**
+ * A stored template compiled once for sending (what the scheduler caches), or the reason it does
+ * not compile: then every message built from it fails with that reason instead of being sent.
+ */
+export type SendableTemplate = CompiledTemplate | { broken: TemplateError };
 
 /**
  * Compiles a stored template for sending. Not strict: it was checked at creation, and a template
- * stored before those checks still sends what it can (an unknown variable renders empty). Throws
- * a TemplateError only when a part does not parse at all.
+ * stored before those checks still sends what it can (an unknown variable renders empty). Never
+ * throws: a part that does not parse at all gives a broken template (see SendableTemplate).
  */
 export function compileForSending(t: MessageTemplate): SendableTemplate {
-  return compileTemplate(t);
+  try {
+    return compileTemplate(t);
+  } catch (err) {
+    if (err instanceof TemplateError) return { broken: err };
+    throw err;
+  }
 }
 
 export interface MessageCampaign {
@@ -88,6 +96,7 @@ export function buildMessage(
     opts.unsubscribeBase && opts.unsubscribeSecret
       ? unsubscribeUrl(opts.unsubscribeBase, opts.unsubscribeSecret, r.contactId, r.taskId)
       : undefined;
+  if ('broken' in template) throw template.broken;
   const rendered = renderMessage(template, {
     contact: { name: r.name, email: r.email, attributes: r.attributes },
     campaign: { name: campaign.name ?? null },

@@ -37,6 +37,8 @@ export interface Claimed {
 
 export class CampaignState {
   readonly id: number;
+  /** For `{{ campaign.name }}` in templates. */
+  name: string;
   userId: number;
   priority: number;
   status: string;
@@ -56,9 +58,10 @@ export class CampaignState {
   drained = false;
 
   constructor(
-    row: Pick<CampaignState, 'id' | 'userId' | 'priority' | 'status' | 'fromAddress' | 'fromName' | 'sendWindow' | 'waitReason'>,
+    row: Pick<CampaignState, 'id' | 'name' | 'userId' | 'priority' | 'status' | 'fromAddress' | 'fromName' | 'sendWindow' | 'waitReason'>,
   ) {
     this.id = row.id;
+    this.name = row.name;
     this.userId = row.userId;
     this.priority = row.priority;
     this.status = row.status;

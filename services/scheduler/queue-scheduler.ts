@@ -416,6 +416,7 @@ export class QueueScheduler extends EventEmitter {
         if (row.status !== 'sending') continue;
         c = new CampaignState({
           id,
+          name: row.name,
           userId: row.created_by,
           priority: row.priority,
           status: row.status,
@@ -561,16 +562,27 @@ export class QueueScheduler extends EventEmitter {
       return false;
     }
     const { config } = this.ctx;
-    const mail = buildMessage(
-      template,
-      { id: c.id, fromAddress: c.fromAddress, fromName: c.fromName },
-      { taskId: item.taskId, contactId: item.contactId, email: item.email, name: item.name, attributes: item.attributes },
-      {
-        ...(config.unsubscribeUrlBase ? { unsubscribeBase: config.unsubscribeUrlBase } : {}),
-        ...(config.unsubscribeSecret ? { unsubscribeSecret: config.unsubscribeSecret } : {}),
-        ...(config.messageIdDomain ? { messageIdDomain: config.messageIdDomain } : {}),
-      },
-    );
+    let mail: ReturnType<typeof buildMessage>;
+    try {
+      mail = buildMessage(
+        template,
+        { id: c.id, name: c.name, fromAddress: c.fromAddress, fromName: c.fromName },
+        { taskId: item.taskId, contactId: item.contactId, email: item.email, name: item.name, attributes: item.attributes },
+        {
+          ...(config.unsubscribeUrlBase ? { unsubscribeBase: config.unsubscribeUrlBase } : {}),
+          ...(config.unsubscribeSecret ? { unsubscribeSecret: config.unsubscribeSecret } : {}),
+          ...(config.messageIdDomain ? { messageIdDomain: config.messageIdDomain } : {}),
+        },
+      );
+    } catch (err) {
+      // The template cannot render for this recipient (a stored template that does not parse, a
+      // render limit): nothing the author did not mean is sent. Failed, never reached a server.
+      const message = err instanceof Error ? err.message : String(err);
+      this.countError('template', message, r.id, at);
+      r.giveBackUnit();
+      this.pushOutcome(item, { ...base, status: 'failed', error: `template: ${message}`.slice(0, 1000), attempt: 0 });
+      return true;
+    }
     if (this.mode === 'at-most-once') {
       const marked = await sql.markDispatched(this.ctx.schedulerDb, {
         taskId: item.taskId,

@@ -387,6 +387,7 @@ export function loadServices(db: Sequelize): Promise<ServiceRow[]> {
 
 export interface CampaignRow {
   id: string;
+  name: string;
   created_by: number;
   priority: number;
   status: string;
@@ -402,7 +403,7 @@ export interface CampaignRow {
 export function loadActiveCampaigns(db: Sequelize, knownIds: number[]): Promise<CampaignRow[]> {
   return q(
     db,
-    `SELECT id, created_by, priority, status, from_address, from_name, send_window, wait_reason,
+    `SELECT id, name, created_by, priority, status, from_address, from_name, send_window, wait_reason,
             GREATEST(total_count - sent_count - failed_count - cancelled_count - unknown_count, 0)::int AS remaining
        FROM tasks
       WHERE status = 'sending' OR id = ANY($known::bigint[])
