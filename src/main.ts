@@ -60,10 +60,17 @@ async function main(): Promise<void> {
   let stopping = false;
   let progressTimer: NodeJS.Timeout | undefined;
   let http: HttpServer | undefined;
+  let startup: Promise<void> = Promise.resolve();
   const shutdown = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second Ctrl-C: the user will not wait for in-flight sends (their leases are recovered at
+      // the next start). Our exit hook in src/embedded-postgres.ts still stops the cluster.
+      logger.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(130);
+    }
     stopping = true;
     logger.info({ signal }, 'shutting down');
+    await startup.catch(() => undefined); // a start-up under way finishes (or fails) first
     clearInterval(progressTimer);
     await http?.close();
     await engine.close(); // scheduler first (in-flight sends finish), then jobs, pools, embedded PostgreSQL
@@ -71,9 +78,9 @@ async function main(): Promise<void> {
     logger.info('stopped');
     process.exit(0);
   };
-  process.once('SIGINT', () => void shutdown('SIGINT'));
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  try {
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  startup = (async () => {
     catcher = await startSmtpCatcher({ host: config.smtpCatcherHost, port: config.smtpCatcherPort });
     if (config.demoData && (await engine.models.User.count()) === 0) {
       process.env.SMTP_CATCHER_HOST = catcher.host;
@@ -88,16 +95,22 @@ async function main(): Promise<void> {
       ...(config.bounceWebhookSecret ? { bounceWebhookSecret: config.bounceWebhookSecret } : {}),
     });
     const address = await http.listen();
+    if (stopping) return;
+    await engine.scheduler.start();
+    if (config.maintenanceEnabled) engine.jobs.start();
+    progressTimer = setInterval(() => void logProgress(engine), 5000);
+    progressTimer.unref();
+    // "ready" once everything runs: a signal from here on meets a fully started engine.
     console.log(await readySummary(engine, catcher));
     console.log(`  dashboard:    ${address}/    API docs: ${address}/docs`);
     // A token for the first admin that has none (the demo's Alice): shown once, stored hashed.
     const admin = await engine.models.User.findOne({ where: { role: 'admin', apiTokenHash: null }, order: [['id', 'ASC']] });
     if (admin) console.log(`  admin token:  ${await createToken(engine, admin.id)}  (${admin.email}; shown once, keep it)`);
-    await engine.scheduler.start();
-    if (config.maintenanceEnabled) engine.jobs.start();
-    progressTimer = setInterval(() => void logProgress(engine), 5000);
-    progressTimer.unref();
+  })();
+  try {
+    await startup;
   } catch (err) {
+    if (stopping) return; // the shutdown under way closes everything
     logger.error({ err }, 'start-up failed');
     await catcher?.stop();
     await engine.close();
