@@ -64,6 +64,7 @@ export interface CampaignView {
   /** Recipients counted (and credit reserved) at creation. */
   recipients: number;
   generatedAt: Date | null;
+  createdAt: Date;
 }
 
 export interface CampaignProgress {
@@ -96,6 +97,7 @@ export function toCampaignView(t: Task): CampaignView {
     priority: t.priority,
     recipients: t.reservedQuota,
     generatedAt: t.generatedAt,
+    createdAt: t.createdAt,
   };
 }
 

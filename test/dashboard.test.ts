@@ -1,15 +1,18 @@
 /**
  * The dashboard in a real browser: Debian's Chromium, headless, driven by playwright-core (nothing
  * is downloaded). A real server on a loopback port, real deliveries to an SMTP server on loopback
- * until a small quota is spent, then: enter the admin token, see each service's quota, pause a
- * campaign, see it paused. Leaves a screenshot in test-artifacts/dashboard.png.
+ * until a small quota is spent, then: enter the admin token, see each service's quota, the rate
+ * history, each campaign's owner and creation time, the latest failures and the maintenance jobs;
+ * pause a campaign, see it paused; then at 390 px (a phone) and 1440 px wide, check that nothing
+ * is wider than the viewport and that the bars and buttons are visible inside it. Leaves
+ * screenshots in test-artifacts/dashboard-390.png and dashboard-1440.png.
  *
  * Without /usr/bin/chromium the test is skipped with a message (CI installs it).
  */
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import type { Browser } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import type { Engine } from '../src/engine.js';
 import { createLogger } from '../services/kernel/logger.js';
 import { createHttpServer, type HttpServer } from '../src/http/server.js';
@@ -25,6 +28,20 @@ if (!hasChromium) {
 }
 const artifacts = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
 
+/** Every element of `selector` is visible, has a size, and lies within the viewport's width. */
+async function expectInsideWidth(page: Page, selector: string, width: number, atLeast: number): Promise<void> {
+  const items = page.locator(selector);
+  const n = await items.count();
+  expect([selector, n >= atLeast]).toEqual([selector, true]);
+  for (let i = 0; i < n; i++) {
+    const item = items.nth(i);
+    expect([selector, i, await item.isVisible()]).toEqual([selector, i, true]);
+    const box = (await item.boundingBox())!;
+    const fits = box.width > 4 && box.height > 4 && box.x >= 0 && box.x + box.width <= width;
+    expect([selector, i, width, fits ? 'inside' : box]).toEqual([selector, i, width, 'inside']);
+  }
+}
+
 describe('dashboard in a browser', () => {
   let engine: Engine;
   let smtp: SmtpCatcher;
@@ -33,6 +50,7 @@ describe('dashboard in a browser', () => {
   let address: string;
   let adminToken: string;
   let paused: number;
+  let relayId: number;
 
   beforeAll(async () => {
     if (!hasChromium) return;
@@ -42,7 +60,7 @@ describe('dashboard in a browser', () => {
     adminToken = await createToken(engine, admin.id);
     const alice = await userWithContacts(engine, 'Alice', 10);
     const bob = await userWithContacts(engine, 'Bob', 5);
-    await engine.services.create({
+    const relay = await engine.services.create({
       name: 'relay-fast',
       transport: { host: '127.0.0.1', port: smtp.port },
       sendingRate: 0,
@@ -72,13 +90,23 @@ describe('dashboard in a browser', () => {
       contacts: bob.contactIds,
     });
     paused = news.id;
+    relayId = relay.id;
+    // One failure on record (the latest failures section reads error_logs).
+    await rows(
+      engine.apiDb,
+      "INSERT INTO error_logs (error_type, message, count, service_id) VALUES ('smtp_550', '550 5.1.1 no such user', 3, $id)",
+      {
+        id: relayId,
+      },
+    );
+    // The server first: its rate history counts the sends from here on.
+    server = await createHttpServer(engine, { port: 0, host: '127.0.0.1', logger: createLogger('silent'), processMetrics: false });
+    address = await server.listen();
     // Real deliveries until the fast service's quota is spent, so the page has figures to show.
     await engine.scheduler.start();
     await smtp.waitFor(6);
     await until(async () => (await engine.services.quota())[0]!.remainingQuota === 0, 20_000, 'relay-fast quota spent');
 
-    server = await createHttpServer(engine, { port: 0, host: '127.0.0.1', logger: createLogger('silent'), processMetrics: false });
-    address = await server.listen();
     const { chromium } = await import('playwright-core');
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -102,59 +130,93 @@ describe('dashboard in a browser', () => {
     await smtp?.stop();
   });
 
-  (hasChromium ? it : it.skip)('shows quota per service, pauses a campaign, and keeps a screenshot', async () => {
-    const page = await browser!.newPage({ viewport: { width: 1100, height: 900 } });
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(e.message));
-    page.on('console', (m) => {
-      if (m.type() === 'error') errors.push(m.text());
-    });
+  (hasChromium ? it : it.skip)(
+    'shows quota, rate history, owners, failures and jobs; pauses a campaign; fits 390 and 1440 px',
+    async () => {
+      const page = await browser!.newPage({ viewport: { width: 1440, height: 900 } });
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      page.on('console', (m) => {
+        if (m.type() === 'error') errors.push(m.text());
+      });
 
-    await page.goto(address);
-    await page.locator('#token').fill(adminToken);
-    await page.locator('#token-form button[type=submit]').click();
-    await page.locator('#who', { hasText: 'Ada Admin (admin)' }).waitFor();
-    // (No DOM typings in this project: the page's globals are typed by hand.)
-    const stored = await page.evaluate(() =>
-      (globalThis as unknown as { localStorage: { getItem(k: string): string | null } }).localStorage.getItem('fairsend.token'),
-    );
-    expect(stored).toBe(adminToken);
+      await page.goto(address);
+      await page.locator('#token').fill(adminToken);
+      await page.locator('#token-form button[type=submit]').click();
+      await page.locator('#who', { hasText: 'Ada Admin (admin)' }).waitFor();
+      // (No DOM typings in this project: the page's globals are typed by hand.)
+      const stored = await page.evaluate(() =>
+        (globalThis as unknown as { localStorage: { getItem(k: string): string | null } }).localStorage.getItem('fairsend.token'),
+      );
+      expect(stored).toBe(adminToken);
 
-    // One bar per service, with used and remaining quota and the time to reset.
-    const services = page.locator('#services .service');
-    await services.nth(1).waitFor();
-    expect(await services.count()).toBe(2);
-    const fast = page.locator('#services .service', { hasText: 'relay-fast' });
-    await fast.locator('.detail', { hasText: '6 used, 0 left of 6' }).waitFor();
-    expect(await fast.locator('.detail').textContent()).toMatch(/resets in (\d+ h )?\d+ min/);
-    expect(await fast.locator('.bar > span').evaluate((el) => (el as unknown as { style: { width: string } }).style.width)).toBe('100%');
-    const hourly = page.locator('#services .service', { hasText: 'smtp-hourly' });
-    expect(await hourly.locator('.detail').textContent()).toMatch(/left of 80/);
+      // One bar per service, with used and remaining quota and the time to reset.
+      const services = page.locator('#services .service');
+      await services.nth(1).waitFor();
+      expect(await services.count()).toBe(2);
+      const fast = page.locator('#services .service', { hasText: 'relay-fast' });
+      await fast.locator('.detail', { hasText: '6 used, 0 left of 6' }).waitFor();
+      expect(await fast.locator('.detail').textContent()).toMatch(/resets in (\d+ h )?\d+ min/);
+      expect(await fast.locator('.bar > span').evaluate((el) => (el as unknown as { style: { width: string } }).style.width)).toBe('100%');
+      const hourly = page.locator('#services .service', { hasText: 'smtp-hourly' });
+      expect(await hourly.locator('.detail').textContent()).toMatch(/left of 80/);
 
-    // The send rate chart draws the samples.
-    await page.locator('#rate-chart polyline').waitFor({ state: 'attached' });
-    expect(await page.locator('#rate-now').textContent()).toMatch(/a minute over the last minute/);
+      // The send rate chart draws the status API's 15-minute history: one line per service, the
+      // six sends of relay-fast already there on the first poll.
+      await page.locator('#rate-chart polyline[data-service="relay-fast"]').waitFor({ state: 'attached' });
+      expect(await page.locator('#rate-chart polyline').count()).toBe(2);
+      expect(await page.locator('#rate-legend li[data-service="relay-fast"]').textContent()).toBe('relay-fast: 6 sent in 15 min');
+      expect(await page.locator('#rate-now').textContent()).toMatch(/a minute over the last minute/);
 
-    // One progress bar per campaign; pause one and see it paused.
-    const row = page.locator(`#campaigns .campaign[data-id="${paused}"]`);
-    await row.locator('.state', { hasText: 'sending' }).waitFor();
-    expect(await page.locator('#campaigns .campaign').count()).toBe(2);
-    expect(await row.locator('button[data-action="resume"]').isDisabled()).toBe(true);
-    await row.locator('button[data-action="pause"]').click();
-    await page.locator(`#campaigns .campaign[data-id="${paused}"][data-status="paused"]`).waitFor();
-    expect(await row.locator('.state').textContent()).toBe('paused');
-    expect(await row.locator('button[data-action="resume"]').isEnabled()).toBe(true);
-    expect(await rows(engine.apiDb, 'SELECT status FROM tasks WHERE id = $id', { id: paused })).toEqual([{ status: 'paused' }]);
-    expect(await row.locator('.detail').textContent()).toMatch(/\d+% · \d+ sent, 0 failed, 0 cancelled, \d+ in flight, \d+ queued of 10/);
-    expect(await hourly.locator('.detail').textContent()).toContain('one send every 3,600 s');
-    expect(await fast.locator('.detail').textContent()).toContain('no wait between sends');
-    // Live figures from the scheduler: the concurrency of each service it runs, and the engines alive.
-    expect(await fast.locator('.detail').textContent()).toMatch(/ · 1 of 1 concurrent$/);
-    expect(await page.locator('#updated').textContent()).toMatch(/ · 1 engine running$/);
+      // Owner and creation time of each campaign; the latest failures; the maintenance jobs.
+      const launch = page.locator('#campaigns .campaign', { hasText: 'Product launch' });
+      expect(await launch.locator('.meta').textContent()).toMatch(/^Bob · created \S/);
+      const failure = page.locator('#failures .failure').first();
+      await failure.waitFor();
+      expect(await failure.textContent()).toContain('smtp_550 · relay-fast · ×3');
+      expect(await failure.textContent()).toContain('550 5.1.1 no such user');
+      const jobNames = (engine.jobs.list() as { name: string }[]).map((j) => j.name);
+      expect(jobNames.length).toBeGreaterThan(0);
+      expect(
+        await page.locator('#jobs .job').evaluateAll((els) => els.map((e) => (e as unknown as { dataset: { name: string } }).dataset.name)),
+      ).toEqual(jobNames);
 
-    await mkdir(artifacts, { recursive: true });
-    await page.screenshot({ path: `${artifacts}dashboard.png`, fullPage: true });
-    expect(existsSync(`${artifacts}dashboard.png`)).toBe(true);
-    expect(errors).toEqual([]);
-  });
+      // One progress bar per campaign; pause one and see it paused.
+      const row = page.locator(`#campaigns .campaign[data-id="${paused}"]`);
+      await row.locator('.state', { hasText: 'sending' }).waitFor();
+      expect(await page.locator('#campaigns .campaign').count()).toBe(2);
+      expect(await row.locator('button[data-action="resume"]').isDisabled()).toBe(true);
+      await row.locator('button[data-action="pause"]').click();
+      await page.locator(`#campaigns .campaign[data-id="${paused}"][data-status="paused"]`).waitFor();
+      expect(await row.locator('.state').textContent()).toBe('paused');
+      expect(await row.locator('button[data-action="resume"]').isEnabled()).toBe(true);
+      expect(await rows(engine.apiDb, 'SELECT status FROM tasks WHERE id = $id', { id: paused })).toEqual([{ status: 'paused' }]);
+      expect(await row.locator('.meta').textContent()).toMatch(/^Alice · created \S/);
+      expect(await row.locator('.detail').textContent()).toMatch(/\d+% · \d+ sent, 0 failed, 0 cancelled, \d+ claimed, \d+ queued of 10/);
+      expect(await hourly.locator('.detail').textContent()).toContain('one send every 3,600 s');
+      expect(await fast.locator('.detail').textContent()).toContain('no wait between sends');
+      // Live figures from the scheduler: the concurrency of each service it runs, and the engines alive.
+      // In flight: sends under way now (status.services[].in_flight), none once the quota is spent.
+      expect(await fast.locator('.detail').textContent()).toMatch(/ · 1 of 1 concurrent · 0 sending now$/);
+      expect(await page.locator('#updated').textContent()).toMatch(/ · 0 sending now · \d+ queued · 1 engine running$/);
+
+      // Both widths: nothing wider than the viewport; bars and buttons visible inside it.
+      await mkdir(artifacts, { recursive: true });
+      for (const width of [390, 1440]) {
+        await page.setViewportSize({ width, height: 900 });
+        const scrollWidth = await page.evaluate(
+          () => (globalThis as unknown as { document: { documentElement: { scrollWidth: number } } }).document.documentElement.scrollWidth,
+        );
+        expect([width, scrollWidth]).toEqual([width, width]);
+        await expectInsideWidth(page, '#services .bar', width, 2);
+        await expectInsideWidth(page, '#campaigns .bar', width, 2);
+        await expectInsideWidth(page, '#campaigns button', width, 6);
+        await expectInsideWidth(page, '#forget', width, 1);
+        await expectInsideWidth(page, '#rate-chart', width, 1);
+        await page.screenshot({ path: `${artifacts}dashboard-${width}.png`, fullPage: true });
+        expect(existsSync(`${artifacts}dashboard-${width}.png`)).toBe(true);
+      }
+      expect(errors).toEqual([]);
+    },
+  );
 });

@@ -195,6 +195,63 @@ describe('scheduler status, stats and metrics over real deliveries', () => {
     expect(mine.queued_subtasks).toBe(aQueued!.n);
   });
 
+  it('serves the last 15 minutes of sends per service in 10 s buckets, and in flight as sends under way', async () => {
+    const s = (await f.call('GET', '/api/scheduler/status', f.adminToken)).json<{
+      rate_history: { bucket_seconds: number; starts_at: string };
+      services: { id: number; sent_per_bucket: number[]; in_flight: number }[];
+    }>();
+    expect(s.rate_history.bucket_seconds).toBe(10);
+    const start = new Date(s.rate_history.starts_at).getTime();
+    expect(start % 10_000).toBe(0);
+    // The newest bucket holds now: the window began 89 buckets before it.
+    expect(Date.now() - start).toBeGreaterThanOrEqual(89 * 10_000);
+    expect(Date.now() - start).toBeLessThan(90 * 10_000 + 5_000);
+    for (const id of services) {
+      const [sent] = await rows<{ n: number }>(
+        f.engine.apiDb,
+        "SELECT count(*)::int AS n FROM subtasks WHERE service_id = $id AND status = 'sent'",
+        { id },
+      );
+      const svc = s.services.find((x) => x.id === id)!;
+      expect(svc.sent_per_bucket).toHaveLength(90);
+      expect(svc.sent_per_bucket.reduce((x, y) => x + y, 0)).toBe(sent!.n);
+      expect(svc.in_flight).toBe(0); // stopped: nothing is being sent, though messages were claimed
+    }
+  });
+
+  it('lists the latest failures from error_logs to admins, with the service name', async () => {
+    const res = await f.call('GET', '/api/failures?limit=5', f.adminToken);
+    expect(res.statusCode).toBe(200);
+    const db = await rows<{ error_type: string; message: string; count: number; service_id: number }>(
+      f.engine.apiDb,
+      'SELECT error_type, message, count, service_id FROM error_logs ORDER BY last_seen_at DESC, id DESC LIMIT 5',
+    );
+    expect(db.length).toBeGreaterThan(0);
+    const failures = res.json<{
+      failures: { error_type: string; message: string; count: number; service_id: number; service_name: string }[];
+    }>().failures;
+    expect(failures.map((x) => [x.error_type, x.message, x.count, x.service_id])).toEqual(
+      db.map((d) => [d.error_type, d.message, d.count, d.service_id]),
+    );
+    // The permanent refusal of a3 is among them, named by its service.
+    expect(failures.find((x) => x.message.includes('550'))).toMatchObject({ service_name: expect.stringMatching(/^s[12]$/) });
+    expect((await f.call('GET', '/api/failures', aToken)).statusCode).toBe(403);
+    expect((await f.call('GET', '/api/failures?limit=0', f.adminToken)).statusCode).toBe(400);
+  });
+
+  it('gives each campaign its owner id and creation time', async () => {
+    const list = (await f.call('GET', '/api/campaigns', f.adminToken)).json<{
+      campaigns: { name: string; user_id: number; created_at: string }[];
+    }>();
+    const db = await rows<{ name: string; created_by: number; created_at: Date }>(
+      f.engine.apiDb,
+      'SELECT name, created_by, created_at FROM tasks',
+    );
+    expect(list.campaigns.map((c) => [c.name, c.user_id, new Date(c.created_at).getTime()]).sort()).toEqual(
+      db.map((d) => [d.name, d.created_by, d.created_at.getTime()]).sort(),
+    );
+  });
+
   it('exports Prometheus metrics: sends by outcome, latency, queue depth, quota, pools, ticks', async () => {
     expect((await f.call('GET', '/metrics')).statusCode).toBe(401);
     const res = await f.call('GET', '/metrics', f.adminToken);

@@ -12,6 +12,7 @@ import { NotFoundError } from '../../services/kernel/errors.js';
 import type { CampaignView } from '../../services/campaigns.js';
 import { isAdmin, userOf } from './auth.js';
 import type { ResolvedHttpOptions } from './options.js';
+import type { SendHistory } from './send-history.js';
 
 /** A fastify instance with zod schemas (see compilers.ts). */
 export type App = FastifyInstance<
@@ -29,6 +30,8 @@ export interface RouteContext {
   version: string;
   /** Queued subtasks in the whole database, cached for one second (status polls and scrapes share it). */
   queuedCount(): Promise<number>;
+  /** This process's sends per service over the last 15 minutes (status, the dashboard's chart). */
+  sendHistory: SendHistory;
 }
 
 /**

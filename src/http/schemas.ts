@@ -156,6 +156,7 @@ export const campaignSchema = z.object({
   priority: z.number(),
   recipients: z.number(),
   generatedAt: date.nullable(),
+  createdAt: date,
   progress: progressSchema,
 });
 
@@ -176,6 +177,9 @@ export const statusSchema = z.object({
   processingRate: z
     .object({ perMinute1: z.number(), perMinute5: z.number(), perMinute15: z.number() })
     .describe('Emails sent per minute, averaged over the last 1, 5 and 15 minutes'),
+  rateHistory: z
+    .object({ bucketSeconds: z.number(), startsAt: date })
+    .describe("The buckets of services[].sent_per_bucket: the oldest starts at starts_at, the newest holds now (this process's sends)"),
   services: z.array(
     z.object({
       id: z.number(),
@@ -183,7 +187,7 @@ export const statusSchema = z.object({
       state: z.string().describe('running, disabled, unhealthy, exhausted, or stopped when the scheduler does not run it'),
       enabled: z.boolean(),
       sendingRate: z.number(),
-      inFlight: z.number(),
+      inFlight: z.number().describe('Sends under way now: handed to the SMTP server, not yet answered (not claimed messages)'),
       concurrency: z
         .object({
           current: z.number(),
@@ -197,6 +201,9 @@ export const statusSchema = z.object({
           'Concurrent sends now, their bound (maxConnections), and the backlog and latency they were decided on; null when this process does not run the service',
         ),
       ...quotaFields,
+      sentPerBucket: z
+        .array(z.number())
+        .describe('Sends accepted by this process in each bucket of rate_history, oldest first: the last 15 minutes in 10 s buckets'),
     }),
   ),
   instances: z

@@ -9,7 +9,7 @@
  *
  * Layout: casing.ts (snake_case wire, camelCase code), compilers.ts (zod validation and response
  * whitelists), errors.ts (one error mapping), auth.ts (tokens, roles, guessing limit), queries.ts
- * (read-side SQL), metrics.ts, routes/*.ts (one file per resource), public/ (the dashboard).
+ * (read-side SQL), metrics.ts, send-history.ts, routes/*.ts (one file per resource), public/ (the dashboard).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,10 +28,12 @@ import { createMetrics, type ServerMetrics } from './metrics.js';
 import { Fastify } from './native.js';
 import { registerOpenApi } from './openapi.js';
 import { queuedCount } from './queries.js';
+import { attachSendHistory } from './send-history.js';
 import { HTTP_DEFAULTS, type HttpServerOptions, type JobsApi, type ResolvedHttpOptions } from './options.js';
 import { bounceRoutes } from './routes/bounces.js';
 import { campaignRoutes } from './routes/campaigns.js';
 import { contactRoutes } from './routes/contacts.js';
+import { failureRoutes } from './routes/failures.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { schedulerRoutes } from './routes/scheduler.js';
@@ -150,14 +152,19 @@ export async function createHttpServer(engine: Engine, options: HttpServerOption
     return cached.value;
   };
 
-  const ctx: RouteContext = { engine, options: o, version: packageVersion(), queuedCount: cachedQueuedCount };
+  const sent = attachSendHistory(engine);
+  const ctx: RouteContext = { engine, options: o, version: packageVersion(), queuedCount: cachedQueuedCount, sendHistory: sent.history };
   const metrics = createMetrics(engine, { queuedCount: cachedQueuedCount, processMetrics: o.processMetrics });
-  app.addHook('onClose', async () => metrics.detach());
+  app.addHook('onClose', async () => {
+    metrics.detach();
+    sent.detach();
+  });
   try {
     await registerRoutes(app, engine, ctx, o, metrics);
     await app.ready();
   } catch (err) {
     metrics.detach();
+    sent.detach();
     await app.close().catch(() => undefined);
     throw err;
   }
@@ -193,6 +200,7 @@ async function registerRoutes(app: App, engine: Engine, ctx: RouteContext, o: Re
     userRoutes(scope, ctx);
     bounceRoutes(scope, ctx);
     jobRoutes(scope, ctx);
+    failureRoutes(scope, ctx);
     await scope.register(async (csv) => contactRoutes(csv as App, ctx));
     if (o.metricsAuth) metricsRoute(scope, metrics);
   });

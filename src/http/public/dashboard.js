@@ -2,21 +2,27 @@
 /**
  * fairsend dashboard: plain JS, no framework, no build. It polls the API every POLL_MS with the token
  * kept in localStorage and updates the page in place (rows are keyed by id, so buttons stay put
- * under the pointer): one quota bar per sending service, the send rate over time as an inline SVG
- * line, one progress bar per campaign with pause, resume and cancel.
+ * under the pointer): one quota bar per sending service with its sends under way, the send rate of
+ * each service over the last 15 minutes (from the status API's rate_history, so it is there from
+ * the first poll and a pause shows as a drop to zero) as inline SVG lines, one progress bar per
+ * campaign with its owner, creation time, pause, resume and cancel, and for admins the latest
+ * failures (error_logs) and the maintenance jobs.
  *
  * Every text from the server goes through textContent, never innerHTML: campaign and service
  * names are user input.
  */
 const POLL_MS = 1500;
 const TOKEN_KEY = 'fairsend.token';
-const RATE_SAMPLES = 120;
 const SVG_NS = 'http://www.w3.org/2000/svg';
+/** One colour per service line, in the order of the services. */
+const COLOURS = ['#0969da', '#cf6a00', '#2da44e', '#8250df', '#bf3989', '#1b7c83', '#9a6700', '#57606a'];
 
 const $ = (id) => document.getElementById(id);
-const rateSamples = [];
 let timer;
 let busy = false;
+/** The signed-in user (from /api/me), and for admins the names of every user, by id. */
+let me;
+const userNames = new Map();
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -49,6 +55,13 @@ async function api(path, method = 'GET') {
 
 function fmtNumber(n) {
   return new Intl.NumberFormat().format(n);
+}
+
+const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+function fmtAgo(date) {
+  const ms = Date.now() - new Date(date).getTime();
+  return ms < 60000 ? 'just now' : `${fmtDuration(ms)} ago`;
 }
 
 function fmtDuration(ms) {
@@ -97,7 +110,8 @@ function renderServices(services) {
       `${fmtNumber(s.used_quota)} used, ${fmtNumber(s.remaining_quota)} left of ${fmtNumber(s.daily_quota)}` +
       ` · resets in ${fmtDuration(new Date(s.resets_at).getTime() - now)}` +
       (s.sending_rate > 0 ? ` · one send every ${fmtNumber(s.sending_rate)} s` : ' · no wait between sends') +
-      (s.concurrency ? ` · ${s.concurrency.current} of ${s.concurrency.max} concurrent` : '');
+      (s.concurrency ? ` · ${s.concurrency.current} of ${s.concurrency.max} concurrent` : '') +
+      ` · ${fmtNumber(s.in_flight)} sending now`;
   }
   dropRowsExcept(box, new Set(services.map((s) => String(s.id))));
 }
@@ -108,24 +122,45 @@ function svg(tag, attrs) {
   return node;
 }
 
-function renderRate(rate) {
-  rateSamples.push({ t: Date.now(), v: rate.per_minute_1 });
-  if (rateSamples.length > RATE_SAMPLES) rateSamples.shift();
+function renderRate(status) {
   const chart = $('rate-chart');
+  // Stretched to the chart's box (preserveAspectRatio none, strokes that do not scale): the
+  // labels are HTML around it, so they keep their size at any width.
   const W = 600;
   const H = 160;
-  const pad = { l: 40, r: 8, t: 10, b: 18 };
-  const max = Math.max(1, ...rateSamples.map((s) => s.v));
-  const x = (i) => pad.l + (i / (RATE_SAMPLES - 1)) * (W - pad.l - pad.r);
+  const pad = { l: 0, r: 0, t: 8, b: 2 };
+  const perMinute = 60 / status.rate_history.bucket_seconds;
+  const lines = status.services.map((s, i) => ({
+    service: s,
+    colour: COLOURS[i % COLOURS.length],
+    values: s.sent_per_bucket.map((n) => n * perMinute),
+  }));
+  const n = Math.max(2, ...lines.map((l) => l.values.length));
+  const max = Math.max(1, ...lines.flatMap((l) => l.values));
+  const x = (i) => pad.l + (i / (n - 1)) * (W - pad.l - pad.r);
   const y = (v) => H - pad.b - (v / max) * (H - pad.t - pad.b);
+  $('rate-max').textContent = `${fmtNumber(Math.round(max))} a minute`;
   chart.replaceChildren(
     svg('line', { x1: pad.l, y1: y(0), x2: W - pad.r, y2: y(0) }),
     svg('line', { x1: pad.l, y1: y(max), x2: W - pad.r, y2: y(max) }),
-    Object.assign(svg('text', { x: 4, y: y(max) + 4 }), { textContent: fmtNumber(Math.round(max)) }),
-    Object.assign(svg('text', { x: 4, y: y(0) + 4 }), { textContent: '0' }),
-    Object.assign(svg('text', { x: pad.l, y: H - 3 }), { textContent: `last ${Math.round((RATE_SAMPLES * POLL_MS) / 60000)} min` }),
-    svg('polyline', { points: rateSamples.map((s, i) => `${x(i + RATE_SAMPLES - rateSamples.length)},${y(s.v)}`).join(' ') }),
+    ...lines.map((l) =>
+      svg('polyline', {
+        points: l.values.map((v, i) => `${x(i)},${y(v)}`).join(' '),
+        stroke: l.colour,
+        'data-service': l.service.name,
+      }),
+    ),
   );
+  const legend = $('rate-legend');
+  legend.replaceChildren(
+    ...lines.map((l) => {
+      const sent = l.service.sent_per_bucket.reduce((a, b) => a + b, 0);
+      const swatch = el('span', { class: 'swatch' });
+      swatch.style.background = l.colour;
+      return el('li', { dataset: { service: l.service.name } }, swatch, `${l.service.name}: ${fmtNumber(sent)} sent in 15 min`);
+    }),
+  );
+  const rate = status.processing_rate;
   $('rate-now').textContent =
     `${fmtNumber(Math.round(rate.per_minute_1))} a minute over the last minute, ` +
     `${fmtNumber(Math.round(rate.per_minute_5))} over 5, ${fmtNumber(Math.round(rate.per_minute_15))} over 15`;
@@ -166,6 +201,7 @@ function renderCampaigns(campaigns) {
         el('span', { class: 'name' }),
         el('div', { class: 'bar progress', title: 'done: sent, failed or cancelled' }, el('span')),
         el('div', { class: 'actions' }, el('span', { class: 'badge state' }), ...buttons),
+        el('span', { class: 'meta' }),
         el('span', { class: 'detail' }),
       );
       row.addEventListener('click', (ev) => {
@@ -176,6 +212,11 @@ function renderCampaigns(campaigns) {
     });
     const p = c.progress;
     row.querySelector('.name').textContent = c.name;
+    row.querySelector('.name').title = c.name;
+    const owner = userNames.get(c.user_id) ?? `user #${c.user_id}`;
+    const meta = row.querySelector('.meta');
+    meta.textContent = `${owner} · created ${dateTime.format(new Date(c.created_at))}`;
+    meta.title = `owner: ${owner} (user #${c.user_id}), created ${new Date(c.created_at).toISOString()}`;
     row.querySelector('.bar > span').style.width = `${p.percent}%`;
     const badge = row.querySelector('.state');
     badge.textContent = c.status;
@@ -184,11 +225,71 @@ function renderCampaigns(campaigns) {
     for (const b of row.querySelectorAll('button[data-action]')) b.disabled = !ACTIONS[b.dataset.action].includes(c.status);
     row.querySelector('.detail').textContent =
       `${p.percent}% · ${fmtNumber(p.sent)} sent, ${fmtNumber(p.failed)} failed, ${fmtNumber(p.cancelled)} cancelled, ` +
-      `${fmtNumber(p.sending)} in flight, ${fmtNumber(p.queued)} queued of ${fmtNumber(p.total)}` +
+      `${fmtNumber(p.sending)} claimed, ${fmtNumber(p.queued)} queued of ${fmtNumber(p.total)}` +
       (p.wait_reason ? ` · waiting: ${p.wait_reason}` : '');
   }
   dropRowsExcept(box, new Set(campaigns.map((c) => String(c.id))));
   $('no-campaigns').hidden = campaigns.length > 0;
+}
+
+/** The latest failures, newest first (admins). */
+function renderFailures(failures) {
+  $('failures').replaceChildren(
+    ...failures.map((f) =>
+      el(
+        'div',
+        { class: 'entry failure', dataset: { id: String(f.id) } },
+        el('span', { class: 'what' }, `${f.error_type}${f.service_name ? ` · ${f.service_name}` : ''} · ×${fmtNumber(f.count)}`),
+        el('span', { class: 'when muted', title: new Date(f.last_seen_at).toISOString() }, fmtAgo(f.last_seen_at)),
+        el('span', { class: 'message' }, f.message),
+      ),
+    ),
+  );
+  $('no-failures').hidden = failures.length > 0;
+}
+
+/** The maintenance jobs: schedule, state, last and next run (admins). */
+function renderJobs(jobs) {
+  $('jobs').replaceChildren(
+    ...jobs.map((j) => {
+      const state = !j.enabled ? 'disabled' : j.running ? 'running' : j.paused ? 'paused' : 'scheduled';
+      const last = j.last_run_at
+        ? `last run ${fmtAgo(j.last_run_at)}: ${j.last_outcome ?? 'unknown'}` +
+          (j.last_duration_ms !== null ? ` in ${fmtNumber(j.last_duration_ms)} ms` : '')
+        : 'not run yet';
+      const next = j.next_run_at ? ` · next in ${fmtDuration(new Date(j.next_run_at).getTime() - Date.now())}` : '';
+      return el(
+        'div',
+        { class: 'entry job', dataset: { name: j.name } },
+        el('span', { class: 'what' }, j.name),
+        el('span', { class: `badge ${state === 'scheduled' ? 'running' : state}` }, state),
+        el(
+          'span',
+          { class: 'message muted', title: j.description },
+          `${j.schedule} · ${last}${next}` + (j.last_error ? ` · ${j.last_error}` : ''),
+        ),
+      );
+    }),
+  );
+}
+
+/** Names of the campaigns' owners: yourself, or for an admin every user (fetched when one is new). */
+async function ensureOwners(campaigns) {
+  if (!me) return;
+  userNames.set(me.id, me.name);
+  if (me.role !== 'admin' || campaigns.every((c) => userNames.has(c.user_id))) return;
+  const { users } = await api('/api/users');
+  for (const u of users) userNames.set(u.id, u.name);
+}
+
+/** Admin sections: their own requests, so a missing jobs API (404) hides only the jobs. */
+async function pollAdmin() {
+  if (me?.role !== 'admin') return;
+  const [failures, jobs] = await Promise.allSettled([api('/api/failures?limit=8'), api('/api/jobs')]);
+  $('failures-section').hidden = failures.status !== 'fulfilled';
+  if (failures.status === 'fulfilled') renderFailures(failures.value.failures);
+  $('jobs-section').hidden = jobs.status !== 'fulfilled';
+  if (jobs.status === 'fulfilled') renderJobs(jobs.value.jobs);
 }
 
 function showLogin(message = '') {
@@ -205,16 +306,18 @@ async function poll(now = false) {
   if (busy && !now) return;
   busy = true;
   try {
-    const [status, list] = await Promise.all([api('/api/scheduler/status'), api('/api/campaigns?limit=200')]);
+    const [status, list] = await Promise.all([api('/api/scheduler/status'), api('/api/campaigns?limit=200'), pollAdmin()]);
+    await ensureOwners(list.campaigns);
     renderServices(status.services);
-    renderRate(status.processing_rate);
+    renderRate(status);
     renderCampaigns(list.campaigns);
     const state = $('scheduler');
     state.textContent = status.is_running ? 'scheduler running' : 'scheduler stopped';
     state.className = `badge ${status.is_running ? 'running' : 'paused'}`;
     const engines = status.instances.length;
+    const sendingNow = status.services.reduce((n, s) => n + s.in_flight, 0);
     $('updated').textContent =
-      `Updated ${new Date().toLocaleTimeString()} · ${fmtNumber(status.queued_subtasks)} queued` +
+      `Updated ${new Date().toLocaleTimeString()} · ${fmtNumber(sendingNow)} sending now · ${fmtNumber(status.queued_subtasks)} queued` +
       ` · ${engines} engine${engines === 1 ? '' : 's'} running`;
     if (!$('error').textContent.startsWith('Could not')) $('error').textContent = '';
   } catch (err) {
@@ -232,12 +335,14 @@ async function poll(now = false) {
 
 async function start() {
   try {
-    const me = await api('/api/me');
+    me = await api('/api/me');
     $('who').textContent = `${me.name} (${me.role})`;
   } catch (err) {
-    if (err.status === 401) {
+    if (err.status === 401 || err.status === 403) {
       localStorage.removeItem(TOKEN_KEY);
-      return showLogin('That token was refused. Enter a valid API token.');
+      return showLogin(
+        err.status === 403 ? `That token cannot open the dashboard: ${err.message}.` : 'That token was refused. Enter a valid API token.',
+      );
     }
   }
   $('login').hidden = true;

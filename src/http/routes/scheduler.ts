@@ -11,8 +11,9 @@ import { queuedCount, quotaView, schedulerStats, serviceExtras, usableServiceIds
 import { campaignStateSchema, errors, statsSchema, statusSchema, taskParams } from '../schemas.js';
 
 /** The scheduler's status with database figures; `userId` limits services and queued counts to one user's view. */
-export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'version' | 'queuedCount'>, userId?: number) {
+export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'version' | 'queuedCount' | 'sendHistory'>, userId?: number) {
   const s = engine.scheduler.status();
+  const history = ctx.sendHistory.window(engine.clock().toMillis());
   const [quota, extras, queued, usable, instances] = await Promise.all([
     engine.services.quota(),
     serviceExtras(engine),
@@ -34,6 +35,7 @@ export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'ver
     bufferedMessages: s.bufferedMessages,
     pendingOutcomes: s.pendingOutcomes,
     processingRate: s.processingRate,
+    rateHistory: { bucketSeconds: history.bucketSeconds, startsAt: history.startsAt },
     services: quota
       .filter((q) => !usable || usable.has(q.id))
       .map((q) => {
@@ -48,6 +50,7 @@ export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'ver
           inFlight: r?.inFlight ?? 0,
           concurrency: r?.concurrency ?? null,
           ...quotaView(q, r?.lastSentAt ?? x?.lastSentAt ?? null),
+          sentPerBucket: history.of(q.id),
         };
       }),
     // Which engines run, and which services each owns: other users' services are not named to a user.
