@@ -79,6 +79,8 @@ export interface CampaignProgress {
   unknown: number;
   /** Why a campaign with queued work is not sending (no service left, quota exhausted, ...). */
   waitReason: string | null;
+  /** Why the campaign paused itself (a safety breaker, a user pause); null when paused by hand or not paused. */
+  pauseReason: string | null;
 }
 
 export function toCampaignView(t: Task): CampaignView {
@@ -173,7 +175,9 @@ export function createCampaignsApi(ctx: ServiceContext) {
   /** Moves a campaign from one of `from` to `to`, or explains why it cannot. */
   async function transition(id: number, from: TaskStatus[], to: (t: { generated: boolean }) => TaskStatus, verb: string) {
     const [rows] = (await ctx.apiDb.query(
-      `UPDATE tasks SET status = CASE WHEN generated_at IS NULL THEN $ifNotGenerated ELSE $ifGenerated END, updated_at = now()
+      // Leaving 'paused' clears why it paused: a safety breaker re-arms on resume (services/breakers.ts).
+      `UPDATE tasks SET status = CASE WHEN generated_at IS NULL THEN $ifNotGenerated ELSE $ifGenerated END, updated_at = now(),
+              pause_reason = CASE WHEN $ifGenerated = 'paused' THEN pause_reason END
         WHERE id = $id AND status = ANY($from::text[]) RETURNING id`,
       { bind: { id: parseId(id, 'campaignId'), from, ifNotGenerated: to({ generated: false }), ifGenerated: to({ generated: true }) } },
     )) as [unknown[], unknown];
@@ -272,7 +276,7 @@ export function createCampaignsApi(ctx: ServiceContext) {
 
     async progress(id: number): Promise<CampaignProgress> {
       const [rows] = (await ctx.apiDb.query(
-        `SELECT t.id, t.status, t.generated_at, t.reserved_quota, t.wait_reason, t.total_count,
+        `SELECT t.id, t.status, t.generated_at, t.reserved_quota, t.wait_reason, t.pause_reason, t.total_count,
                 t.sent_count, t.failed_count, t.cancelled_count, t.unknown_count,
                 (p.task_id IS NOT NULL) AS purged,
                 count(s.task_id)::int AS total,
@@ -290,7 +294,12 @@ export function createCampaignsApi(ctx: ServiceContext) {
       )) as [Record<string, unknown>[], unknown];
       const r = rows[0];
       if (!r) throw new NotFoundError('campaign', id);
-      const base = { id: Number(r.id), status: r.status as TaskStatus, waitReason: (r.wait_reason as string | null) ?? null };
+      const base = {
+        id: Number(r.id),
+        status: r.status as TaskStatus,
+        waitReason: (r.wait_reason as string | null) ?? null,
+        pauseReason: (r.pause_reason as string | null) ?? null,
+      };
       if (r.purged) {
         // Finished long ago and cleaned up by retention: the totals were saved on the campaign first.
         return {

@@ -19,6 +19,7 @@ import type { Transaction } from 'sequelize';
 import type { StoredRecipientRule, StoredSendWindow } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { recipientPredicate } from './recipients.js';
+import { suppressionMode } from './suppressions.js';
 import { nextSendTime } from './send-window.js';
 import { queryRows } from './kernel/db-query.js';
 
@@ -72,6 +73,7 @@ export function createGenerator(ctx: ServiceContext) {
                 u.timezone AS user_timezone, u.remaining_quota AS user_remaining
            FROM tasks t JOIN users u ON u.id = t.created_by
           WHERE t.status = 'scheduled' AND t.generated_at IS NULL AND t.scheduled_at <= $now
+            AND u.paused_reason IS NULL -- a paused user's new campaigns wait (services/breakers.ts)
           ORDER BY t.scheduled_at, t.id
           LIMIT 1
           FOR UPDATE OF t SKIP LOCKED`,
@@ -86,7 +88,12 @@ export function createGenerator(ctx: ServiceContext) {
         t,
       );
       const cap = task.reserved_quota + Number(user!.remaining_quota);
-      const where = recipientPredicate({ userId: task.created_by, contacts: task.contacts.map(Number), rule: task.recipient_rule });
+      const where = recipientPredicate({
+        userId: task.created_by,
+        contacts: task.contacts.map(Number),
+        rule: task.recipient_rule,
+        suppression: await suppressionMode(db, task.created_by, t),
+      });
       const bind: Record<string, unknown> = {
         ...where.bind,
         taskId: task.id,

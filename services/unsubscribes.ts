@@ -14,6 +14,7 @@
  */
 import type { Sequelize, Transaction } from 'sequelize';
 import { verifyUnsubscribeToken } from './delivery/unsubscribe.js';
+import { suppress } from './suppressions.js';
 
 export interface CancelResult {
   /** Queued subtasks cancelled. */
@@ -105,11 +106,13 @@ export async function unsubscribeContact(db: Sequelize, contactId: number): Prom
       `WITH c AS (SELECT id, status AS old FROM contacts WHERE id = $id FOR UPDATE)
        UPDATE contacts SET status = CASE WHEN contacts.status = 'active' THEN 'unsubscribed' ELSE contacts.status END, updated_at = now()
          FROM c WHERE contacts.id = c.id
-       RETURNING contacts.email, c.old`,
+       RETURNING contacts.email, contacts.user_id, c.old`,
       { bind: { id: contactId }, transaction },
-    )) as [{ email: string; old: string }[], unknown];
+    )) as [{ email: string; user_id: number; old: string }[], unknown];
     const row = rows[0];
     if (!row) return undefined;
+    // The address goes on its owner's suppression list too: a re-import cannot bring it back.
+    await suppress(db, [{ userId: row.user_id, email: row.email, reason: 'unsubscribe', source: 'unsubscribe' }], transaction);
     const cancelled = await cancelQueuedMail(db, [contactId], transaction);
     return { contactId, email: row.email, changed: row.old === 'active', ...cancelled };
   });

@@ -16,6 +16,9 @@ import { createGenerator, type GenerationResult } from '../services/generation.j
 import { createSendingServicesApi, type SendingServicesApi } from '../services/sending-services.js';
 import { createTemplatesApi, type TemplatesApi } from '../services/templates.js';
 import { createUsersApi, type UsersApi } from '../services/users.js';
+import { createSuppressionsApi, type SuppressionsApi } from '../services/suppressions.js';
+import { createBouncesApi, type BouncesApi } from '../services/bounces.js';
+import { createBreakersApi, type BreakersApi } from '../services/breakers.js';
 import { QueueScheduler, type InstanceInfo, type SchedulerStatus, type SentEvent } from '../services/scheduler/queue-scheduler.js';
 import { createMaintenance, type Maintenance } from '../services/maintenance/index.js';
 import { JOB_NAMES, type JobName } from '../services/maintenance/options.js';
@@ -118,6 +121,12 @@ export interface Engine extends EngineCore {
   readonly contacts: ContactsApi;
   readonly templates: TemplatesApi;
   readonly campaigns: CampaignsApi;
+  /** The suppression list: per user, and the admin-managed global list (services/suppressions.ts). */
+  readonly suppressions: SuppressionsApi;
+  /** Bounce and complaint reports, and inbound mail kept for review (services/bounces.ts). */
+  readonly bounces: BouncesApi;
+  /** Safety breakers and user pauses (services/breakers.ts). */
+  readonly breakers: BreakersApi;
   readonly scheduler: {
     /** Starts delivery: per-service timers, fair rounds, quota, retries, lease recovery. */
     start(): Promise<void>;
@@ -194,6 +203,9 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     contacts: createContactsApi(ctx),
     templates: createTemplatesApi(ctx),
     campaigns: createCampaignsApi(ctx),
+    suppressions: createSuppressionsApi(ctx),
+    bounces: createBouncesApi(ctx),
+    breakers: createBreakersApi(ctx),
     scheduler: {
       start: () => queue.start(),
       stop: () => queue.stop(),

@@ -246,7 +246,16 @@ describe('bounce reports', () => {
       events: [{ type: 'hard_bounce', email: 'U1@Example.test', campaign_id: campaign, reason: '550 5.1.1 no such user' }],
     });
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toEqual({ events: 1, contacts_marked: 1, unmatched: [], cancelled: 1, refunded: 1, soft_bounces: 0 });
+    expect(res.json()).toEqual({
+      events: 1,
+      contacts_marked: 1,
+      unmatched: [],
+      cancelled: 1,
+      refunded: 1,
+      soft_bounces: 0,
+      suppressed: 1, // on the owner's suppression list
+      breakers: [],
+    });
     expect(await rows(f.engine.apiDb, 'SELECT status FROM contacts WHERE id = $id', { id })).toEqual([{ status: 'bounced' }]);
     expect((await subtaskStatus(f, id)).map((r) => r.status)).toEqual(['cancelled']);
     expect(await credit(f, u.userId)).toBe(before + 1);
@@ -296,8 +305,11 @@ describe('bounce reports', () => {
       cancelled: 0,
       refunded: 0,
       soft_bounces: 2,
+      suppressed: 0,
+      breakers: [],
     });
-    await f.call('POST', '/api/bounces', f.adminToken, { events: [body.events[0]] });
+    // The third soft bounce within 7 days puts the address on its owner's suppression list.
+    expect((await f.call('POST', '/api/bounces', f.adminToken, { events: [body.events[0]] })).json()).toMatchObject({ suppressed: 1 });
     expect(await rows(f.engine.apiDb, "SELECT message, count FROM error_logs WHERE error_type = 'soft_bounce'")).toEqual([
       { message: 'u2@example.test: 452 mailbox full', count: 3 },
     ]);

@@ -192,6 +192,49 @@ export const VARIABLES = {
     kind: 'string',
     doc: 'Shared secret a bounce webhook sends in X-Fairsend-Webhook-Secret (unset: only admin tokens may report bounces)',
   },
+  bounceDomain: {
+    env: 'BOUNCE_DOMAIN',
+    kind: 'string',
+    doc: 'Domain of the VERP return path bounce+<token>@BOUNCE_DOMAIN (unset: the sender address is the return path)',
+  },
+  bounceSecret: {
+    env: 'BOUNCE_SECRET',
+    kind: 'string',
+    doc: 'Secret signing VERP tokens (required with BOUNCE_DOMAIN; at least 16 characters)',
+  },
+  bounceSmtpPort: { env: 'BOUNCE_SMTP_PORT', kind: 'port', doc: 'Port of the inbound SMTP listener for bounces (unset: no listener)' },
+  bounceSmtpHost: { env: 'BOUNCE_SMTP_HOST', kind: 'string', default: '127.0.0.1', doc: 'Address the inbound bounce listener binds' },
+  bounceImapUrl: {
+    env: 'BOUNCE_IMAP_URL',
+    kind: 'string',
+    doc: 'imap[s]://user:password@host[:port]/MAILBOX polled for bounces (unset: no polling)',
+  },
+  bounceImapIntervalMs: { env: 'BOUNCE_IMAP_INTERVAL_MS', kind: 'posInt', default: '60000', doc: 'How often the bounce mailbox is polled' },
+  softBounceLimit: {
+    env: 'SOFT_BOUNCE_LIMIT',
+    kind: 'posInt',
+    default: '3',
+    doc: "Soft bounces of one address within SOFT_BOUNCE_WINDOW_DAYS that put it on its owner's suppression list",
+  },
+  softBounceWindowDays: { env: 'SOFT_BOUNCE_WINDOW_DAYS', kind: 'posInt', default: '7', doc: 'Window over which soft bounces are counted' },
+  breakerComplaintPercent: {
+    env: 'BREAKER_COMPLAINT_PERCENT',
+    kind: 'nonNegNumber',
+    default: '0.3',
+    doc: 'A campaign pauses itself when its complaints pass this share of its sent mail (percent)',
+  },
+  breakerHardBouncePercent: {
+    env: 'BREAKER_HARD_BOUNCE_PERCENT',
+    kind: 'nonNegNumber',
+    default: '5',
+    doc: 'A campaign pauses itself when its hard bounces pass this share of its sent mail (percent)',
+  },
+  breakerMinSent: {
+    env: 'BREAKER_MIN_SENT',
+    kind: 'posInt',
+    default: '1000',
+    doc: 'Sent messages a campaign needs before its breakers may trip (the minimum sample)',
+  },
   trustProxy: {
     env: 'TRUST_PROXY',
     kind: 'bool',
@@ -335,6 +378,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
       path: 'UNSUBSCRIBE_SECRET',
       message: 'UNSUBSCRIBE_SECRET must be at least 16 characters when UNSUBSCRIBE_URL_BASE is set',
     });
+  }
+  if (out.bounceDomain !== undefined && (out.bounceSecret === undefined || String(out.bounceSecret).length < 16)) {
+    issues.push({ path: 'BOUNCE_SECRET', message: 'BOUNCE_SECRET must be at least 16 characters when BOUNCE_DOMAIN is set' });
   }
   if (issues.length) throw new ConfigError(issues);
   return out as Config;

@@ -34,6 +34,7 @@ import type { CampaignProgress } from '../../services/campaigns.js';
 import { createHttpServer } from '../http/server.js';
 import type { JobsApi } from '../http/options.js';
 import { duration, errorLine, table } from './format.js';
+import { registerSuppressionCommands } from './suppressions.js';
 
 export interface CliIo {
   stdout: NodeJS.WritableStream;
@@ -346,7 +347,7 @@ export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise
       await withEngine(async (engine) => {
         const line = (p: CampaignProgress) =>
           `campaign #${p.id}: ${p.status}, ${p.sent} sent, ${p.failed} failed, ${p.cancelled} cancelled, ${p.unknown} unknown, ` +
-          `${p.queued} queued, ${p.sending} sending, of ${p.total}${p.waitReason ? ` (waiting: ${p.waitReason})` : ''}\n`;
+          `${p.queued} queued, ${p.sending} sending, of ${p.total}${p.waitReason ? ` (waiting: ${p.waitReason})` : ''}${p.pauseReason ? ` (paused: ${p.pauseReason})` : ''}\n`;
         const done = (p: CampaignProgress) => p.sent + p.failed + p.cancelled + p.unknown;
         let p = await engine.campaigns.progress(id);
         if (!o.watch || FINAL.has(p.status)) return out(line(p));
@@ -550,6 +551,8 @@ export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise
         }),
       );
   }
+
+  registerSuppressionCommands(program, { withEngine, out });
 
   try {
     await program.parseAsync(argv, { from: 'node' });

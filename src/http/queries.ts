@@ -27,7 +27,7 @@ export interface CampaignStats extends Counts {
 }
 
 const CAMPAIGN_COUNTS = `
-  t.id, t.created_by, t.name, t.status, t.wait_reason,
+  t.id, t.created_by, t.name, t.status, t.wait_reason, t.pause_reason,
   CASE WHEN t.generated_at IS NULL THEN t.reserved_quota ELSE t.total_count END AS total,
   CASE WHEN t.generated_at IS NULL AND t.status NOT IN ('cancelled', 'completed') THEN t.reserved_quota ELSE COALESCE(s.queued, 0) END AS queued,
   COALESCE(s.sending, 0) AS sending,
@@ -46,6 +46,7 @@ type CountRow = {
   name: string;
   status: string;
   wait_reason: string | null;
+  pause_reason: string | null;
   total: number;
   queued: number;
   sending: number;
@@ -71,7 +72,10 @@ export function percentDone(c: Counts): number {
 }
 
 /** Progress of the given campaigns (one statement; subtasks are read through their primary key). */
-export async function campaignCounts(db: Sequelize, ids: number[]): Promise<Map<number, Counts & { waitReason: string | null }>> {
+export async function campaignCounts(
+  db: Sequelize,
+  ids: number[],
+): Promise<Map<number, Counts & { waitReason: string | null; pauseReason: string | null }>> {
   if (!ids.length) return new Map();
   const rows = await q<CountRow>(
     db,
@@ -79,7 +83,7 @@ export async function campaignCounts(db: Sequelize, ids: number[]): Promise<Map<
      SELECT ${CAMPAIGN_COUNTS} FROM tasks t LEFT JOIN s ON s.task_id = t.id WHERE t.id = ANY($ids::bigint[])`,
     { ids },
   );
-  return new Map(rows.map((r) => [Number(r.id), { ...toCounts(r), waitReason: r.wait_reason }]));
+  return new Map(rows.map((r) => [Number(r.id), { ...toCounts(r), waitReason: r.wait_reason, pauseReason: r.pause_reason }]));
 }
 
 /** Stats by campaign and by service; `userId` restricts both to that user's campaigns and mail. */

@@ -133,7 +133,13 @@ const counts = {
   unknown: z.number(),
 };
 
-export const progressSchema = z.object({ ...counts, waitReason: z.string().nullable(), percent: z.number() });
+export const progressSchema = z.object({
+  ...counts,
+  waitReason: z.string().nullable(),
+  /** Why the campaign paused itself (safety breaker, user pause). */
+  pauseReason: z.string().nullable().optional(),
+  percent: z.number(),
+});
 
 export const campaignSchema = z.object({
   id: z.number(),

@@ -38,6 +38,7 @@ import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { schedulerRoutes } from './routes/scheduler.js';
 import { serviceRoutes } from './routes/services.js';
+import { suppressionRoutes } from './routes/suppressions.js';
 import { metricsRoute, staticRoutes } from './routes/static.js';
 import { templateRoutes } from './routes/templates.js';
 import { unsubscribeRoutes } from './routes/unsubscribe.js';
@@ -199,6 +200,7 @@ async function registerRoutes(app: App, engine: Engine, ctx: RouteContext, o: Re
     templateRoutes(scope, ctx);
     userRoutes(scope, ctx);
     bounceRoutes(scope, ctx);
+    suppressionRoutes(scope, ctx);
     jobRoutes(scope, ctx);
     failureRoutes(scope, ctx);
     await scope.register(async (csv) => contactRoutes(csv as App, ctx));

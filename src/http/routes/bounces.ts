@@ -14,7 +14,7 @@
  */
 import { z } from 'zod';
 import { ValidationError } from '../../../services/kernel/errors.js';
-import { bounceReportSchema, recordBounces } from '../../../services/bounces.js';
+import { bounceReportSchema } from '../../../services/bounces.js';
 import type { App, RouteContext } from '../context.js';
 import { errors } from '../schemas.js';
 
@@ -38,6 +38,8 @@ export function bounceRoutes(app: App, ctx: RouteContext): void {
             cancelled: z.number(),
             refunded: z.number(),
             softBounces: z.number(),
+            suppressed: z.number(),
+            breakers: z.array(z.object({ campaignId: z.number(), reason: z.string() })),
           }),
           ...errors(400, 401, 403, 429),
         },
@@ -54,7 +56,8 @@ export function bounceRoutes(app: App, ctx: RouteContext): void {
         }
         return { ...e, serviceId };
       });
-      return recordBounces(ctx.engine.apiDb, { events });
+      const r = await ctx.engine.bounces.record(events, serviceId === null ? 'api' : `webhook:service-${serviceId}`);
+      return { ...r, breakers: r.breakers };
     },
   );
 }

@@ -15,7 +15,7 @@ import { campaignCounts, percentDone, type Counts } from '../queries.js';
 import { campaignListQuery, campaignParams, campaignSchema, campaignStateSchema, errors, userQuery } from '../schemas.js';
 
 /** The HTTP shape of a campaign: its view, its stored recipient rule in the API's casing, its progress. */
-export function campaignBody(c: CampaignView, p: Counts & { waitReason: string | null }) {
+export function campaignBody(c: CampaignView, p: Counts & { waitReason: string | null; pauseReason?: string | null }) {
   return {
     ...c,
     recipientRule: c.recipientRule ? (camelizeKeys(c.recipientRule) as z.infer<typeof campaignSchema>['recipientRule']) : null,
@@ -32,6 +32,7 @@ const fromProgress = (p: CampaignProgress) => ({
   cancelled: p.cancelled,
   unknown: p.unknown,
   waitReason: p.waitReason,
+  pauseReason: p.pauseReason,
 });
 
 export function campaignRoutes(app: App, ctx: RouteContext): void {
