@@ -2,6 +2,7 @@ import { NotFoundError, ValidationError } from './kernel/errors.js';
 import type { Template } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { compileTemplate } from './template-render.js';
+import { compileMjml, isMjml } from './template-mjml.js';
 import { createTemplateSchema, parseId, parseInput, type CreateTemplateInput } from './validation.js';
 
 export interface TemplateView {
@@ -33,7 +34,13 @@ export function createTemplatesApi(ctx: ServiceContext) {
       }
       // Refuses (TemplateError, nothing written) a syntax error or a variable no recipient can supply.
       compileTemplate(v, { strict: true });
-      const t = await Template.create({ userId, name: v.name, subject: v.subject, html: v.html ?? null, text: v.text ?? null });
+      let html = v.html ?? null;
+      if (isMjml(html)) {
+        // Responsive HTML from MJML, once; the check above ran on the source, so lines are the author's.
+        html = await compileMjml(html);
+        compileTemplate({ subject: v.subject, html }, { strict: true });
+      }
+      const t = await Template.create({ userId, name: v.name, subject: v.subject, html, text: v.text ?? null });
       return toView(t);
     },
     async get(userId: number, id: number): Promise<TemplateView> {

@@ -5,6 +5,7 @@
 import { ErrorCodes } from '../services/kernel/errors.js';
 import { MissingAttributesError } from '../services/campaigns.js';
 import { TemplateError } from '../services/template-render.js';
+import { buildMessage, compileForSending } from '../services/delivery/message.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { rows } from './helpers/db.js';
 import { errorOf, httpFixture, type HttpFixture } from './helpers/http.js';
@@ -174,6 +175,68 @@ describe('templates', () => {
     expect(mallory.parsed.html).toContain('<p>Try pro!</p><ul></ul>');
     expect(mallory.parsed.text).toContain('News from <script>x</script> & co');
     expect(smtp.messages.every((m) => !m.raw.toString().includes('{{'))).toBe(true);
+  });
+
+  it('compiles MJML to responsive html at creation, and refuses what MJML would drop or read', async () => {
+    const alice = await f.user('Alice');
+    const mjml = [
+      '<mjml>',
+      '  <mj-body>',
+      '    <mj-section><mj-column>',
+      '      <mj-text>Hello {{ contact.name }}{% if plan == "pro" %}, pro{% endif %}</mj-text>',
+      '      <mj-button href="{{ unsubscribe_url }}">Unsubscribe</mj-button>',
+      '    </mj-column></mj-section>',
+      '  </mj-body>',
+      '</mjml>',
+    ].join('\n');
+    const tpl = await f.engine.templates.create(alice.id, { name: 'm', subject: 'Hi {{ name }}', html: mjml });
+    expect(tpl.html).toMatch(/^<!doctype html>/i);
+    expect(tpl.html).toContain('@media only screen and (min-width:480px)');
+    expect(tpl.html).toContain('Hello {{ contact.name }}{% if plan == "pro" %}, pro{% endif %}');
+    const mail = buildMessage(
+      compileForSending({ subject: tpl.subject, html: tpl.html, text: tpl.text }),
+      { id: 1, fromAddress: 'a@example.test', fromName: null },
+      { taskId: 1, contactId: 2, email: 'ada@example.test', name: 'Ada <3', attributes: { plan: 'pro' } },
+      { unsubscribeBase: 'https://mail.example.test/u', unsubscribeSecret: 'unsubscribe-secret-for-tests-0123' },
+    );
+    expect(mail.html).toContain('Hello Ada &lt;3, pro');
+    expect(mail.html).toMatch(/href="https:\/\/mail\.example\.test\/u\/2\.1\./);
+    expect(mail.text).toMatch(/^Hello Ada <3, pro\n\nUnsubscribe \[https:\/\/mail\.example\.test\/u\/2\.1\./);
+
+    const before = await count(f, 'templates');
+    const dropped = await rejection(
+      f.engine.templates.create(alice.id, {
+        name: 'm',
+        subject: 's',
+        html: '<mjml>\n<mj-body>\n{% for i in contact.attributes.items %}\n<mj-section><mj-column><mj-text>{{ i }}</mj-text></mj-column></mj-section>\n{% endfor %}\n</mj-body>\n</mjml>',
+      }),
+    );
+    expect(dropped).toMatchObject({
+      code: ErrorCodes.TEMPLATE_SYNTAX,
+      problems: [{ part: 'html', line: 3, message: expect.stringMatching(/MJML dropped/) }],
+    });
+    const unknown = await rejection(
+      f.engine.templates.create(alice.id, {
+        name: 'm',
+        subject: 's',
+        html: '<mjml>\n<mj-body>\n<mj-sectoin></mj-sectoin></mj-body></mjml>',
+      }),
+    );
+    expect(unknown).toMatchObject({ problems: [{ part: 'html', line: 3, message: expect.stringMatching(/mj-sectoin/) }] });
+    const include = await rejection(
+      f.engine.templates.create(alice.id, {
+        name: 'm',
+        subject: 's',
+        html: '<mjml><mj-body><mj-include path="/etc/passwd" /></mj-body></mjml>',
+      }),
+    );
+    expect(include).toMatchObject({ problems: [{ message: expect.stringMatching(/mj-include> is not allowed/) }] });
+    // The Liquid checks run on the MJML source: its lines.
+    const variable = await rejection(
+      f.engine.templates.create(alice.id, { name: 'm', subject: 's', html: mjml.replace('contact.name', 'contact.nmae') }),
+    );
+    expect(variable).toMatchObject({ code: ErrorCodes.TEMPLATE_VARIABLE, problems: [{ part: 'html', line: 4, variable: 'contact.nmae' }] });
+    expect(await count(f, 'templates')).toBe(before);
   });
 
   it('fails (never sends) the messages of a stored template that does not compile, with the reason', async () => {
