@@ -1,24 +1,23 @@
 /**
- * Contact import. A batch is validated whole before anything is written: one bad row fails the
- * call with an error that lists every offending row, and nothing of the batch is stored. Valid
- * batches are written set-based (jsonb_to_recordset, 5,000 rows a statement) in one transaction.
+ * Contacts: import, list, status. The import pipeline is in contact-import.ts (validated row by
+ * row, written in batches, one transaction, all or nothing), CSV parsing in contact-csv.ts (a
+ * stream), background imports in import-jobs.ts.
  *
  * A user's contacts are unique by email, case-insensitively (a unique index on lower(email)), so
  * importing the same address twice updates the contact instead of duplicating it: attributes
- * are merged, tags and name replaced when given, and an unsubscribed or bounced contact is never
- * reactivated by an import that does not say so.
+ * are merged, tags and name replaced when given.
  */
 import { Op } from 'sequelize';
-import { ValidationError, type FieldIssue } from './kernel/errors.js';
+import { ValidationError } from './kernel/errors.js';
 import type { ServiceContext } from './context.js';
-import { LIMITS, contactInputSchema, issuesFrom, parseId, unstorableTextIssues, type ContactInput } from './validation.js';
+import { importContacts, type BulkCreateResult, type ImportOptions, type SourceRow } from './contact-import.js';
+import { csvRows, type CsvSource } from './contact-csv.js';
+import { createImportJobs, type ImportJobView } from './import-jobs.js';
+import { parseId, type ContactInput } from './validation.js';
 
-export interface BulkCreateResult {
-  created: number;
-  updated: number;
-  /** Contact ids in the order of the input rows (rows with the same email share an id). */
-  ids: number[];
-}
+export type { BulkCreateResult, ImportOptions, ImportProgress } from './contact-import.js';
+export type { ImportJobView } from './import-jobs.js';
+export type { CsvSource } from './contact-csv.js';
 
 export interface ContactView {
   id: number;
@@ -30,94 +29,72 @@ export interface ContactView {
   timezone: string | null;
 }
 
-const CHUNK = 5000;
+/** What a background import reads: a CSV file (bytes, text or a stream), or contact rows. */
+export type ImportInput = { csv: CsvSource; bytesTotal?: number } | { contacts: ContactInput[] };
 
-const UPSERT = `
-INSERT INTO contacts (user_id, email, name, tags, attributes, timezone, status)
-SELECT $userId, r.email, r.name, COALESCE(r.tags, '[]'), COALESCE(r.attributes, '{}'), r.timezone, COALESCE(r.status, 'active')
-FROM jsonb_to_recordset($rows::jsonb) AS r(email text, name text, tags jsonb, attributes jsonb, timezone text, status text)
-ON CONFLICT (user_id, lower(email)) DO UPDATE SET
-  name       = COALESCE(EXCLUDED.name, contacts.name),
-  tags       = CASE WHEN $tagsGiven::jsonb ? lower(EXCLUDED.email) THEN EXCLUDED.tags ELSE contacts.tags END,
-  attributes = contacts.attributes || EXCLUDED.attributes,
-  timezone   = COALESCE(EXCLUDED.timezone, contacts.timezone),
-  status     = CASE WHEN $statusGiven::jsonb ? lower(EXCLUDED.email) THEN EXCLUDED.status ELSE contacts.status END,
-  updated_at = now()
-RETURNING id, lower(email) AS key, (xmax = 0) AS inserted`;
+function* arrayRows(rows: unknown[]): Generator<SourceRow> {
+  for (let i = 0; i < rows.length; i++) yield { at: ['contacts', i], input: rows[i] };
+}
+
+function checkArray(rows: unknown): asserts rows is unknown[] {
+  if (!Array.isArray(rows)) throw new ValidationError([{ path: 'contacts', message: 'must be an array of contacts' }]);
+  if (rows.length === 0) throw new ValidationError([{ path: 'contacts', message: 'must hold at least one contact' }]);
+}
 
 export function createContactsApi(ctx: ServiceContext) {
+  const jobs = createImportJobs(ctx);
   return {
-    async bulkCreate(userId: number, rows: ContactInput[]): Promise<BulkCreateResult> {
+    /**
+     * Imports `rows` in one transaction (all or nothing); an invalid row fails the call with a
+     * ValidationError naming each bad row and field (`contacts[3].email`).
+     */
+    async bulkCreate(userId: number, rows: ContactInput[], opts: ImportOptions = {}): Promise<BulkCreateResult> {
       parseId(userId, 'userId');
-      if (!Array.isArray(rows)) throw new ValidationError([{ path: 'contacts', message: 'must be an array of contacts' }]);
-      if (rows.length === 0) throw new ValidationError([{ path: 'contacts', message: 'must hold at least one contact' }]);
-      if (rows.length > LIMITS.contactsPerBatch) {
-        throw new ValidationError([{ path: 'contacts', message: `must hold at most ${LIMITS.contactsPerBatch} contacts per call` }]);
-      }
-      const issues: FieldIssue[] = [];
-      const valid: ReturnType<typeof contactInputSchema.parse>[] = [];
-      rows.forEach((row, i) => {
-        const r = contactInputSchema.safeParse(row);
-        const text = unstorableTextIssues(row, ['contacts', i]);
-        if (r.success && !text.length) valid.push(r.data);
-        else issues.push(...(r.success ? [] : issuesFrom(r.error, ['contacts', i])), ...text);
-      });
-      if (issues.length) throw new ValidationError(issues);
+      checkArray(rows);
+      return importContacts(ctx, userId, arrayRows(rows), opts);
+    },
 
-      // One row per address, so one statement never touches a row twice. Repeats inside a batch
-      // merge as a re-import would: later values win, attributes are merged.
-      const byKey = new Map<string, (typeof valid)[number]>();
-      for (const r of valid) {
-        const key = r.email.toLowerCase();
-        const prev = byKey.get(key);
-        byKey.set(
-          key,
-          prev
-            ? {
-                email: r.email,
-                name: r.name ?? prev.name,
-                tags: r.tags ?? prev.tags,
-                attributes: prev.attributes || r.attributes ? { ...prev.attributes, ...r.attributes } : undefined,
-                timezone: r.timezone ?? prev.timezone,
-                status: r.status ?? prev.status,
-              }
-            : r,
+    /**
+     * Imports a CSV file (bytes, text, or a stream of chunks: it is parsed as it streams) in one
+     * transaction; issues name the spreadsheet row (`row 5.timezone`, the header is row 1).
+     */
+    async importCsv(userId: number, csv: CsvSource, opts: ImportOptions = {}): Promise<BulkCreateResult> {
+      parseId(userId, 'userId');
+      return importContacts(ctx, userId, csvRows(csv), opts);
+    },
+
+    /**
+     * Starts a background import and resolves once it is recorded (status `running`); poll it with
+     * getImport. Bad input is reported by the job (status `failed`, with its issues), not thrown.
+     */
+    async startImport(userId: number, input: ImportInput, opts: ImportOptions = {}): Promise<ImportJobView> {
+      parseId(userId, 'userId');
+      if ('csv' in input) {
+        const bytes = { bytes: 0 };
+        const total =
+          input.bytesTotal ??
+          (typeof input.csv === 'string' ? Buffer.byteLength(input.csv) : input.csv instanceof Uint8Array ? input.csv.length : undefined);
+        return jobs.start(
+          userId,
+          { format: 'csv', rows: csvRows(input.csv, bytes), bytes, ...(total !== undefined ? { bytesTotal: total } : {}) },
+          opts,
         );
       }
-
-      return ctx.apiDb.transaction(async (transaction) => {
-        const [[owner]] = (await ctx.apiDb.query('SELECT id FROM users WHERE id = $1 FOR SHARE', {
-          bind: [userId],
-          transaction,
-        })) as [unknown[], unknown];
-        if (!owner) throw new ValidationError([{ path: 'userId', message: `user ${userId} not found` }]);
-        const idByKey = new Map<string, number>();
-        let created = 0;
-        const unique = [...byKey.values()];
-        for (let i = 0; i < unique.length; i += CHUNK) {
-          const chunk = unique.slice(i, i + CHUNK);
-          const tagsGiven = Object.fromEntries(chunk.filter((r) => r.tags).map((r) => [r.email.toLowerCase(), true]));
-          const statusGiven = Object.fromEntries(chunk.filter((r) => r.status).map((r) => [r.email.toLowerCase(), true]));
-          const payload = chunk.map((r) => ({
-            email: r.email,
-            name: r.name ?? null,
-            tags: r.tags ? [...new Set(r.tags)] : null,
-            attributes: r.attributes ?? null,
-            timezone: r.timezone ?? null,
-            status: r.status ?? null,
-          }));
-          const [result] = (await ctx.apiDb.query(UPSERT, {
-            bind: { userId, rows: JSON.stringify(payload), tagsGiven: JSON.stringify(tagsGiven), statusGiven: JSON.stringify(statusGiven) },
-            transaction,
-          })) as [{ id: string; key: string; inserted: boolean }[], unknown];
-          for (const r of result) {
-            idByKey.set(r.key, Number(r.id));
-            if (r.inserted) created++;
-          }
-        }
-        return { created, updated: byKey.size - created, ids: valid.map((r) => idByKey.get(r.email.toLowerCase())!) };
-      });
+      checkArray(input.contacts);
+      return jobs.start(userId, { format: 'json', rows: arrayRows(input.contacts), rowsTotal: input.contacts.length }, opts);
     },
+
+    /**
+     * Background import `id`: status, progress, and at the end its result or error. With `userId`,
+     * another user's import is a NotFoundError, as a missing one.
+     */
+    getImport: (id: number, opts: { userId?: number } = {}): Promise<ImportJobView> => jobs.get(id, opts.userId),
+
+    /** Resolves when background import `id` run by this engine has ended (at once if none). */
+    waitForImport: (id: number): Promise<void> => jobs.settled(id),
+
+    /** Aborts the background imports this engine runs (each rolls back); the engine calls it on close. */
+    closeImports: (): Promise<void> => jobs.close(),
 
     async list(userId: number, opts: { limit?: number; afterId?: number } = {}): Promise<ContactView[]> {
       const rows = await ctx.models.Contact.findAll({

@@ -196,11 +196,12 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
   const unknownJobs = disabled.filter((j) => !(JOB_NAMES as readonly string[]).includes(j));
   if (unknownJobs.length) core.logger.warn({ unknownJobs }, 'MAINTENANCE_DISABLED_JOBS names unknown jobs');
   const closeCore = core.close;
+  const contacts = createContactsApi(ctx);
   return Object.assign(core, {
     clock,
     users: createUsersApi(ctx),
     services: createSendingServicesApi(ctx),
-    contacts: createContactsApi(ctx),
+    contacts,
     templates: createTemplatesApi(ctx),
     campaigns: createCampaignsApi(ctx),
     suppressions: createSuppressionsApi(ctx),
@@ -222,6 +223,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     // Stopping the scheduler comes first: its outcomes must be written while the pools are open.
     close: async () => {
       await queue.stop();
+      await contacts.closeImports();
       await jobs.close();
       await closeCore();
     },

@@ -27,6 +27,8 @@ export interface HttpServerOptions {
   bodyLimit?: number;
   /** Largest contact import body in bytes (default 10 MiB). */
   importBodyLimit?: number;
+  /** Contact imports with a larger body run in the background: 202, polled at /api/contacts/imports/:id (default 1 MiB). */
+  backgroundImportBytes?: number;
   /** Secret of the one-click unsubscribe tokens (default: the engine's UNSUBSCRIBE_SECRET). Without one, /u/ answers 404. */
   unsubscribeSecret?: string;
   /** Public base URL of /u/ (default: the engine's UNSUBSCRIBE_URL_BASE); shown in the OpenAPI document. */
@@ -57,6 +59,7 @@ export const HTTP_DEFAULTS = {
   host: '127.0.0.1',
   bodyLimit: 1024 * 1024,
   importBodyLimit: 10 * 1024 * 1024,
+  backgroundImportBytes: 1024 * 1024,
   authFailureLimit: 20,
   processMetrics: true,
   healthTimeoutMs: 2000,

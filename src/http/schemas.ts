@@ -123,6 +123,25 @@ export const importResultSchema = z.object({
   ids: z.array(z.number()).describe('Contact ids in the order of the input rows'),
 });
 
+export const importJobSchema = z.object({
+  id: z.number(),
+  userId: z.number(),
+  format: z.enum(['csv', 'json']),
+  status: z.enum(['running', 'completed', 'failed']),
+  rowsRead: z.number(),
+  rowsTotal: z.number().nullable(),
+  bytesRead: z.number(),
+  bytesTotal: z.number().nullable(),
+  percent: z.number().nullable(),
+  result: z.object({ created: z.number(), updated: z.number() }).nullable(),
+  error: z
+    .object({ code: z.string(), message: z.string(), issues: z.array(z.object({ path: z.string(), message: z.string() })).optional() })
+    .nullable(),
+  createdAt: date,
+  updatedAt: date,
+  finishedAt: date.nullable(),
+});
+
 const counts = {
   total: z.number(),
   queued: z.number(),
