@@ -3,6 +3,7 @@ import type { Sequelize } from 'sequelize';
 import type { Config } from './kernel/config.js';
 import type { Logger } from './kernel/logger.js';
 import type { Models } from '../models/index.js';
+import type { Keyring } from './kernel/secrets.js';
 
 /** The clock every time-dependent decision reads; tests inject their own. */
 export type Clock = () => DateTime;
@@ -16,4 +17,6 @@ export interface ServiceContext {
   schedulerDb: Sequelize;
   models: Models;
   clock: Clock;
+  /** Seals secrets when they are stored; opened only where a transport is built. */
+  secrets: Keyring;
 }

@@ -2,7 +2,9 @@
  * Sending services (SMTP accounts, provider relays): each has its own rate (`sendingRate`,
  * seconds between sends), its own daily quota that resets at local midnight in `quotaTimezone`,
  * and a list of users allowed to use it (or open to all). Credentials never leave this module:
- * views carry the SMTP user name but never the password.
+ * views carry the SMTP user name but never the password. Secrets (the password, the DKIM key, TLS
+ * material) are stored encrypted with FAIRSEND_SECRET_KEY (see service-secrets.ts); without a key
+ * a service that carries one is refused.
  */
 import type { Transaction } from 'sequelize';
 import { UniqueConstraintError } from 'sequelize';
@@ -10,6 +12,7 @@ import { NotFoundError, ValidationError } from './kernel/errors.js';
 import type { EmailService } from '../models/index.js';
 import type { ServiceContext } from './context.js';
 import { nextQuotaReset, quotaDayExpired, quotaDayOf } from './quota-day.js';
+import { sealServiceSecrets } from './service-secrets.js';
 import {
   createServiceSchema,
   parseId,
@@ -99,13 +102,14 @@ export function createSendingServicesApi(ctx: ServiceContext) {
     async create(input: CreateServiceInput): Promise<ServiceView> {
       const v = parseInput(createServiceSchema, input);
       const zone = v.quotaTimezone ?? ctx.config.defaultTimezone;
+      const sealed = sealServiceSecrets(ctx.secrets, { transport: v.transport, dkim: v.dkim ?? null });
       return ctx.apiDb
         .transaction(async (transaction) => {
           await checkUsers(v.userIds, transaction);
           const s = await EmailService.create(
             {
               name: v.name,
-              transport: v.transport,
+              transport: sealed.transport,
               sendingRate: v.sendingRate,
               dailyQuota: v.dailyQuota,
               quotaTimezone: zone,
@@ -113,7 +117,7 @@ export function createSendingServicesApi(ctx: ServiceContext) {
               maxConnections: v.maxConnections ?? 5,
               openToAll: v.userIds === undefined,
               enabled: v.enabled ?? true,
-              dkim: v.dkim ?? null,
+              dkim: sealed.dkim,
             },
             { transaction },
           );
@@ -131,10 +135,14 @@ export function createSendingServicesApi(ctx: ServiceContext) {
     /** Changes a service; a running scheduler picks the change up within one tick. `userIds: null` opens it to all. */
     async update(id: number, patch: UpdateServiceInput): Promise<ServiceView> {
       const v = parseInput(updateServiceSchema, patch);
+      const sealed = sealServiceSecrets(ctx.secrets, {
+        ...(v.transport ? { transport: v.transport } : {}),
+        ...(v.dkim !== undefined ? { dkim: v.dkim } : {}),
+      });
       return ctx.apiDb
         .transaction(async (transaction) => {
           const s = await find(id, transaction);
-          const { userIds, ...fields } = v;
+          const { userIds, ...fields } = { ...v, ...sealed };
           if (userIds !== undefined) {
             await checkUsers(userIds, transaction);
             await UserService.destroy({ where: { serviceId: s.id }, transaction });

@@ -6,9 +6,10 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { Logger } from '../services/kernel/logger.js';
+import { generateSecretKey } from '../services/kernel/secrets.js';
 
 export interface EmbeddedPostgresHandle {
   /** Connection string to the cluster's `postgres` database. */
@@ -142,4 +143,22 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; port: numbe
       log?.info('embedded PostgreSQL stopped');
     },
   };
+}
+
+/** Where the embedded demo keeps its FAIRSEND_SECRET_KEY: in the cluster's data folder, readable by its owner only. */
+export const EMBEDDED_SECRET_KEY_FILE = 'fairsend-secret.key';
+
+/**
+ * The embedded demo's secret key: read from its data folder, or generated there on first use.
+ * It lives with the data it protects, so a `pg_dump` holds no secret, but a copy of the whole data
+ * folder does: a real deployment sets FAIRSEND_SECRET_KEY and keeps it elsewhere.
+ */
+export async function embeddedSecretKey(dataDir: string): Promise<string> {
+  const file = join(dataDir, EMBEDDED_SECRET_KEY_FILE);
+  try {
+    await writeFile(file, generateSecretKey() + '\n', { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  return (await readFile(file, 'utf8')).trim();
 }

@@ -5,7 +5,9 @@
 import type { Sequelize } from 'sequelize';
 import { loadConfig, type Config, type ConfigOverrides } from '../services/kernel/config.js';
 import { APP_NAME_API, APP_NAME_SCHEDULER, createSequelize, poolSettings, poolUsage } from '../services/kernel/db.js';
-import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './embedded-postgres.js';
+import { embeddedSecretKey, startEmbeddedPostgres, type EmbeddedPostgresHandle } from './embedded-postgres.js';
+import { Keyring } from '../services/kernel/secrets.js';
+import { secureStoredSecrets } from '../services/service-secrets.js';
 import { createLogger, redactUrl, type Logger } from '../services/kernel/logger.js';
 import { migrateUp } from './migrator.js';
 import { defineModels, type Models } from '../models/index.js';
@@ -50,6 +52,8 @@ export interface EngineCore {
   /** The connection string in use (embedded or given). Contains credentials: never log it. */
   readonly databaseUrl: string;
   readonly embedded: boolean;
+  /** FAIRSEND_SECRET_KEY (and earlier keys): seals stored secrets; the embedded demo keeps its own in its data folder. */
+  readonly secrets: Keyring;
   pools(): { api: ReturnType<typeof poolUsage>; scheduler: ReturnType<typeof poolUsage> };
   close(): Promise<void>;
 }
@@ -61,10 +65,13 @@ export async function createEngineCore(options: EngineOptions = {}): Promise<Eng
 
   let embedded: EmbeddedPostgresHandle | undefined;
   let url = config.databaseUrl;
+  let secretKey = config.secretKey;
   if (!url) {
     embedded = await startEmbeddedPostgres({ dataDir: config.embeddedPgDir, port: config.embeddedPgPort, logger });
     url = await ensureDatabase(embedded, 'fairsend');
+    secretKey ??= await embeddedSecretKey(embedded.dataDir);
   }
+  const secrets = Keyring.fromConfig(secretKey, config.secretKeyPrevious);
 
   const apiDb = createSequelize(url, poolSettings(config, 'api'), APP_NAME_API, logger, config.dbConnectTimeoutMs);
   const schedulerDb = createSequelize(url, poolSettings(config, 'scheduler'), APP_NAME_SCHEDULER, logger, config.dbConnectTimeoutMs);
@@ -93,6 +100,7 @@ export async function createEngineCore(options: EngineOptions = {}): Promise<Eng
     databaseLabel: embedded ? `embedded PostgreSQL on 127.0.0.1:${embedded.port} (data in ${embedded.dataDir})` : redactUrl(url),
     databaseUrl: url,
     embedded: embedded !== undefined,
+    secrets,
     pools: () => ({ api: poolUsage(apiDb), scheduler: poolUsage(schedulerDb) }),
     close: () => (closed ??= closeAll()),
   };
@@ -165,7 +173,15 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     schedulerDb: core.schedulerDb,
     models: core.models,
     clock,
+    secrets: core.secrets,
   };
+  try {
+    // Refuse to start with secrets no configured key opens; encrypt any still in plain text.
+    await secureStoredSecrets(core.apiDb, core.secrets, core.logger);
+  } catch (err) {
+    await core.close();
+    throw err;
+  }
   const generator = createGenerator(ctx);
   const queue = new QueueScheduler(ctx, { generator, databaseUrl: core.databaseUrl });
   const { config } = core;

@@ -6,6 +6,7 @@
 import { loadDotenv } from '../services/kernel/config.js';
 import { createEngine, type Engine } from './engine.js';
 import { ConfigError } from '../services/kernel/errors.js';
+import { SecretKeyError } from '../services/kernel/secrets.js';
 import { detachEmbeddedSignalHooks } from './embedded-postgres.js';
 import { seedAll } from './migrator.js';
 import { startSmtpCatcher, type SmtpCatcher } from './smtp-catcher.js';
@@ -121,6 +122,8 @@ async function main(): Promise<void> {
 main().catch((err: unknown) => {
   if (err instanceof ConfigError) {
     console.error(`fairsend: configuration error: ${err.message}`);
+  } else if (err instanceof SecretKeyError) {
+    console.error(`fairsend: cannot start (${err.code}): ${err.message}`);
   } else {
     console.error('fairsend: failed to start:', err);
   }

@@ -10,7 +10,7 @@ import { runCli } from '../src/cli/index.js';
 import type { Engine } from '../src/engine.js';
 import { authenticate } from '../services/auth.js';
 import { createToken } from '../services/auth.js';
-import { createEmptyDatabase, createTestDatabase, createTestEngine, rows } from './helpers/db.js';
+import { createEmptyDatabase, createTestDatabase, createTestEngine, rows, TEST_SECRET_KEY } from './helpers/db.js';
 import { userWithContacts } from './helpers/scheduler.js';
 
 class Sink extends Writable {
@@ -43,7 +43,7 @@ describe('fairsend CLI', () => {
     const code = await runCli(['node', 'fairsend', ...args], {
       stdout,
       stderr,
-      env: { DATABASE_URL: url, LOG_LEVEL: 'silent', ...extraEnv },
+      env: { DATABASE_URL: url, LOG_LEVEL: 'silent', FAIRSEND_SECRET_KEY: TEST_SECRET_KEY, ...extraEnv },
       ...(signal ? { signal } : {}),
     });
     return { code, out: stdout.text, err: stderr.text };
@@ -132,7 +132,8 @@ describe('fairsend CLI', () => {
       engine.apiDb,
       "SELECT transport FROM email_services WHERE name = 'added'",
     );
-    expect(s!.transport.auth.pass).toBe('pa55-word-xyz');
+    expect(s!.transport.auth.pass).toMatch(/^fsenc:v1:/); // stored encrypted with FAIRSEND_SECRET_KEY
+    expect(engine.secrets.open(s!.transport.auth.pass, 'transport.auth.pass')).toBe('pa55-word-xyz');
     const missing = await run(['services', 'add', '--name', 'x', '--host', 'h', '--rate', '1', '--quota', '1', '--smtp-user', 'u']);
     expect(missing.code).toBe(1);
     expect(missing.err).toBe('fairsend: --smtp-user needs the password in the environment variable FAIRSEND_SMTP_PASS\n');
@@ -189,7 +190,7 @@ describe('fairsend CLI', () => {
     const running = runCli(['node', 'fairsend', 'campaign', 'status', String(c.id), '--watch', '--interval', '100'], {
       stdout,
       stderr: new Sink(),
-      env: { DATABASE_URL: url, LOG_LEVEL: 'silent' },
+      env: { DATABASE_URL: url, LOG_LEVEL: 'silent', FAIRSEND_SECRET_KEY: TEST_SECRET_KEY },
     });
     await stdout.waitFor(/0\/2 done/);
     await engine.campaigns.cancel(c.id);
@@ -210,7 +211,7 @@ describe('fairsend CLI', () => {
     const running = runCli(['node', 'fairsend', 'start', '--port', '0', '--no-scheduler'], {
       stdout,
       stderr: new Sink(),
-      env: { DATABASE_URL: url, LOG_LEVEL: 'silent' },
+      env: { DATABASE_URL: url, LOG_LEVEL: 'silent', FAIRSEND_SECRET_KEY: TEST_SECRET_KEY },
       signal: stop.signal,
     });
     const [, address] = await stdout.waitFor(/fairsend listening on (http:\/\/\S+)/);
@@ -241,7 +242,7 @@ describe('fairsend CLI', () => {
     const code = await runCli(['node', 'fairsend', 'jobs', 'run', 'analyze_tables'], {
       stdout,
       stderr: new Sink(),
-      env: { DATABASE_URL: url, LOG_LEVEL: 'silent' },
+      env: { DATABASE_URL: url, LOG_LEVEL: 'silent', FAIRSEND_SECRET_KEY: TEST_SECRET_KEY },
       jobs: () => ({
         list: () => [],
         pause: () => undefined,

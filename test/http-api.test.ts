@@ -214,7 +214,7 @@ describe('HTTP API', () => {
         max_connections: 2,
       });
       expect(new Date(s.resets_at as string).getTime()).toBeGreaterThan(Date.now());
-      // The password is stored (the scheduler needs it), only never shown.
+      // The password is stored (the scheduler needs it) encrypted, and never shown.
       const [stored] = await rows<{ pass: string }>(
         f.engine.apiDb,
         "SELECT transport->'auth'->>'pass' AS pass FROM email_services WHERE id = $id",
@@ -222,7 +222,8 @@ describe('HTTP API', () => {
           id: serviceId,
         },
       );
-      expect(stored!.pass).toBe(SMTP_PASSWORD);
+      expect(stored!.pass).toMatch(/^fsenc:v1:/);
+      expect(f.engine.secrets.open(stored!.pass, 'transport.auth.pass')).toBe(SMTP_PASSWORD);
     });
 
     it('lists and gets services with quota figures from the database', async () => {

@@ -4,9 +4,14 @@
  * configured, nodemailer signs every message, and the signed headers include both
  * List-Unsubscribe headers (RFC 8058 requires them to be covered). The pool never resends on its
  * own (`maxRequeues: 0`): every retry goes through the engine's backoff and delivery mode.
+ *
+ * The row's secrets (SMTP password, DKIM key, TLS material) are stored encrypted; this is the one
+ * place they are decrypted, into the transport's options and nowhere else.
  */
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { DkimConfig, TransportConfig } from '../../models/index.js';
+import { Keyring } from '../kernel/secrets.js';
+import { openServiceSecrets } from '../service-secrets.js';
 
 export const DKIM_HEADER_FIELDS = [
   'From',
@@ -27,7 +32,16 @@ export const DKIM_HEADER_FIELDS = [
   'List-Unsubscribe-Post',
 ].join(':');
 
-export function createServiceTransport(t: TransportConfig, maxConnections: number, dkim: DkimConfig | null): Transporter {
+/** For callers whose settings carry no sealed secret (benchmarks): a sealed value then fails with SECRET_KEY_MISSING. */
+const NO_KEYS = new Keyring(undefined);
+
+export function createServiceTransport(
+  stored: TransportConfig,
+  maxConnections: number,
+  storedDkim: DkimConfig | null,
+  keyring: Keyring = NO_KEYS,
+): Transporter {
+  const { transport: t, dkim } = openServiceSecrets(keyring, { transport: stored, dkim: storedDkim });
   const timeout = t.timeoutMs ?? 30_000;
   return nodemailer.createTransport({
     pool: true,

@@ -10,6 +10,7 @@
 import { z } from 'zod';
 import { IANAZone } from 'luxon';
 import { ConfigError, type FieldIssue } from './errors.js';
+import { parseSecretKey } from './secrets.js';
 
 type Kind = 'posInt' | 'nonNegInt' | 'nonNegNumber' | 'string' | 'url' | 'bool' | 'port' | 'zone' | 'enum';
 
@@ -235,6 +236,16 @@ export const VARIABLES = {
     default: '1000',
     doc: 'Sent messages a campaign needs before its breakers may trip (the minimum sample)',
   },
+  secretKey: {
+    env: 'FAIRSEND_SECRET_KEY',
+    kind: 'string',
+    doc: 'Key that encrypts stored secrets (SMTP passwords, DKIM and TLS keys): 32 bytes as base64 or 64 hex digits (`fairsend secrets generate-key`); the embedded demo makes one in its data folder',
+  },
+  secretKeyPrevious: {
+    env: 'FAIRSEND_SECRET_KEY_PREVIOUS',
+    kind: 'string',
+    doc: 'Earlier keys, comma-separated: they still decrypt while `fairsend secrets rotate` re-encrypts with FAIRSEND_SECRET_KEY',
+  },
   trustProxy: {
     env: 'TRUST_PROXY',
     kind: 'bool',
@@ -381,6 +392,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
   }
   if (out.bounceDomain !== undefined && (out.bounceSecret === undefined || String(out.bounceSecret).length < 16)) {
     issues.push({ path: 'BOUNCE_SECRET', message: 'BOUNCE_SECRET must be at least 16 characters when BOUNCE_DOMAIN is set' });
+  }
+  if (out.secretKey !== undefined && !parseSecretKey(String(out.secretKey))) {
+    issues.push({ path: 'FAIRSEND_SECRET_KEY', message: 'FAIRSEND_SECRET_KEY must be 32 bytes as base64 or 64 hex digits' });
+  }
+  for (const k of String(out.secretKeyPrevious ?? '')
+    .split(',')
+    .filter((s) => s.trim())) {
+    if (!parseSecretKey(k)) {
+      issues.push({
+        path: 'FAIRSEND_SECRET_KEY_PREVIOUS',
+        message: 'FAIRSEND_SECRET_KEY_PREVIOUS must be comma-separated keys of 32 bytes as base64 or 64 hex digits',
+      });
+      break;
+    }
   }
   if (issues.length) throw new ConfigError(issues);
   return out as Config;

@@ -17,6 +17,12 @@ export const ErrorCodes = {
   ENGINE_CLOSED: 'ENGINE_CLOSED',
   /** PostgreSQL cannot be reached (stopped, restarting, refusing connections): try again shortly. */
   DATABASE_UNAVAILABLE: 'DATABASE_UNAVAILABLE',
+  /** A secret must be stored or opened and no FAIRSEND_SECRET_KEY is set. */
+  SECRET_KEY_MISSING: 'SECRET_KEY_MISSING',
+  /** A stored secret names a key that is neither FAIRSEND_SECRET_KEY nor in FAIRSEND_SECRET_KEY_PREVIOUS. */
+  SECRET_KEY_UNKNOWN: 'SECRET_KEY_UNKNOWN',
+  /** A stored secret does not decrypt with its key (damaged or tampered with). */
+  SECRET_UNREADABLE: 'SECRET_UNREADABLE',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 

@@ -28,6 +28,10 @@ export const REDACT_PATHS = [
   '*.databaseUrl',
   'dkim.privateKey',
   '*.dkim.privateKey',
+  'secretKey',
+  '*.secretKey',
+  'secretKeyPrevious',
+  '*.secretKeyPrevious',
 ];
 
 export function createLogger(level: string, destination?: NodeJS.WritableStream | pino.DestinationStream): Logger {

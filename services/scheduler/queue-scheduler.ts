@@ -291,6 +291,7 @@ export class QueueScheduler extends EventEmitter {
     const { config } = this.ctx;
     return {
       db: this.ctx.schedulerDb,
+      secrets: this.ctx.secrets,
       clock: this.ctx.clock,
       tickMs: Math.min(config.schedulerTickMs, 100),
       unhealthyAfter: config.unhealthyAfter,

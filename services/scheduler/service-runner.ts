@@ -24,9 +24,12 @@ import { FairRing } from '../fair-ring.js';
 import { nextQuotaReset, quotaDayOf } from '../quota-day.js';
 import { releaseQuota, reserveQuota, saveServiceHealth, type ServiceRow } from './sql.js';
 import type { Sequelize } from 'sequelize';
+import type { Keyring } from '../kernel/secrets.js';
 
 export interface RunnerHost {
   db: Sequelize;
+  /** Opens the row's stored secrets when the transport is built. */
+  secrets: Keyring;
   clock: () => DateTime;
   tickMs: number;
   unhealthyAfter: number;
@@ -100,7 +103,7 @@ export class ServiceRunner {
     this.concurrency = new ConcurrencyController(host.concurrency, row.max_connections, host.clock().toMillis());
     this.limiter = createSlotLimiter(this.minTime, this.concurrency.current);
     this.transportKey = this.keyOf(row);
-    this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim);
+    this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim, this.host.secrets);
   }
 
   get rate(): number {
@@ -153,7 +156,7 @@ export class ServiceRunner {
     if (quotaChanged) this.exhaustedUntil = null; // a raised quota takes effect at once
     if (transportChanged) {
       const old = this.transport;
-      this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim);
+      this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim, this.host.secrets);
       this.transportKey = this.keyOf(row);
       setTimeout(() => old.close(), 5000).unref(); // let in-flight sends on the old pool finish
       this.healthy = true;

@@ -10,6 +10,7 @@
  *   fairsend scheduler status [--url --token]
  *   fairsend users create --name --email --quota [--admin] | token ID
  *   fairsend jobs list | pause NAME | resume NAME | run NAME [--url --token]
+ *   fairsend secrets generate-key | status | rotate                   the key of stored secrets (src/cli/secrets.ts)
  *
  * Commands that read or change the database connect directly (DATABASE_URL, else the embedded
  * PostgreSQL in ./.fairsend/pg). The scheduler's live state and the maintenance jobs' pause flags
@@ -35,6 +36,7 @@ import { createHttpServer } from '../http/server.js';
 import type { JobsApi } from '../http/options.js';
 import { duration, errorLine, table } from './format.js';
 import { registerSuppressionCommands } from './suppressions.js';
+import { secretsCommand } from './secrets.js';
 
 export interface CliIo {
   stdout: NodeJS.WritableStream;
@@ -476,6 +478,7 @@ export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise
       });
     });
 
+  program.addCommand(secretsCommand({ withCore, out }));
   const jobs = program.command('jobs').description('maintenance jobs');
   const withJobs = async (o: { url?: string; token?: string }, verb: string, fn: (api: JobsApi) => Promise<void>) => {
     const api = remote(o);

@@ -28,16 +28,19 @@ export function plainSequelize(url: string): Sequelize {
 
 export const silentLogger = createLogger('silent');
 
+/** The secret key test engines use unless a test names another (FAIRSEND_SECRET_KEY). */
+export const TEST_SECRET_KEY = Buffer.alloc(32, 7).toString('base64');
+
 /** An engine core on a fresh database with a silent logger. */
 export async function createTestEngineCore(options: EngineOptions = {}): Promise<EngineCore> {
   const databaseUrl = options.databaseUrl ?? (await createTestDatabase());
-  return createEngineCore({ logger: silentLogger, env: {}, ...options, databaseUrl });
+  return createEngineCore({ logger: silentLogger, env: {}, secretKey: TEST_SECRET_KEY, ...options, databaseUrl });
 }
 
 /** The full engine (programmatic API) on a fresh database with a silent logger. */
 export async function createTestEngine(options: EngineOptions = {}): Promise<Engine> {
   const databaseUrl = options.databaseUrl ?? (await createTestDatabase());
-  return createEngine({ logger: silentLogger, env: {}, ...options, databaseUrl });
+  return createEngine({ logger: silentLogger, env: {}, secretKey: TEST_SECRET_KEY, ...options, databaseUrl });
 }
 
 /** Runs a query and returns its rows. */
