@@ -21,6 +21,8 @@ import { createUsersApi, type UsersApi } from '../services/users.js';
 import { createSuppressionsApi, type SuppressionsApi } from '../services/suppressions.js';
 import { createBouncesApi, type BouncesApi } from '../services/bounces.js';
 import { createBreakersApi, type BreakersApi } from '../services/breakers.js';
+import { handleInbound, type InboundMessage, type InboundOutcome } from '../services/inbound/inbound.js';
+import { startBounceListener, type BounceListener } from '../services/inbound/smtp-listener.js';
 import { QueueScheduler, type InstanceInfo, type SchedulerStatus, type SentEvent } from '../services/scheduler/queue-scheduler.js';
 import { createMaintenance, type Maintenance } from '../services/maintenance/index.js';
 import { JOB_NAMES, type JobName } from '../services/maintenance/options.js';
@@ -135,6 +137,13 @@ export interface Engine extends EngineCore {
   readonly bounces: BouncesApi;
   /** Safety breakers and user pauses (services/breakers.ts). */
   readonly breakers: BreakersApi;
+  /** Inbound bounce mail: DSNs and ARF reports by SMTP (BOUNCE_SMTP_PORT) or IMAP (services/inbound/). */
+  readonly inbound: {
+    /** Applies one inbound message (or keeps it for review). */
+    handle(msg: InboundMessage): Promise<InboundOutcome>;
+    /** The port the bounce listener is bound to; undefined when BOUNCE_SMTP_PORT is unset. */
+    readonly smtpPort: number | undefined;
+  };
   readonly scheduler: {
     /** Starts delivery: per-service timers, fair rounds, quota, retries, lease recovery. */
     start(): Promise<void>;
@@ -211,6 +220,24 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
   }
   const unknownJobs = disabled.filter((j) => !(JOB_NAMES as readonly string[]).includes(j));
   if (unknownJobs.length) core.logger.warn({ unknownJobs }, 'MAINTENANCE_DISABLED_JOBS names unknown jobs');
+  const bounces = createBouncesApi(ctx);
+  const inboundDeps = { db: core.apiDb, bounces, logger: core.logger.child({ component: 'inbound' }), secret: config.bounceSecret };
+  let listener: BounceListener | undefined;
+  if (config.bounceSmtpPort !== undefined) {
+    try {
+      listener = await startBounceListener({
+        port: config.bounceSmtpPort,
+        host: config.bounceSmtpHost,
+        domain: config.bounceDomain,
+        logger: inboundDeps.logger,
+        handle: (msg) => handleInbound(inboundDeps, msg),
+      });
+    } catch (err) {
+      await jobs.close();
+      await core.close();
+      throw err;
+    }
+  }
   const closeCore = core.close;
   const contacts = createContactsApi(ctx);
   return Object.assign(core, {
@@ -221,7 +248,8 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     templates: createTemplatesApi(ctx),
     campaigns: createCampaignsApi(ctx),
     suppressions: createSuppressionsApi(ctx),
-    bounces: createBouncesApi(ctx),
+    bounces,
+    inbound: { handle: (msg: InboundMessage) => handleInbound(inboundDeps, msg), smtpPort: listener?.port },
     breakers: createBreakersApi(ctx),
     scheduler: {
       start: () => queue.start(),
@@ -238,6 +266,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     jobs,
     // Stopping the scheduler comes first: its outcomes must be written while the pools are open.
     close: async () => {
+      await listener?.close();
       await queue.stop();
       await contacts.closeImports();
       await jobs.close();

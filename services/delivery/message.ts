@@ -10,6 +10,7 @@ import type { SendMailOptions } from 'nodemailer';
 import { compile } from 'html-to-text';
 import { compileTemplate, renderMessage, TemplateError, type CompiledTemplate } from '../template-render.js';
 import { unsubscribeUrl } from './unsubscribe.js';
+import { verpAddress } from '../inbound/verp.js';
 
 /** A template as stored. */
 export interface MessageTemplate {
@@ -58,6 +59,9 @@ export interface MessageOptions {
   unsubscribeBase?: string;
   unsubscribeSecret?: string;
   messageIdDomain?: string;
+  /** With both, the envelope sender is the message's VERP address bounce+<token>@bounceDomain (services/inbound/verp.ts). */
+  bounceDomain?: string;
+  bounceSecret?: string;
 }
 
 /**
@@ -112,6 +116,9 @@ export function buildMessage(
     headers: { 'X-Fairsend-Campaign': String(r.taskId) },
   };
   if (rendered.html) mail.html = rendered.html;
+  if (opts.bounceDomain && opts.bounceSecret) {
+    mail.envelope = { from: verpAddress(opts.bounceSecret, opts.bounceDomain, r.taskId, r.contactId), to: [r.email] };
+  }
   if (unsubscribe) {
     mail.headers = {
       ...(mail.headers as Record<string, string>),

@@ -573,6 +573,7 @@ export class QueueScheduler extends EventEmitter {
           ...(config.unsubscribeUrlBase ? { unsubscribeBase: config.unsubscribeUrlBase } : {}),
           ...(config.unsubscribeSecret ? { unsubscribeSecret: config.unsubscribeSecret } : {}),
           ...(config.messageIdDomain ? { messageIdDomain: config.messageIdDomain } : {}),
+          ...(config.bounceDomain && config.bounceSecret ? { bounceDomain: config.bounceDomain, bounceSecret: config.bounceSecret } : {}),
         },
       );
     } catch (err) {
