@@ -2,6 +2,7 @@
  * The template language (services/template-render.ts) as pure code: what renders, what is refused
  * at creation and where, and what no value can do to the message.
  */
+import fc from 'fast-check';
 import { ErrorCodes } from '../services/kernel/errors.js';
 import {
   compileTemplate,
@@ -9,6 +10,7 @@ import {
   requiredAttributes,
   TemplateError,
   translateLegacy,
+  type CompiledTemplate,
   type RenderVars,
   type TemplateSource,
 } from '../services/template-render.js';
@@ -183,5 +185,85 @@ describe('strict checks at creation', () => {
     const campaign = { id: 1, fromAddress: 'a@example.test', fromName: null };
     const r = { taskId: 1, contactId: 2, email: 'ada@example.test', name: null, attributes: {} };
     expect(() => buildMessage(broken, campaign, r, {})).toThrow(/text: line 1, column 1: output "\{\{ x" not closed/);
+  });
+});
+
+describe('the fast path', () => {
+  const liquidOnly = (t: CompiledTemplate): CompiledTemplate => ({
+    ...t,
+    subject: { ...t.subject, fast: null },
+    html: t.html && { ...t.html, fast: null },
+    text: t.text && { ...t.text, fast: null },
+  });
+
+  it('takes simple templates only', () => {
+    expect(
+      compileTemplate({ subject: 'Hi {{ name }}', text: '{{ city | there }} {{ contact.attributes["a b"] | default: "x" }}' }).text!.fast,
+    ).not.toBeNull();
+    for (const text of [
+      '{{ name | upcase }}',
+      '{% if a %}x{% endif %}',
+      '{{ name.size }}',
+      '{{ "x" }}',
+      '{{ a | default: b }}',
+      '{{ a[b] }}',
+    ]) {
+      expect([text, compileTemplate({ subject: 's', text }).text!.fast]).toEqual([text, null]);
+    }
+  });
+
+  it('renders exactly as LiquidJS does, on generated templates and data', () => {
+    const path = fc.constantFrom(
+      'name',
+      'email',
+      'city',
+      'zip',
+      'unsubscribe_url',
+      'campaign.name',
+      'contact.name',
+      'contact.email',
+      'contact.attributes.city',
+      'contact.attributes.obj.k',
+      'contact.attributes["we ird"]',
+      'contact.attributes.arr',
+    );
+    const output = fc
+      .tuple(path, fc.option(fc.constantFrom('fb', '', '<&>"'), { nil: undefined }))
+      .map(([p, d]) => (d === undefined ? `{{ ${p} }}` : `{{ ${p} | default: ${JSON.stringify(d)} }}`));
+    const source = fc
+      .array(fc.oneof(output, fc.constantFrom('text ', '<b>&amp;</b>', '\n', ' "q" ')), { minLength: 1, maxLength: 6 })
+      .map((a) => a.join(''));
+    const value = fc.oneof(
+      fc.constantFrom('', 'Lyon', '<script>&"\'', 'a\r\nb'),
+      fc.integer({ min: -2, max: 2 }),
+      fc.boolean(),
+      fc.constant(null),
+      fc.constant(undefined),
+      fc.array(fc.constantFrom('x', 'y', ''), { maxLength: 2 }),
+      fc.constant({ k: 'v' }),
+    );
+    const attributes = fc.record(
+      { city: value, zip: value, obj: fc.oneof(fc.constant({ k: 'deep' }), value), 'we ird': value, arr: value },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(
+        source,
+        source,
+        fc.option(fc.constantFrom('Ada', '', 'A <b>'), { nil: null }),
+        attributes,
+        (subject, body, name, attrs) => {
+          const t = compileTemplate({ subject: subject.replace(/\n/g, ' '), text: body, html: body });
+          expect(t.text!.fast).not.toBeNull();
+          const v: RenderVars = {
+            contact: { name, email: 'e@example.test', attributes: attrs },
+            campaign: { name: 'C' },
+            unsubscribeUrl: 'https://u/1',
+          };
+          expect(renderMessage(t, v)).toEqual(renderMessage(liquidOnly(t), v));
+        },
+      ),
+      { numRuns: 300, seed: 15 },
+    );
   });
 });
