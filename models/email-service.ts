@@ -7,16 +7,42 @@ import {
   type ModelAttributes,
 } from 'sequelize';
 
-/** SMTP settings of a sending service; `auth.pass` is a secret, never returned or logged. */
+/**
+ * SMTP settings of a sending service. Secrets, never returned or logged: `auth.pass`,
+ * `auth.accessToken` and `tls.ca` (a private CA is not secret in itself, but it decides whom the
+ * service trusts, so it is kept like a credential).
+ */
 export interface TransportConfig {
   host: string;
   port: number;
+  /** Implicit TLS: TLS from the first byte (usually port 465). */
   secure?: boolean;
-  auth?: { user: string; pass: string };
+  /**
+   * Refuse to send unless the connection is upgraded with STARTTLS (nothing goes in clear).
+   * Unset: true when `secure` is false and the port is 587, else false (STARTTLS when offered).
+   */
+  requireTLS?: boolean;
+  /** PLAIN or LOGIN with a password, XOAUTH2 with an access token; no method: what the server offers. */
+  auth?: { user: string; pass?: string; accessToken?: string; method?: SmtpAuthMethod };
   /** Send timeout in ms (socket and greeting). */
   timeoutMs?: number;
-  /** Allow self-signed certificates (local relays and tests). */
+  /** Allow self-signed certificates (local relays and tests); the same as `tls.rejectUnauthorized: false`. */
   tlsInsecure?: boolean;
+  tls?: TransportTls;
+  /** The name this service gives in EHLO (default: the machine's host name). */
+  name?: string;
+}
+
+export type SmtpAuthMethod = 'PLAIN' | 'LOGIN' | 'XOAUTH2';
+
+export interface TransportTls {
+  /** CA certificates (PEM) this service trusts, instead of the system's (a private CA). */
+  ca?: string;
+  /** The name checked against the server's certificate and sent as SNI (default: the host, unless an IP address). */
+  servername?: string;
+  minVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3';
+  /** false: certificate checking is off. */
+  rejectUnauthorized?: boolean;
 }
 
 export interface DkimConfig {

@@ -14,7 +14,7 @@ import { User, userAttributes } from './user.js';
 
 export { Contact, EmailService, ErrorLog, SchedulerInstance, Subtask, Task, Template, User };
 export type { ContactStatus } from './contact.js';
-export type { TransportConfig, DkimConfig } from './email-service.js';
+export type { TransportConfig, TransportTls, SmtpAuthMethod, DkimConfig } from './email-service.js';
 export type { SubtaskStatus } from './subtask.js';
 export type { TaskStatus, StoredRecipientRule, StoredSendWindow } from './task.js';
 export { USER_ROLES, type UserRole } from './user.js';

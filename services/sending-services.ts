@@ -2,14 +2,17 @@
  * Sending services (SMTP accounts, provider relays): each has its own rate (`sendingRate`,
  * seconds between sends), its own daily quota that resets at local midnight in `quotaTimezone`,
  * and a list of users allowed to use it (or open to all). Credentials never leave this module:
- * views carry the SMTP user name but never the password. Secrets (the password, the DKIM key, TLS
+ * views carry the SMTP user name and AUTH method but never the password, the access token or the
+ * private CA (only whether one is set). Views say how the session is protected: the TLS mode and
+ * whether certificates are checked. Secrets (the password, the access token, the DKIM key, TLS
  * material) are stored encrypted with FAIRSEND_SECRET_KEY (see service-secrets.ts); without a key
  * a service that carries one is refused.
  */
 import type { Transaction } from 'sequelize';
 import { UniqueConstraintError } from 'sequelize';
 import { NotFoundError, ValidationError } from './kernel/errors.js';
-import type { EmailService } from '../models/index.js';
+import type { EmailService, SmtpAuthMethod, TransportConfig } from '../models/index.js';
+import { checksCertificates, effectiveRequireTls, tlsModeOf, type TlsMode } from './delivery/tls-policy.js';
 import type { ServiceContext } from './context.js';
 import { nextQuotaReset, quotaDayExpired, quotaDayOf } from './quota-day.js';
 import { sealServiceSecrets } from './service-secrets.js';
@@ -25,7 +28,7 @@ import {
 export interface ServiceView {
   id: number;
   name: string;
-  transport: { host: string; port: number; secure: boolean; auth?: { user: string } };
+  transport: TransportView;
   sendingRate: number;
   dailyQuota: number;
   quotaTimezone: string;
@@ -37,6 +40,48 @@ export interface ServiceView {
   healthy: boolean;
   lastSentAt: Date | null;
   lastError: string | null;
+}
+
+export interface TransportView {
+  host: string;
+  port: number;
+  secure: boolean;
+  /** requireTLS as applied (the port-587 default filled in). */
+  requireTLS: boolean;
+  /** implicit TLS (`secure`), STARTTLS required, or opportunistic (STARTTLS when offered). */
+  tlsMode: TlsMode;
+  /** False when certificate checking is off (`tlsInsecure` or `tls.rejectUnauthorized: false`). */
+  certificateChecking: boolean;
+  /** The service trusts its own CA (`tls.ca`, never shown). */
+  privateCa: boolean;
+  servername?: string;
+  minVersion?: string;
+  /** The EHLO name, when set. */
+  name?: string;
+  timeoutMs?: number;
+  auth?: { user: string; method?: SmtpAuthMethod };
+}
+
+export function toTransportView(t: TransportConfig): TransportView {
+  return {
+    host: t.host,
+    port: t.port,
+    secure: t.secure ?? false,
+    requireTLS: effectiveRequireTls(t),
+    tlsMode: tlsModeOf(t),
+    certificateChecking: checksCertificates(t),
+    privateCa: Boolean(t.tls?.ca),
+    ...(t.tls?.servername ? { servername: t.tls.servername } : {}),
+    ...(t.tls?.minVersion ? { minVersion: t.tls.minVersion } : {}),
+    ...(t.name ? { name: t.name } : {}),
+    ...(t.timeoutMs ? { timeoutMs: t.timeoutMs } : {}),
+    ...(t.auth ? { auth: authView(t.auth) } : {}),
+  };
+}
+
+function authView(a: NonNullable<TransportConfig['auth']>): NonNullable<TransportView['auth']> {
+  const method = a.method ?? (a.accessToken !== undefined ? 'XOAUTH2' : undefined);
+  return { user: a.user, ...(method ? { method } : {}) };
 }
 
 export interface ServiceQuota {
@@ -52,11 +97,10 @@ export interface ServiceQuota {
 }
 
 export function toServiceView(s: EmailService, userIds: number[] | null): ServiceView {
-  const t = s.transport;
   return {
     id: s.id,
     name: s.name,
-    transport: { host: t.host, port: t.port, secure: t.secure ?? false, ...(t.auth ? { auth: { user: t.auth.user } } : {}) },
+    transport: toTransportView(s.transport),
     sendingRate: s.sendingRate,
     dailyQuota: s.dailyQuota,
     quotaTimezone: s.quotaTimezone,

@@ -27,6 +27,7 @@ export interface SecretField {
 /** Every secret a service row holds: the column, then the path inside its JSONB. */
 export const SERVICE_SECRET_FIELDS: readonly SecretField[] = [
   { column: 'transport', path: ['auth', 'pass'] },
+  { column: 'transport', path: ['auth', 'accessToken'] },
   { column: 'transport', path: ['tls', 'ca'] },
   { column: 'transport', path: ['tls', 'key'] },
   { column: 'transport', path: ['tls', 'pfx'] },

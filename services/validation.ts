@@ -8,6 +8,7 @@ import { ValidationError, type FieldIssue } from './kernel/errors.js';
 import { validateSendWindow } from './send-window.js';
 import { USER_ROLES } from '../models/user.js';
 import { isKnownZone } from './timezones.js';
+import { caProblem } from './delivery/tls-policy.js';
 
 export const LIMITS = {
   name: 200,
@@ -23,6 +24,8 @@ export const LIMITS = {
   dailyQuota: 100_000_000,
   userQuota: 1_000_000_000,
   sendingRate: 86_400,
+  /** A service's private CA bundle (PEM). */
+  caPem: 256 * 1024,
 } as const;
 
 /** Formats a zod path: ['contacts', 3, 'email'] -> 'contacts[3].email'. */
@@ -129,14 +132,63 @@ export const createUserSchema = z.strictObject({
 });
 export type CreateUserInput = z.input<typeof createUserSchema>;
 
-const transportSchema = z.strictObject({
-  host: z.string().trim().min(1, 'must not be empty').max(255),
-  port: z.number({ error: 'must be a number' }).int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535'),
-  secure: z.boolean().optional(),
-  auth: z.strictObject({ user: z.string().min(1).max(320), pass: z.string().max(1024) }).optional(),
-  timeoutMs: z.number().int().min(100).max(600_000).optional(),
-  tlsInsecure: z.boolean().optional(),
+// A host name or an address literal ([192.0.2.1], [IPv6:...]): what EHLO and SNI may carry.
+const HOSTNAME_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*\.?|\[[A-Za-z0-9:.]+\])$/;
+
+const smtpAuthSchema = z
+  .strictObject({
+    user: z.string().min(1).max(320),
+    pass: z.string().max(1024).optional(),
+    accessToken: z.string().min(1, 'must not be empty').max(8192).optional(),
+    method: z.enum(['PLAIN', 'LOGIN', 'XOAUTH2'], { error: 'must be PLAIN, LOGIN or XOAUTH2' }).optional(),
+  })
+  .superRefine((a, ctx) => {
+    const oauth = a.method === 'XOAUTH2' || (a.method === undefined && a.accessToken !== undefined);
+    if (oauth) {
+      if (a.accessToken === undefined) ctx.addIssue({ code: 'custom', path: ['accessToken'], message: 'is required with method XOAUTH2' });
+      if (a.pass !== undefined) ctx.addIssue({ code: 'custom', path: ['pass'], message: 'is not used with XOAUTH2 (give accessToken)' });
+    } else {
+      if (a.pass === undefined)
+        ctx.addIssue({ code: 'custom', path: ['pass'], message: `is required${a.method ? ` with method ${a.method}` : ''}` });
+      if (a.accessToken !== undefined) ctx.addIssue({ code: 'custom', path: ['accessToken'], message: 'is only used with method XOAUTH2' });
+    }
+  });
+
+const transportTlsSchema = z.strictObject({
+  ca: z
+    .string({ error: 'must be PEM text' })
+    .max(LIMITS.caPem, `must be at most ${LIMITS.caPem} characters`)
+    .superRefine((pem, ctx) => {
+      const problem = caProblem(pem);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .optional(),
+  servername: z.string().max(255).regex(HOSTNAME_RE, 'must be a host name').optional(),
+  minVersion: z.enum(['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3' }).optional(),
+  rejectUnauthorized: z.boolean({ error: 'must be true or false' }).optional(),
 });
+
+const transportSchema = z
+  .strictObject({
+    host: z.string().trim().min(1, 'must not be empty').max(255),
+    port: z
+      .number({ error: 'must be a number' })
+      .int()
+      .min(1, 'must be a port from 1 to 65535')
+      .max(65535, 'must be a port from 1 to 65535'),
+    secure: z.boolean().optional(),
+    requireTLS: z.boolean({ error: 'must be true or false' }).optional(),
+    auth: smtpAuthSchema.optional(),
+    timeoutMs: z.number().int().min(100).max(600_000).optional(),
+    tlsInsecure: z.boolean().optional(),
+    tls: transportTlsSchema.optional(),
+    name: z.string().max(255).regex(HOSTNAME_RE, 'must be a host name or an address literal such as [192.0.2.1]').optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.tlsInsecure && t.tls?.rejectUnauthorized === true) {
+      ctx.addIssue({ code: 'custom', path: ['tls', 'rejectUnauthorized'], message: 'contradicts tlsInsecure: true' });
+    }
+  });
 
 const dkimSchema = z.strictObject({
   domainName: z.string().min(1).max(255),

@@ -67,6 +67,12 @@ describe('fairsend CLI', () => {
       dailyQuota: 100,
       quotaTimezone: 'Asia/Tokyo',
     });
+    await engine.services.create({
+      name: 'implicit-insecure',
+      transport: { host: '127.0.0.1', port: 2465, secure: true, tlsInsecure: true },
+      sendingRate: 1,
+      dailyQuota: 10,
+    });
     await engine.apiDb.query(
       "UPDATE email_services SET used_quota = 40, quota_day = (now() AT TIME ZONE 'Europe/Paris')::date WHERE name = 'relay-eu'",
     );
@@ -78,7 +84,9 @@ describe('fairsend CLI', () => {
     expect(err).toBe('');
     expect(code).toBe(0);
     const lines = out.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^id\s+name\s+every \(s\)\s+remaining\s+used\s+daily\s+resets at\s+in\s+health\s+enabled$/);
+    expect(lines[0]).toMatch(
+      /^id\s+name\s+every \(s\)\s+remaining\s+used\s+daily\s+resets at\s+in\s+health\s+enabled\s+tls\s+certificates$/,
+    );
     expect(lines[1]).toMatch(/^-+(\s+-+)+$/);
     const row = (name: string) =>
       lines
@@ -96,8 +104,11 @@ describe('fairsend CLI', () => {
       expect.any(String),
       'ok',
       'yes',
+      'opportunistic',
+      'checked',
     ]);
     expect(row('slow-tokyo').slice(3, 6)).toEqual(['100', '0', '100']);
+    expect(row('implicit-insecure').slice(-2)).toEqual(['implicit TLS', 'NOT CHECKED']);
     // The reset time is the next local midnight in the service's zone.
     const q = (await engine.services.quota()).find((s) => s.name === 'relay-eu')!;
     expect(row('relay-eu')[6]).toBe(`${q.resetsAt.toISOString().replace(/\.\d+Z$/, 'Z')} (Europe/Paris)`);

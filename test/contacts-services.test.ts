@@ -119,7 +119,17 @@ describe('sending services', () => {
     });
     expect(JSON.stringify(s)).not.toContain('s3cret-pass');
     expect(JSON.stringify(await engine.services.list())).not.toContain('s3cret-pass');
-    expect(s.transport).toEqual({ host: 'smtp.example.test', port: 587, secure: false, auth: { user: 'mailer' } });
+    // Port 587 without `secure`: STARTTLS required by default, certificates checked.
+    expect(s.transport).toEqual({
+      host: 'smtp.example.test',
+      port: 587,
+      secure: false,
+      requireTLS: true,
+      tlsMode: 'starttls-required',
+      certificateChecking: true,
+      privateCa: false,
+      auth: { user: 'mailer' },
+    });
     expect(s.userIds).toEqual([u.id]);
     await engine.apiDb.query('UPDATE email_services SET used_quota = 40 WHERE id = $id', { bind: { id: s.id } });
     const [q] = await engine.services.quota();

@@ -14,6 +14,26 @@
  *
  * The last two cannot be told apart from a drop before DATA, so any failure without a reply code
  * that is not a failed connect is `ambiguous`: the message may have been accepted.
+ *
+ * TLS failures happen before the first MAIL command, so the message never reached the server
+ * (`connection`, type `tls`), measured against smtp-server with a private CA:
+ *
+ *   untrusted certificate   -> ESOCKET, originalCode UNABLE_TO_VERIFY_LEAF_SIGNATURE (and the
+ *                              other certificate verification codes), command 'CONN', both for
+ *                              STARTTLS and for implicit TLS
+ *   name not in certificate -> ESOCKET, originalCode ERR_TLS_CERT_ALTNAME_INVALID
+ *   no common TLS version   -> ESOCKET, originalCode ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION
+ *   implicit TLS to a clear port -> ESOCKET, originalCode ERR_SSL_WRONG_VERSION_NUMBER
+ *   requireTLS, no STARTTLS -> ETLS, responseCode 500 (the server's reply to STARTTLS), command
+ *                              'STARTTLS': checked before the reply code, or it would read as a
+ *                              permanent refusal of the message
+ *   handshake cut           -> ETLS, 'Connection closed unexpectedly' while upgrading
+ *
+ * A refused login (EAUTH, responseCode 535 for PLAIN, LOGIN and XOAUTH2) is `connection` too, type
+ * `auth`: the credentials were refused before MAIL, not the message.
+ *
+ * Only codes that a handshake can raise count (HANDSHAKE_CODES): a TLS record error in the middle
+ * of a session stays `ambiguous`.
  */
 export type FailureKind =
   /** The server refused it for good (5xx): do not retry. */
@@ -36,6 +56,8 @@ export interface Classified {
 
 interface SmtpLikeError {
   code?: string;
+  /** The system or TLS error code nodemailer replaced with its own (ESOCKET ...). */
+  originalCode?: string;
   responseCode?: number;
   command?: string;
   message?: string;
@@ -45,15 +67,79 @@ interface SmtpLikeError {
 const CONNECT_FAILURE = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|Greeting never received|getaddrinfo/i;
 const NO_SUCH_USER = new Set([550, 551, 553]);
 
+/** Node's codes for a failed certificate check or TLS negotiation: raised by the handshake only. */
+const HANDSHAKE_CODES = new Set([
+  // OpenSSL's certificate verification results, as Node names them
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_CRL',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CRL_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'CRL_NOT_YET_VALID',
+  'CRL_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'ERROR_IN_CRL_LAST_UPDATE_FIELD',
+  'ERROR_IN_CRL_NEXT_UPDATE_FIELD',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  // negotiation: no common version, cipher or key the other side accepts
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+  'ERR_SSL_UNSUPPORTED_PROTOCOL',
+  'ERR_SSL_NO_PROTOCOLS_AVAILABLE',
+  'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION',
+  'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE',
+  'ERR_SSL_NO_SHARED_CIPHER',
+  'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA',
+  'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE',
+  'ERR_SSL_TLSV1_ALERT_INSUFFICIENT_SECURITY',
+  'ERR_SSL_DH_KEY_TOO_SMALL',
+  'ERR_SSL_EE_KEY_TOO_SMALL',
+  'ERR_SSL_CA_KEY_TOO_SMALL',
+  'ERR_SSL_CA_MD_TOO_WEAK',
+]);
+
+/** A failure to set up TLS (before any message data): see the table above. */
+export function isTlsFailure(e: { code?: string; originalCode?: string; message?: string }): boolean {
+  if (e.code === 'ETLS') return true;
+  if (e.originalCode && HANDSHAKE_CODES.has(e.originalCode)) return true;
+  // requireTLS against a server whose EHLO fails: nodemailer refuses to fall back to HELO.
+  return e.code === 'ECONNECTION' && /does not support required STARTTLS/.test(e.message ?? '');
+}
+
+/** `TLS: unable to verify the first certificate`, `TLS: the server refused STARTTLS: 500 ...`. */
+function tlsMessage(e: SmtpLikeError): string {
+  const text =
+    e.code === 'ETLS' && e.command === 'STARTTLS' && e.response ? `the server refused STARTTLS: ${e.response}` : (e.message ?? '');
+  return `TLS: ${text}`.slice(0, 500);
+}
+
 export function classifySendError(err: unknown): Classified {
   const e = (err ?? {}) as SmtpLikeError;
   const message = (e.response ?? e.message ?? String(err)).slice(0, 500);
   const code = e.responseCode;
+  if (isTlsFailure(e)) return { kind: 'connection', bounce: false, type: 'tls', message: tlsMessage(e) };
+  // Before the reply code too: a refused login (535) refuses the service's credentials, not the message.
+  if (e.code === 'EAUTH') return { kind: 'connection', bounce: false, type: 'auth', message };
   if (typeof code === 'number' && code >= 500) {
     return { kind: 'permanent', bounce: e.command === 'RCPT TO' && NO_SUCH_USER.has(code), type: `smtp_${code}`, message };
   }
   if (typeof code === 'number' && code >= 400) return { kind: 'transient', bounce: false, type: `smtp_${code}`, message };
-  if (e.code === 'EAUTH') return { kind: 'connection', bounce: false, type: 'auth', message };
   if (
     (e.code === 'ESOCKET' || e.code === 'ECONNECTION' || e.code === 'EDNS' || e.code === 'ETIMEDOUT') &&
     CONNECT_FAILURE.test(e.message ?? '')

@@ -7,11 +7,19 @@
  *
  * The row's secrets (SMTP password, DKIM key, TLS material) are stored encrypted; this is the one
  * place they are decrypted, into the transport's options and nowhere else.
+ *
+ * TLS (see tls-policy.ts): `secure` is implicit TLS; `requireTLS` (default on port 587) makes
+ * nodemailer send STARTTLS even when the server does not offer it and fail the connection when it
+ * is refused, before AUTH or MAIL, so nothing goes in clear. A service's own CA replaces the
+ * system's for that service alone (instead of NODE_EXTRA_CA_CERTS for the whole process).
  */
 import nodemailer, { type Transporter } from 'nodemailer';
+import type { ConnectionOptions } from 'node:tls';
+import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { DkimConfig, TransportConfig } from '../../models/index.js';
 import { Keyring } from '../kernel/secrets.js';
 import { openServiceSecrets } from '../service-secrets.js';
+import { checksCertificates, effectiveRequireTls } from './tls-policy.js';
 
 export const DKIM_HEADER_FIELDS = [
   'From',
@@ -48,7 +56,9 @@ export function createServiceTransport(
     host: t.host,
     port: t.port,
     secure: t.secure ?? false,
-    ...(t.auth ? { auth: { user: t.auth.user, pass: t.auth.pass } } : {}),
+    requireTLS: effectiveRequireTls(t),
+    ...(t.name ? { name: t.name } : {}),
+    ...(t.auth ? { auth: authOptions(t.auth) } : {}),
     maxConnections,
     maxMessages: Infinity,
     // nodemailer's pool resends a message by itself when its connection closes mid-send (up to 5
@@ -59,7 +69,7 @@ export function createServiceTransport(
     connectionTimeout: timeout,
     greetingTimeout: timeout,
     socketTimeout: timeout,
-    ...(t.tlsInsecure ? { tls: { rejectUnauthorized: false } } : {}),
+    tls: tlsOptions(t),
     ...(dkim
       ? {
           dkim: {
@@ -72,4 +82,23 @@ export function createServiceTransport(
       : {}),
     logger: false,
   });
+}
+
+/** nodemailer's auth: a password (PLAIN or LOGIN, or whichever the server offers first), or an OAuth2 access token. */
+export function authOptions(a: NonNullable<TransportConfig['auth']>): SMTPConnection.AuthenticationType {
+  if (a.method === 'XOAUTH2' || (a.method === undefined && a.accessToken !== undefined)) {
+    return { type: 'OAuth2', user: a.user, accessToken: a.accessToken };
+  }
+  return { type: 'login', user: a.user, pass: a.pass ?? '', ...(a.method ? { method: a.method } : {}) };
+}
+
+/** Node's TLS options for the service: its CA, SNI name, lowest version, and whether certificates are checked. */
+export function tlsOptions(t: TransportConfig): ConnectionOptions {
+  const tls = t.tls ?? {};
+  return {
+    rejectUnauthorized: checksCertificates(t),
+    ...(tls.ca ? { ca: tls.ca } : {}),
+    ...(tls.servername ? { servername: tls.servername } : {}),
+    ...(tls.minVersion ? { minVersion: tls.minVersion } : {}),
+  };
 }

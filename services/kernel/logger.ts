@@ -32,6 +32,14 @@ export const REDACT_PATHS = [
   '*.secretKey',
   'secretKeyPrevious',
   '*.secretKeyPrevious',
+  'accessToken',
+  '*.accessToken',
+  '*.auth.accessToken',
+  '*.*.auth.accessToken',
+  'transport.tls.ca',
+  '*.transport.tls.ca',
+  'tls.ca',
+  '*.tls.ca',
 ];
 
 export function createLogger(level: string, destination?: NodeJS.WritableStream | pino.DestinationStream): Logger {

@@ -746,7 +746,7 @@ export class QueueScheduler extends EventEmitter {
       if (!eligible.length) reason = 'no sending service available: none is enabled for this user';
       else if (blocked.length === eligible.length) {
         reason = `no sending service available: ${blocked
-          .map((r) => `${r.row.name} ${r.state}${r.state === 'exhausted' ? ` until ${r.resetAt.toISOString()}` : ''}`)
+          .map((r) => `${r.row.name} ${r.state}${r.state === 'exhausted' ? ` until ${r.resetAt.toISOString()}` : ''}${whyUnhealthy(r)}`)
           .join(', ')}`;
       }
       if ((this.lastReasons.get(c.id) ?? c.waitReason) !== reason) {
@@ -835,4 +835,9 @@ export class QueueScheduler extends EventEmitter {
       services,
     };
   }
+}
+
+/** ` (TLS: unable to verify the first certificate)` for an unhealthy service, so a waiting campaign says why. */
+function whyUnhealthy(r: ServiceRunner): string {
+  return r.state === 'unhealthy' && r.lastError ? ` (${r.lastError.slice(0, 200)})` : '';
 }

@@ -17,6 +17,7 @@
  */
 import type { Transporter } from 'nodemailer';
 import type { DateTime } from 'luxon';
+import { classifySendError } from '../delivery/classify.js';
 import { createServiceTransport } from '../delivery/transport.js';
 import { ConcurrencyController, type ConcurrencyOptions } from './concurrency.js';
 import { createSlotLimiter, type SlotLimiter } from './slot-limiter.js';
@@ -130,6 +131,11 @@ export class ServiceRunner {
     if (!this.healthy) return 'unhealthy';
     if (this.exhaustedUntil !== null) return 'exhausted';
     return 'running';
+  }
+
+  /** The failure that made it unhealthy, or the last probe's (for campaign wait reasons). */
+  get lastError(): string | null {
+    return this.healthError;
   }
 
   start(): void {
@@ -354,7 +360,8 @@ export class ServiceRunner {
     } catch (err) {
       this.probeBackoff = Math.min(this.probeBackoff * 2, MAX_PROBE_BACKOFF_MS);
       this.nextProbeAt = Date.now() + this.probeBackoff;
-      await this.persistHealth(err instanceof Error ? err.message : String(err));
+      // Classified as a send's failure would be, so a TLS failure still says `TLS: ...`.
+      await this.persistHealth(classifySendError(err).message);
     } finally {
       this.probing = false;
     }

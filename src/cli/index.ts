@@ -37,6 +37,7 @@ import type { JobsApi } from '../http/options.js';
 import { duration, errorLine, table } from './format.js';
 import { registerSuppressionCommands } from './suppressions.js';
 import { secretsCommand } from './secrets.js';
+import { addTransportFlags, tlsCells, transportFromFlags, type TransportFlags } from './transport-options.js';
 
 export interface CliIo {
   stdout: NodeJS.WritableStream;
@@ -246,7 +247,7 @@ export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise
         const now = Date.now();
         out(
           table(
-            ['id', 'name', 'every (s)', 'remaining', 'used', 'daily', 'resets at', 'in', 'health', 'enabled'],
+            ['id', 'name', 'every (s)', 'remaining', 'used', 'daily', 'resets at', 'in', 'health', 'enabled', 'tls', 'certificates'],
             views.map((v) => {
               const x = q.get(v.id)!;
               return [
@@ -260,13 +261,14 @@ export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise
                 duration(x.resetsAt.getTime() - now),
                 x.healthy ? 'ok' : 'unhealthy',
                 v.enabled ? 'yes' : 'no',
+                ...tlsCells(v.transport),
               ];
             }),
           ),
         );
       });
     });
-  services
+  const addService = services
     .command('add')
     .description('add a sending service (SMTP); the password is read from an environment variable, never from the command line')
     .requiredOption('--name <name>', 'unique name')
@@ -276,43 +278,31 @@ export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise
     .addOption(new Option('--quota <n>', 'daily quota').argParser(intArg('quota')).makeOptionMandatory())
     .option('--timezone <zone>', 'zone whose midnight resets the quota (default: DEFAULT_TIMEZONE)')
     .addOption(new Option('--max-connections <n>', 'SMTP connections at most').argParser(intArg('max-connections', 1, 100)))
-    .option('--secure', 'TLS from the first byte (port 465)')
-    .option('--smtp-user <user>', 'SMTP user name')
-    .option('--smtp-pass-env <variable>', 'environment variable holding the SMTP password', 'FAIRSEND_SMTP_PASS')
-    .action(
-      async (o: {
+    .option('--secure', 'TLS from the first byte (port 465)');
+  addTransportFlags(addService).action(
+    async (
+      o: TransportFlags & {
         name: string;
-        host: string;
-        port: number;
         rate: number;
         quota: number;
         timezone?: string;
         maxConnections?: number;
-        secure?: boolean;
-        smtpUser?: string;
-        smtpPassEnv: string;
-      }) => {
-        const pass = o.smtpUser ? io.env[o.smtpPassEnv] : undefined;
-        if (o.smtpUser && pass === undefined)
-          throw new Error(`--smtp-user needs the password in the environment variable ${o.smtpPassEnv}`);
-        await withEngine(async (engine) => {
-          const s = await engine.services.create({
-            name: o.name,
-            transport: {
-              host: o.host,
-              port: o.port,
-              ...(o.secure ? { secure: true } : {}),
-              ...(o.smtpUser ? { auth: { user: o.smtpUser, pass: pass! } } : {}),
-            },
-            sendingRate: o.rate,
-            dailyQuota: o.quota,
-            ...(o.timezone ? { quotaTimezone: o.timezone } : {}),
-            ...(o.maxConnections ? { maxConnections: o.maxConnections } : {}),
-          });
-          out(`service #${s.id} ${s.name}: one send every ${s.sendingRate}s, ${s.dailyQuota} a day (${s.quotaTimezone})\n`);
-        });
       },
-    );
+    ) => {
+      const transport = await transportFromFlags(o, io.env);
+      await withEngine(async (engine) => {
+        const s = await engine.services.create({
+          name: o.name,
+          transport,
+          sendingRate: o.rate,
+          dailyQuota: o.quota,
+          ...(o.timezone ? { quotaTimezone: o.timezone } : {}),
+          ...(o.maxConnections ? { maxConnections: o.maxConnections } : {}),
+        });
+        out(`service #${s.id} ${s.name}: one send every ${s.sendingRate}s, ${s.dailyQuota} a day (${s.quotaTimezone})\n`);
+      });
+    },
+  );
 
   const campaign = program.command('campaign').description('campaigns');
   campaign

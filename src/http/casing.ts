@@ -12,9 +12,16 @@
 
 const KEEP_KEYS_BELOW = new Set(['attributes']);
 
-export const toCamel = (key: string): string => key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+/** Names the rule cannot derive: nodemailer's `requireTLS` is `require_tls` on the wire. */
+const IRREGULAR_SNAKE: Record<string, string> = { requireTLS: 'require_tls' };
+const IRREGULAR_CAMEL: Record<string, string> = Object.fromEntries(Object.entries(IRREGULAR_SNAKE).map(([c, s]) => [s, c]));
+
+export const toCamel = (key: string): string =>
+  Object.hasOwn(IRREGULAR_CAMEL, key) ? IRREGULAR_CAMEL[key]! : key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 export const toSnake = (key: string): string =>
-  key.replace(/([a-z0-9])([A-Z])/g, (_, a: string, b: string) => `${a}_${b.toLowerCase()}`).replace(/([a-z])([0-9])/g, '$1_$2');
+  Object.hasOwn(IRREGULAR_SNAKE, key)
+    ? IRREGULAR_SNAKE[key]!
+    : key.replace(/([a-z0-9])([A-Z])/g, (_, a: string, b: string) => `${a}_${b.toLowerCase()}`).replace(/([a-z])([0-9])/g, '$1_$2');
 
 /** A JSON-style object: its prototype is null or a realm's Object.prototype (parsed bodies may come from another realm). */
 function isPlainObject(v: unknown): v is Record<string, unknown> {

@@ -74,13 +74,21 @@ export const serviceSchema = z.object({
   quotaTimezone: z.string(),
   enabled: z.boolean(),
   ...quotaFields,
-  // Admins only; never a password or a DKIM private key.
+  // Admins only; never a password, an access token, a private CA or a DKIM private key.
   transport: z
     .object({
       host: z.string(),
       port: z.number(),
       secure: z.boolean(),
-      auth: z.object({ user: z.string() }).optional(),
+      requireTLS: z.boolean().describe('As applied: unset means true on port 587 without secure'),
+      tlsMode: z.enum(['implicit', 'starttls-required', 'opportunistic']),
+      certificateChecking: z.boolean().describe('false: tls_insecure or tls.reject_unauthorized false'),
+      privateCa: z.boolean().describe('The service trusts its own CA (tls.ca, never returned)'),
+      servername: z.string().optional(),
+      minVersion: z.string().optional(),
+      name: z.string().optional().describe('EHLO name'),
+      timeoutMs: z.number().optional(),
+      auth: z.object({ user: z.string(), method: z.enum(['PLAIN', 'LOGIN', 'XOAUTH2']).optional() }).optional(),
     })
     .optional(),
   maxConnections: z.number().optional(),
