@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { runCli } from '../src/cli/index.js';
-import { rows } from './helpers/db.js';
+import { rows, TEST_SECRET_KEY } from './helpers/db.js';
 import { errorOf, httpFixture, LogSink, type HttpFixture } from './helpers/http.js';
 import { makeTestPki, type TestPki } from './helpers/tls.js';
 
@@ -129,11 +129,17 @@ describe('programmatic API', () => {
     const shown = JSON.stringify([s, await f.engine.services.list(), await f.engine.services.get(s.id)]);
     expect(shown).not.toContain(SMTP_PASSWORD);
     expect(shown).not.toContain('BEGIN CERTIFICATE');
-    // Stored as given, for the scheduler.
+    // Stored for the scheduler, the CA and the password encrypted (FAIRSEND_SECRET_KEY).
     const [row] = await rows<{ t: Record<string, unknown> }>(f.engine.apiDb, 'SELECT transport AS t FROM email_services WHERE id = $id', {
       id: s.id,
     });
-    expect(row!.t).toMatchObject({ requireTLS: true, name: 'out.example.test', tls: { ca: pki.ca, servername: 'mail.test' } });
+    expect(row!.t).toMatchObject({
+      requireTLS: true,
+      name: 'out.example.test',
+      tls: { ca: expect.stringMatching(/^fsenc:v1:/), servername: 'mail.test' },
+    });
+    expect(JSON.stringify(row!.t)).not.toContain('BEGIN CERTIFICATE');
+    expect(JSON.stringify(row!.t)).not.toContain(SMTP_PASSWORD);
   });
 
   it('shows implicit TLS, opportunistic, and certificate checking off', async () => {
@@ -281,7 +287,7 @@ describe('CLI', () => {
     const code = await runCli(['node', 'fairsend', ...args], {
       stdout,
       stderr,
-      env: { DATABASE_URL: f.engine.databaseUrl, LOG_LEVEL: 'silent', ...env },
+      env: { DATABASE_URL: f.engine.databaseUrl, LOG_LEVEL: 'silent', FAIRSEND_SECRET_KEY: TEST_SECRET_KEY, ...env },
     });
     return { code, out: stdout.text, err: stderr.text };
   };
@@ -317,9 +323,10 @@ describe('CLI', () => {
         host: 'smtp.example.test',
         port: 2525,
         requireTLS: true,
-        tls: { ca: pki.ca, servername: 'mail.test', minVersion: 'TLSv1.3' },
+        tls: { ca: expect.stringMatching(/^fsenc:v1:/), servername: 'mail.test', minVersion: 'TLSv1.3' },
         name: 'out.example.test',
-        auth: { user: 'me', accessToken: ACCESS_TOKEN, method: 'XOAUTH2' },
+        // The access token is a secret like the password: encrypted at rest.
+        auth: { user: 'me', accessToken: expect.stringMatching(/^fsenc:v1:/), method: 'XOAUTH2' },
       });
       const b = await run([...common, '--name', 'cli-open', '--no-require-tls', '--tls-insecure']);
       expect(b.code).toBe(0);
