@@ -160,11 +160,21 @@ export async function recordBounces(
     if (marks.size) {
       const changed = await queryRows(
         db,
-        `UPDATE contacts SET status = CASE WHEN contacts.status = 'bounced' OR m.status = 'bounced' THEN 'bounced' ELSE 'unsubscribed' END,
-                updated_at = now()
-           FROM unnest($ids::bigint[], $statuses::text[]) AS m(id, status)
-          WHERE contacts.id = m.id AND contacts.status <> CASE WHEN contacts.status = 'bounced' OR m.status = 'bounced' THEN 'bounced' ELSE 'unsubscribed' END
-         RETURNING contacts.id`,
+        // Each change is recorded in contact_status_events (services/contact-status.ts): a complaint
+        // is an unsubscribe, a hard bounce a bounce.
+        `WITH m AS (SELECT * FROM unnest($ids::bigint[], $statuses::text[]) AS m(id, status)),
+              prev AS (SELECT c.id, c.status AS old FROM contacts c JOIN m ON m.id = c.id),
+              upd AS (
+                UPDATE contacts SET status = CASE WHEN contacts.status = 'bounced' OR m.status = 'bounced' THEN 'bounced' ELSE 'unsubscribed' END,
+                       updated_at = now()
+                  FROM m
+                 WHERE contacts.id = m.id AND contacts.status <> CASE WHEN contacts.status = 'bounced' OR m.status = 'bounced' THEN 'bounced' ELSE 'unsubscribed' END
+                RETURNING contacts.id, contacts.user_id, contacts.email, contacts.status),
+              ev AS (
+                INSERT INTO contact_status_events (contact_id, user_id, email, from_status, to_status, method)
+                SELECT upd.id, upd.user_id, upd.email, prev.old, upd.status, CASE WHEN upd.status = 'bounced' THEN 'bounce' ELSE 'complaint' END
+                  FROM upd JOIN prev ON prev.id = upd.id)
+         SELECT id FROM upd`,
         { ids: [...marks.keys()], statuses: [...marks.values()] },
         transaction,
       );

@@ -8,7 +8,8 @@
  * are merged, tags and name replaced when given.
  */
 import { Op } from 'sequelize';
-import { ValidationError } from './kernel/errors.js';
+import { ConflictError, ValidationError } from './kernel/errors.js';
+import { unsubscribeContact } from './unsubscribes.js';
 import type { ServiceContext } from './context.js';
 import { importContacts, type BulkCreateResult, type ImportOptions, type SourceRow } from './contact-import.js';
 import { csvRows, type CsvSource } from './contact-csv.js';
@@ -113,13 +114,30 @@ export function createContactsApi(ctx: ServiceContext) {
       }));
     },
 
-    /** Marks a contact unsubscribed; its queued mail in every campaign is cancelled by the scheduler. */
+    /**
+     * Sets a contact's status. `unsubscribed` is an unsubscribe through the API: recorded, queued
+     * mail cancelled at once (services/unsubscribes.ts). Back to `active` from unsubscribed or
+     * bounced only through `engine.subscriptions.reactivate` (an admin, with a reason): refused here.
+     */
     async setStatus(userId: number, contactId: number, status: 'active' | 'unsubscribed' | 'bounced'): Promise<void> {
-      const [, count] = (await ctx.apiDb.query(
-        `UPDATE contacts SET status = $status, updated_at = now() WHERE id = $id AND user_id = $userId`,
-        { bind: { status, id: parseId(contactId, 'contactId'), userId: parseId(userId, 'userId') } },
-      )) as [unknown, number];
-      if (!count) throw new ValidationError([{ path: 'contactId', message: `contact ${contactId} not found` }]);
+      const id = parseId(contactId, 'contactId');
+      const [c] = (
+        await ctx.apiDb.query('SELECT status FROM contacts WHERE id = $id AND user_id = $userId', {
+          bind: { id, userId: parseId(userId, 'userId') },
+        })
+      )[0] as { status: string }[];
+      if (!c) throw new ValidationError([{ path: 'contactId', message: `contact ${contactId} not found` }]);
+      if (status === c.status) return;
+      if (status === 'active') {
+        throw new ConflictError(
+          `contact ${contactId} is ${c.status}: only an admin re-activates it, with a reason (subscriptions.reactivate)`,
+        );
+      }
+      if (status === 'unsubscribed') {
+        await unsubscribeContact(ctx.apiDb, id, { method: 'api' });
+        return;
+      }
+      await ctx.apiDb.query(`UPDATE contacts SET status = $status, updated_at = now() WHERE id = $id`, { bind: { status, id } });
     },
   };
 }

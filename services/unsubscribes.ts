@@ -15,6 +15,7 @@
 import type { Sequelize, Transaction } from 'sequelize';
 import { verifyUnsubscribeToken } from './delivery/unsubscribe.js';
 import { suppress } from './suppressions.js';
+import { recordStatusEvent, type UnsubscribeMethod } from './contact-status.js';
 
 export interface CancelResult {
   /** Queued subtasks cancelled. */
@@ -74,13 +75,16 @@ export interface UnsubscribeTarget {
   campaignName: string | null;
 }
 
-/** Who a token names, without changing anything (the confirmation page). Undefined: forged, altered or unknown. */
+/**
+ * Who a token names, without changing anything (the confirmation page). Undefined: forged,
+ * altered, or naming a contact or a campaign (of the contact's owner) that does not exist.
+ */
 export async function describeUnsubscribeToken(db: Sequelize, secret: string, token: string): Promise<UnsubscribeTarget | undefined> {
   const v = verifyUnsubscribeToken(secret, token);
   if (!v || v.contactId > Number.MAX_SAFE_INTEGER || v.taskId > Number.MAX_SAFE_INTEGER) return undefined;
   const [rows] = (await db.query(
     `SELECT c.id, c.email, c.status, t.name AS campaign
-       FROM contacts c LEFT JOIN tasks t ON t.id = $taskId AND t.created_by = c.user_id
+       FROM contacts c JOIN tasks t ON t.id = $taskId AND t.created_by = c.user_id
       WHERE c.id = $contactId`,
     { bind: { contactId: v.contactId, taskId: v.taskId } },
   )) as [{ id: string; email: string; status: UnsubscribeTarget['status']; campaign: string | null }[], unknown];
@@ -100,7 +104,11 @@ export interface UnsubscribeResult extends CancelResult {
  * Marks the contact unsubscribed (a bounced contact stays bounced) and cancels its queued mail in
  * every live campaign, in one transaction.
  */
-export async function unsubscribeContact(db: Sequelize, contactId: number): Promise<UnsubscribeResult | undefined> {
+export async function unsubscribeContact(
+  db: Sequelize,
+  contactId: number,
+  how: { method: UnsubscribeMethod; taskId?: number | null } = { method: 'api' },
+): Promise<UnsubscribeResult | undefined> {
   return db.transaction(async (transaction) => {
     const [rows] = (await db.query(
       `WITH c AS (SELECT id, status AS old FROM contacts WHERE id = $id FOR UPDATE)
@@ -111,6 +119,21 @@ export async function unsubscribeContact(db: Sequelize, contactId: number): Prom
     )) as [{ email: string; user_id: number; old: string }[], unknown];
     const row = rows[0];
     if (!row) return undefined;
+    if (row.old === 'active') {
+      await recordStatusEvent(
+        db,
+        {
+          contactId,
+          userId: row.user_id,
+          email: row.email,
+          from: 'active',
+          to: 'unsubscribed',
+          method: how.method,
+          taskId: how.taskId ?? null,
+        },
+        transaction,
+      );
+    }
     // The address goes on its owner's suppression list too: a re-import cannot bring it back.
     await suppress(db, [{ userId: row.user_id, email: row.email, reason: 'unsubscribe', source: 'unsubscribe' }], transaction);
     const cancelled = await cancelQueuedMail(db, [contactId], transaction);
@@ -118,9 +141,18 @@ export async function unsubscribeContact(db: Sequelize, contactId: number): Prom
   });
 }
 
-/** Verifies a one-click token and unsubscribes its contact. Undefined: the token is forged, altered or names nobody. */
-export async function unsubscribeByToken(db: Sequelize, secret: string, token: string): Promise<UnsubscribeResult | undefined> {
-  const v = verifyUnsubscribeToken(secret, token);
-  if (!v || v.contactId > Number.MAX_SAFE_INTEGER) return undefined;
-  return unsubscribeContact(db, v.contactId);
+/**
+ * Verifies a one-click token and unsubscribes its contact, recording the campaign and `method`
+ * (the one-click POST or the page's button). Undefined: the token is forged or altered, or names
+ * a contact or a campaign of its owner that does not exist.
+ */
+export async function unsubscribeByToken(
+  db: Sequelize,
+  secret: string,
+  token: string,
+  method: 'one_click' | 'page' = 'one_click',
+): Promise<UnsubscribeResult | undefined> {
+  const target = await describeUnsubscribeToken(db, secret, token);
+  if (!target) return undefined;
+  return unsubscribeContact(db, target.contactId, { method, taskId: target.taskId });
 }

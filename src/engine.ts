@@ -18,6 +18,7 @@ import { createGenerator, type GenerationResult } from '../services/generation.j
 import { createSendingServicesApi, type SendingServicesApi } from '../services/sending-services.js';
 import { createTemplatesApi, type TemplatesApi } from '../services/templates.js';
 import { createUsersApi, type UsersApi } from '../services/users.js';
+import { createSubscriptionsApi, type SubscriptionsApi } from '../services/contact-status.js';
 import { createSuppressionsApi, type SuppressionsApi } from '../services/suppressions.js';
 import { createBouncesApi, type BouncesApi } from '../services/bounces.js';
 import { createBreakersApi, type BreakersApi } from '../services/breakers.js';
@@ -129,6 +130,8 @@ export interface Engine extends EngineCore {
   /** Sending services (SMTP accounts, relays): rate, daily quota, who may use them. */
   readonly services: SendingServicesApi;
   readonly contacts: ContactsApi;
+  /** Unsubscribes through the API, re-activation by an admin with a reason, and each contact's status history. */
+  readonly subscriptions: SubscriptionsApi;
   readonly templates: TemplatesApi;
   readonly campaigns: CampaignsApi;
   /** The suppression list: per user, and the admin-managed global list (services/suppressions.ts). */
@@ -245,6 +248,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     users: createUsersApi(ctx),
     services: createSendingServicesApi(ctx),
     contacts,
+    subscriptions: createSubscriptionsApi(ctx),
     templates: createTemplatesApi(ctx),
     campaigns: createCampaignsApi(ctx),
     suppressions: createSuppressionsApi(ctx),

@@ -72,7 +72,10 @@ describe('queue pre-generation', () => {
     const c2 = await a.campaigns.create({ userId: small, name: 'shrink', from: 's@example.test', templates: [t], contacts: made.ids });
     await a.contacts.setStatus(small, made.ids[0]!, 'unsubscribed');
     expect((await a.scheduler.processScheduledTasks())[0]).toMatchObject({ taskId: c2.id, generated: 1, cutOff: 0 });
-    expect((await a.users.get(small)).remainingQuota).toBe(4);
+    // 5 - 2 reserved + 1 refunded at generation, + 1: the unsubscribe (an API one) also cancelled the
+    // contact's queued message in 'grow' at once and refunded it.
+    expect((await a.users.get(small)).remainingQuota).toBe(5);
+    expect(await a.subscriptions.history(made.ids[0]!)).toMatchObject([{ method: 'api', fromStatus: 'active', toStatus: 'unsubscribed' }]);
   });
 
   it('gives each recipient the earliest send time of the window in their own zone', async () => {

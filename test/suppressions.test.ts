@@ -333,8 +333,9 @@ describe('unsubscribes and the suppression list', () => {
       const u = await withContacts(engine, 'Uno', 2);
       await unsubscribeContact(engine.apiDb, u.contactIds[0]!);
       expect(await engine.suppressions.isSuppressed(u.userId, 'uno1@example.test')).toBe(true);
-      // Even reactivated by hand, the contact stays out of campaigns while the address is suppressed.
-      await engine.contacts.setStatus(u.userId, u.contactIds[0]!, 'active');
+      // Even set active behind fairsend's back (the API refuses it without a re-activation), the
+      // contact stays out of campaigns while the address is suppressed.
+      await engine.apiDb.query("UPDATE contacts SET status = 'active' WHERE id = $id", { bind: { id: u.contactIds[0]! } });
       await engine.campaigns.create({
         userId: u.userId,
         name: 'c',

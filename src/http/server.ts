@@ -43,6 +43,7 @@ import { metricsRoute, staticRoutes } from './routes/static.js';
 import { templateRoutes } from './routes/templates.js';
 import { unsubscribeRoutes } from './routes/unsubscribe.js';
 import { userRoutes } from './routes/users.js';
+import { subscriptionRoutes } from './routes/subscriptions.js';
 
 export type { JobsApi, HttpServerOptions } from './options.js';
 export { HTTP_DEFAULTS } from './options.js';
@@ -199,6 +200,7 @@ async function registerRoutes(app: App, engine: Engine, ctx: RouteContext, o: Re
     campaignRoutes(scope, ctx);
     templateRoutes(scope, ctx);
     userRoutes(scope, ctx);
+    subscriptionRoutes(scope, ctx);
     bounceRoutes(scope, ctx);
     suppressionRoutes(scope, ctx);
     jobRoutes(scope, ctx);

@@ -108,6 +108,13 @@ async function aliceCampaign(state: 'scheduled' | 'paused' = 'scheduled', due = 
   return c.id;
 }
 
+/** A fresh unsubscribed contact of Alice's (re-activation and status history). */
+async function aliceUnsubscribed(): Promise<number> {
+  const { ids } = await f.engine.contacts.bulkCreate(alice.id, [{ email: `alice-contact-u${++ipSerial}@alice.example` }]);
+  await f.engine.contacts.setStatus(alice.id, ids[0]!, 'unsubscribed');
+  return ids[0]!;
+}
+
 type Cred = 'none' | 'bad' | 'other' | 'owner' | 'admin';
 const CREDS: Cred[] = ['none', 'bad', 'other', 'owner', 'admin'];
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH';
@@ -250,6 +257,15 @@ const MATRIX: Record<string, Row> = {
     request: async () => ({ url: forAlice('/api/contacts'), body: { contacts: [{ email: `c${++ipSerial}@alice.example` }] } }),
   },
   'GET /api/contacts': { audience: 'user', other: 'own', request: async () => ({ url: '/api/contacts' }) },
+  'POST /api/contacts/{id}/reactivate': {
+    audience: 'admin',
+    request: async () => ({ url: `/api/contacts/${await aliceUnsubscribed()}/reactivate`, body: { reason: 'asked again' } }),
+  },
+  'GET /api/contacts/{id}/status-history': {
+    audience: 'user',
+    other: 'denied',
+    request: async () => ({ url: `/api/contacts/${await aliceUnsubscribed()}/status-history` }),
+  },
   'GET /metrics': { audience: 'admin', request: async () => ({ url: '/metrics' }) },
   // Not in the OpenAPI document: the dashboard and the document itself.
   'GET /': { audience: 'public', request: async () => ({ url: '/' }) },

@@ -8,8 +8,11 @@
  *   mail in every live campaign at once (services/unsubscribes.ts). This is what mailbox providers
  *   call from the List-Unsubscribe-Post header, and what the page's button sends.
  *
- * A forged or altered token (HMAC check in services/delivery/unsubscribe.ts) gets 400 and changes
- * nothing. Without a configured secret the routes answer 404.
+ * A forged or altered token (HMAC check in services/delivery/unsubscribe.ts), or one naming a
+ * campaign that does not exist, gets 400 and changes nothing; any other body type (JSON) 415.
+ * Each unsubscribe is recorded with its campaign and how it came: `one_click` (a mailbox
+ * provider's POST) or `page` (the confirmation page's button, which adds `via=page`). Without a
+ * configured secret the routes answer 404.
  */
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
@@ -38,6 +41,7 @@ function page(reply: FastifyReply, status: number, title: string, body: string):
 }
 
 const INVALID = 'This unsubscribe link is not valid';
+const FORM_TYPES = ['application/x-www-form-urlencoded', 'multipart/form-data'];
 const invalidBody = '<p>The link may have been altered or cut short. Copy the whole link from the message and try again.</p>';
 
 /** Parses a small multipart/form-data body into its text fields (enough for RFC 8058's one field). */
@@ -84,7 +88,8 @@ export function unsubscribeRoutes(app: App, ctx: RouteContext): void {
         200,
         'Unsubscribe?',
         `<p>Stop all messages to <strong>${escapeHtml(target.email)}</strong> from this sender${from}?</p>` +
-          `<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click"><button type="submit">Unsubscribe</button></form>`,
+          `<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click"><input type="hidden" name="via" value="page">` +
+          `<button type="submit">Unsubscribe</button></form>`,
       );
     },
   );
@@ -93,20 +98,32 @@ export function unsubscribeRoutes(app: App, ctx: RouteContext): void {
     '/u/:token',
     {
       bodyLimit: 4096,
+      // RFC 8058: the one-click body is a form; any other type (a JSON body naming the same field) is refused before validation.
+      preValidation: async (request, reply) => {
+        const type = String(request.headers['content-type'] ?? '')
+          .split(';')[0]!
+          .trim()
+          .toLowerCase();
+        if (!FORM_TYPES.includes(type)) {
+          return page(reply, 415, 'Not a one-click unsubscribe', '<p>Send List-Unsubscribe=One-Click as a form (RFC 8058).</p>');
+        }
+      },
       schema: {
         tags: ['unsubscribe'],
         summary: 'RFC 8058 one-click unsubscribe',
         consumes: ['application/x-www-form-urlencoded', 'multipart/form-data'],
         description:
           'Body `List-Unsubscribe=One-Click` (form-urlencoded or multipart). The contact is unsubscribed and its queued mail in every live campaign ' +
-          'cancelled at once, with the credit refunded. A forged or altered token: 400, nothing changes.',
+          'cancelled at once, with the credit refunded, and the unsubscribe recorded with its campaign. Any other body type (JSON): 415. ' +
+          'A forged or altered token, or one naming a campaign that does not exist: 400, nothing changes.',
         params,
         body: z.looseObject({ 'List-Unsubscribe': z.literal('One-Click', { error: 'must be One-Click (RFC 8058)' }) }),
       },
     },
     async (request, reply) => {
       if (!secret) return notConfigured(reply);
-      const done = await unsubscribeByToken(db, secret, request.params.token);
+      const via = (request.body as Record<string, unknown>).via === 'page' ? 'page' : 'one_click';
+      const done = await unsubscribeByToken(db, secret, request.params.token, via);
       if (!done) return page(reply, 400, INVALID, invalidBody);
       request.log.info({ contactId: done.contactId, cancelled: done.cancelled, refunded: done.refunded }, 'unsubscribed');
       return page(reply, 200, 'You are unsubscribed', `<p>${escapeHtml(done.email)} receives no more messages from this sender.</p>`);
