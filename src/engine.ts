@@ -24,6 +24,7 @@ import { createBouncesApi, type BouncesApi } from '../services/bounces.js';
 import { createBreakersApi, type BreakersApi } from '../services/breakers.js';
 import { handleInbound, type InboundMessage, type InboundOutcome } from '../services/inbound/inbound.js';
 import { startBounceListener, type BounceListener } from '../services/inbound/smtp-listener.js';
+import { createWebhooksApi, type WebhookDeps, type WebhooksApi } from '../services/webhooks/index.js';
 import { QueueScheduler, type InstanceInfo, type SchedulerStatus, type SentEvent } from '../services/scheduler/queue-scheduler.js';
 import { createMaintenance, type Maintenance } from '../services/maintenance/index.js';
 import { JOB_NAMES, type JobName } from '../services/maintenance/options.js';
@@ -39,6 +40,8 @@ export interface EngineOptions extends ConfigOverrides {
   migrate?: boolean;
   /** The clock every time-dependent decision reads (default: the system clock). Tests inject one. */
   clock?: Clock;
+  /** Provider webhooks: how SNS certificates are fetched and subscriptions confirmed (tests inject these; default fetch). */
+  webhooks?: Pick<WebhookDeps, 'fetchCert' | 'confirmSubscription'>;
 }
 
 export interface EngineCore {
@@ -62,7 +65,7 @@ export interface EngineCore {
 }
 
 export async function createEngineCore(options: EngineOptions = {}): Promise<EngineCore> {
-  const { env = process.env, logger: givenLogger, migrate = true, clock: _clock, ...overrides } = options;
+  const { env = process.env, logger: givenLogger, migrate = true, clock: _clock, webhooks: _webhooks, ...overrides } = options;
   const config = loadConfig(env, overrides);
   const logger = givenLogger ?? createLogger(config.logLevel);
 
@@ -140,6 +143,8 @@ export interface Engine extends EngineCore {
   readonly bounces: BouncesApi;
   /** Safety breakers and user pauses (services/breakers.ts). */
   readonly breakers: BreakersApi;
+  /** Provider webhooks (Mailgun, SendGrid, Postmark, SparkPost, SES), each tied to a sending service. */
+  readonly webhooks: WebhooksApi;
   /** Inbound bounce mail: DSNs and ARF reports by SMTP (BOUNCE_SMTP_PORT) or IMAP (services/inbound/). */
   readonly inbound: {
     /** Applies one inbound message (or keeps it for review). */
@@ -253,6 +258,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     campaigns: createCampaignsApi(ctx),
     suppressions: createSuppressionsApi(ctx),
     bounces,
+    webhooks: createWebhooksApi(ctx, { bounces, ...options.webhooks }),
     inbound: { handle: (msg: InboundMessage) => handleInbound(inboundDeps, msg), smtpPort: listener?.port },
     breakers: createBreakersApi(ctx),
     scheduler: {

@@ -39,6 +39,7 @@ import { jobRoutes } from './routes/jobs.js';
 import { schedulerRoutes } from './routes/scheduler.js';
 import { serviceRoutes } from './routes/services.js';
 import { suppressionRoutes } from './routes/suppressions.js';
+import { webhookReceiver, webhookRoutes } from './routes/webhooks.js';
 import { metricsRoute, staticRoutes } from './routes/static.js';
 import { templateRoutes } from './routes/templates.js';
 import { unsubscribeRoutes } from './routes/unsubscribe.js';
@@ -189,6 +190,7 @@ async function registerRoutes(app: App, engine: Engine, ctx: RouteContext, o: Re
   await app.register(async (scope) => healthRoutes(scope as App, ctx));
   await app.register(async (scope) => unsubscribeRoutes(scope as App, ctx));
   await app.register(async (scope) => staticRoutes(scope as App, ctx));
+  await app.register(async (scope) => webhookReceiver(scope as App, ctx));
 
   // Token-protected: everything under /api, and /metrics.
   const limiter = new FailureLimiter(o.authFailureLimit);
@@ -203,6 +205,7 @@ async function registerRoutes(app: App, engine: Engine, ctx: RouteContext, o: Re
     subscriptionRoutes(scope, ctx);
     bounceRoutes(scope, ctx);
     suppressionRoutes(scope, ctx);
+    webhookRoutes(scope, ctx);
     jobRoutes(scope, ctx);
     failureRoutes(scope, ctx);
     await scope.register(async (csv) => contactRoutes(csv as App, ctx));
