@@ -1,0 +1,208 @@
+/**
+ * The pacing schedule as pure code: an injected clock whose callbacks fire late by whatever the
+ * test says (a busy event loop), and the k + 1 rule checked over the release instants.
+ */
+import fc from 'fast-check';
+import { CATCH_UP, Pacer, paceViolations, type PacerClock } from '../services/scheduler/pacer.js';
+
+/** A clock the test drives: timers fire at their instant plus `delay()` (a late event loop). */
+class FakeClock implements PacerClock {
+  t = 0;
+  private timers: { at: number; fn: () => void; id: number }[] = [];
+  private ids = 0;
+  delay: () => number = () => 0;
+  now(): number {
+    return this.t;
+  }
+  after(ms: number, fn: () => void): () => void {
+    const id = ++this.ids;
+    this.timers.push({ at: this.t + ms, fn, id });
+    return () => (this.timers = this.timers.filter((x) => x.id !== id));
+  }
+  /** Runs timers due until `end` (each fired late by delay()), then sets the time to `end`. */
+  runUntil(end: number): void {
+    for (;;) {
+      this.timers.sort((a, b) => a.at - b.at);
+      const next = this.timers[0];
+      if (!next || next.at > end) break;
+      this.timers.shift();
+      this.t = Math.max(this.t, next.at + this.delay());
+      next.fn();
+    }
+    this.t = Math.max(this.t, end);
+  }
+}
+
+/** A service with work: keeps `ahead` sends waiting, queues the next one as each is released. */
+function busyService(p: Pacer, ahead: number, total: number): number[] {
+  const released: number[] = [];
+  let queued = 0;
+  const one = () => {
+    queued++;
+    p.schedule((at) => {
+      if (at === null) return;
+      released.push(at);
+      if (queued < total) one();
+    });
+  };
+  for (let i = 0; i < ahead && queued < total; i++) one();
+  return released;
+}
+
+describe('pacer', () => {
+  it('releases the k-th send at t0 + k x interval', () => {
+    const clock = new FakeClock();
+    const released = busyService(new Pacer(10, clock), 1, 5);
+    clock.runUntil(1000);
+    expect(released).toEqual([0, 10, 20, 30, 40]);
+  });
+
+  it('catches up after a late dispatch: the late send does not push the later ones back', () => {
+    const clock = new FakeClock();
+    const delays = [0, 4, 0, 0]; // the wake-up for the slot at 20 comes 4 ms late
+    let i = 0;
+    clock.delay = () => delays[i++] ?? 0;
+    const released = busyService(new Pacer(10, clock), 1, 6);
+    clock.runUntil(1000);
+    expect(released).toEqual([0, 10, 24, 30, 40, 50]);
+  });
+
+  it('banks nothing after idle: sends after a pause come one interval apart', () => {
+    const clock = new FakeClock();
+    const p = new Pacer(10, clock);
+    const first = busyService(p, 1, 2);
+    clock.runUntil(500);
+    expect(first).toEqual([0, 10]);
+    const after = busyService(p, 3, 4); // three waiting at once after 490 ms of idle
+    clock.runUntil(1000);
+    expect(after).toEqual([500, 510, 520, 530]);
+  });
+
+  it('keeps at most CATCH_UP of an interval after a long stall: no burst of the missed slots', () => {
+    const clock = new FakeClock();
+    const delays = [0, 45]; // the slot at 20 is released at 65, 4.5 intervals late
+    let i = 0;
+    clock.delay = () => delays[i++] ?? 0;
+    const released = busyService(new Pacer(10, clock), 2, 6);
+    clock.runUntil(1000);
+    expect(released.slice(0, 3)).toEqual([0, 10, 65]);
+    // The late send keeps half an interval: the next one is due at 65 - 5 + 10.
+    expect(released.slice(3)).toEqual([65 - CATCH_UP * 10 + 10, 80, 90]);
+  });
+
+  it('keeps sub-millisecond intervals: 30 a second is 33.33 ms, not 33 or 34', () => {
+    const clock = new FakeClock();
+    const released = busyService(new Pacer(1000 / 30, clock), 1, 301);
+    clock.runUntil(20_000);
+    expect(released[300]).toBeCloseTo(10_000, 6);
+  });
+
+  it('waits for notBefore (a restart or takeover), and a rate change keeps the anchor', () => {
+    const clock = new FakeClock();
+    const p = new Pacer(100, clock, 250);
+    const released = busyService(p, 1, 3);
+    clock.runUntil(300);
+    expect(released).toEqual([250]);
+    p.setInterval(20); // faster: the next is due 20 ms after the last slot, not after the old 100
+    clock.runUntil(1000);
+    // The waiting send is already 30 ms past the new slot (270): it keeps half an interval of it.
+    expect(released).toEqual([250, 300, 310]);
+  });
+
+  it('drops waiting sends on clear(): their callbacks see null', () => {
+    const clock = new FakeClock();
+    const p = new Pacer(1000, clock);
+    const seen: (number | null)[] = [];
+    p.schedule((at) => seen.push(at));
+    p.schedule((at) => seen.push(at));
+    expect(p.waiting).toBe(1);
+    p.clear();
+    expect(seen).toEqual([0, null]);
+    clock.runUntil(5000);
+    expect(seen).toEqual([0, null]);
+  });
+
+  it('refuses a negative or non-finite interval', () => {
+    expect(() => new Pacer(-1)).toThrow(RangeError);
+    expect(() => new Pacer(Number.NaN)).toThrow(RangeError);
+  });
+
+  it('holds the k + 1 rule in every window of >= 1 s (or one interval) over random jitter, and keeps the rate', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.double({ min: 0.5, max: 20, noNaN: true }), fc.double({ min: 20, max: 3000, noNaN: true })),
+        fc.integer({ min: 1, max: 3 }),
+        fc.array(fc.oneof(fc.constant(0), fc.double({ min: 0, max: 1, noNaN: true }), fc.double({ min: 0, max: 200, noNaN: true })), {
+          minLength: 1,
+          maxLength: 50,
+        }),
+        (interval, ahead, jitter) => {
+          const clock = new FakeClock();
+          let i = 0;
+          clock.delay = () => jitter[i++ % jitter.length]!;
+          const total = Math.min(400, Math.ceil(4000 / interval) + 5);
+          const released = busyService(new Pacer(interval, clock), ahead, total);
+          clock.runUntil(total * interval + 200 * total);
+          expect(released).toHaveLength(total);
+          expect(paceViolations(released, interval)).toBeNull();
+          // Never sooner than the schedule: the k-th release is at or after k intervals.
+          released.forEach((t, k) => expect(t).toBeGreaterThanOrEqual(k * interval - 1e-6));
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('loses no time to jitter under CATCH_UP of an interval: the k-th send stays on its slot', () => {
+    fc.assert(
+      fc.property(
+        fc.double({ min: 1, max: 100, noNaN: true }),
+        fc.array(fc.double({ min: 0, max: 0.49, noNaN: true }), { minLength: 1 }),
+        (interval, j) => {
+          const clock = new FakeClock();
+          let i = 0;
+          clock.delay = () => j[i++ % j.length]! * interval;
+          const released = busyService(new Pacer(interval, clock), 1, 200);
+          clock.runUntil(400 * interval);
+          released.forEach((t, k) => expect(t - k * interval).toBeLessThan(CATCH_UP * interval));
+        },
+      ),
+    );
+  });
+});
+
+describe('paceViolations', () => {
+  /** Every window [t_i, t_i + kT] for every k with kT >= max(minWindow, T): the plain definition. */
+  function brute(t: number[], T: number, minWindow: number): number {
+    const s = [...t].sort((a, b) => a - b);
+    const kmin = Math.max(1, Math.ceil(minWindow / T - 1e-9));
+    let worst = 0;
+    for (let i = 0; i < s.length; i++)
+      for (let k = kmin; k === kmin || s[i]! + (k - 1) * T <= s[s.length - 1]!; k++) {
+        const n = s.filter((x) => x >= s[i]! && x <= s[i]! + k * T).length;
+        worst = Math.max(worst, n - (k + 1));
+      }
+    return worst;
+  }
+
+  it('agrees with the plain definition on random lists', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 300 }), { maxLength: 40 }),
+        fc.integer({ min: 1, max: 40 }),
+        fc.integer({ min: 0, max: 100 }),
+        (t, T, minWindow) => {
+          const v = paceViolations(t, T, minWindow);
+          expect(v?.excess ?? 0).toBe(brute(t, T, minWindow));
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('finds a burst of two extra sends in a one-second window', () => {
+    const t = Array.from({ length: 101 }, (_, k) => k * 10);
+    expect(paceViolations(t, 10)).toBeNull();
+    expect(paceViolations([...t, 500], 10)?.excess).toBe(1);
+  });
+});
