@@ -166,9 +166,9 @@ export interface Engine extends EngineCore {
     flush(): Promise<void>;
     /** Generates the subtask queues of up to `batchSize` due campaigns (exactly once each). */
     processScheduledTasks(batchSize?: number): Promise<GenerationResult[]>;
-    /** 'sent' (SentEvent), 'retry', 'failed', 'tick', 'error'. */
+    /** 'sent' (SentEvent), 'retry', 'failed', 'tick', 'error', 'written' ({ outcomes }: one committed outcome write). */
     on(event: 'sent', listener: (e: SentEvent) => void): void;
-    on(event: 'retry' | 'failed' | 'tick' | 'error', listener: (e: unknown) => void): void;
+    on(event: 'retry' | 'failed' | 'tick' | 'error' | 'written', listener: (e: unknown) => void): void;
     off(event: string, listener: (...args: never[]) => void): void;
     readonly instanceId: string;
   };

@@ -21,6 +21,7 @@ const SCHEMA = [
   'contacts',
   'email_services',
   'error_logs',
+  'quota_holds',
   'scheduler_instances',
   'subtasks',
   'tasks',

@@ -14,14 +14,15 @@
  *      paused or cancelled ones leave, and their claimed messages are released (or cancelled,
  *      with the user's credit refunded);
  *   6. wake campaigns whose retry backoff or send window has come, and refill low buffers;
- *   7. write the outcomes of every send since the last tick in one statement;
+ *   7. write the outcomes not written yet (written continuously; this retries a failed write);
  *   8. record why campaigns with work cannot send (no usable service).
  *
  * A subtask moves queued -> sending (claimed, leased to this engine) -> sent | failed | cancelled,
  * or back to queued (retry with backoff, released on pause or shutdown), or to unknown
- * (at-most-once, outcome lost). Outcomes are batched; a crash loses at most the unwritten batch
- * and the messages in flight, whose leases then expire and are recovered: resent with the same
- * Message-ID under at-least-once, marked unknown under at-most-once. Nothing is dropped silently.
+ * (at-most-once, outcome lost). Outcomes are written continuously (each write starts when the
+ * previous commits); a crash loses at most the outcomes of the write under way and the messages in
+ * flight, whose leases then expire and are recovered: resent with the same Message-ID under
+ * at-least-once, marked unknown under at-most-once. Nothing is dropped silently.
  */
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -35,15 +36,13 @@ import type { Generator } from '../generation.js';
 import { CampaignPool, CampaignState, type Claimed } from './campaign-pool.js';
 import type { ConcurrencySnapshot } from './concurrency.js';
 import { RateMeter } from './rate-meter.js';
-import { ServiceRunner, type RunnerHost } from './service-runner.js';
+import { ServiceRunner, type Dispatch, type RunnerHost } from './service-runner.js';
 import { ServiceLocks } from './service-locks.js';
 import * as sql from './sql.js';
 import { isConnectionError } from '../kernel/db.js';
 
 export type DeliveryMode = 'at-least-once' | 'at-most-once';
 
-/** How often outcomes are written while sending. */
-export const FLUSH_MS = 100;
 /** While the database is unreachable, the scheduler logs it at most this often. */
 const DB_DOWN_LOG_MS = 5000;
 
@@ -119,7 +118,8 @@ export class QueueScheduler extends EventEmitter {
   private bounced: number[] = [];
   private flushing: Promise<void> | undefined;
   private controlTimer: NodeJS.Timeout | undefined;
-  private flushTimer: NodeJS.Timeout | undefined;
+  /** A write is due to start (coalesces the outcomes of one turn of the event loop). */
+  private writeKicked = false;
   private ticking: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeating = false;
@@ -203,12 +203,6 @@ export class QueueScheduler extends EventEmitter {
     await this.tick();
     this.controlTimer = setInterval(() => void this.tick(), this.ctx.config.schedulerTickMs);
     this.controlTimer.unref();
-    // Outcomes are written every FLUSH_MS, not only every tick: what a crash can resend is bounded
-    // by the sends of the last FLUSH_MS plus those in flight.
-    this.flushTimer = setInterval(() => {
-      if (this.outcomes.length) this.flushOnce().catch((err: unknown) => this.fail(err, 'flush'));
-    }, FLUSH_MS);
-    this.flushTimer.unref();
     this.ctx.logger.info({ instanceId: this.instanceId, mode: this.mode }, 'scheduler started');
   }
 
@@ -272,6 +266,9 @@ export class QueueScheduler extends EventEmitter {
         pid: process.pid,
         services: [...this.runners.keys()].sort((a, b) => a - b),
       });
+      // Stalled past the lease: another engine may have recovered this one's leases and quota
+      // holds meanwhile, so the units held locally may be back in the quota. Not used.
+      if (this.leasesValidUntil > 0 && sentAt > this.leasesValidUntil) for (const r of this.runners.values()) r.forfeitUnits();
       this.leasesValidUntil = sentAt + this.ctx.config.leaseTtlMs;
       await this.recoverExpired(now);
     } finally {
@@ -285,6 +282,9 @@ export class QueueScheduler extends EventEmitter {
       this.ctx.logger.warn(recovered, 'recovered expired leases');
       for (const c of this.pool.campaigns.values()) c.wakeAt = Math.min(c.wakeAt ?? Infinity, now.getTime());
     }
+    // Quota units a dead engine had reserved and not used go back to the quota (the exact ledger).
+    const returned = await sql.returnQuotaHolds(this.ctx.schedulerDb, { ttlMs: this.ctx.config.leaseTtlMs });
+    if (returned) this.ctx.logger.warn({ units: returned }, 'returned the unused quota units of a stopped engine');
   }
 
   private runnerHost(): RunnerHost {
@@ -292,6 +292,7 @@ export class QueueScheduler extends EventEmitter {
     return {
       db: this.ctx.schedulerDb,
       secrets: this.ctx.secrets,
+      instanceId: this.instanceId,
       clock: this.ctx.clock,
       tickMs: Math.min(config.schedulerTickMs, 100),
       unhealthyAfter: config.unhealthyAfter,
@@ -303,7 +304,7 @@ export class QueueScheduler extends EventEmitter {
         downIntervalMs: config.concurrencyDownMs,
         healthyLatencyMs: config.concurrencyLatencyMs,
       },
-      sendOne: (r) => this.sendOne(r),
+      sendOne: (r, dispatch) => this.sendOne(r, dispatch),
       onError: (err, where) => this.fail(err, where),
       onStateChange: (r) => this.ctx.logger.info({ serviceId: r.id, state: r.state }, 'service state changed'),
       onConcurrencyChange: (r, from) =>
@@ -369,6 +370,7 @@ export class QueueScheduler extends EventEmitter {
     // Listed (as 'stopped') until its in-flight sends have finished.
     await r.stop(this.ctx.config.shutdownGraceMs);
     this.runners.delete(r.id);
+    this.keepSpent(r.takeSpent().spent);
     if (release) await this.locks.release(r.id);
     // Campaigns no service of this engine can carry any more give their claimed messages back.
     for (const c of this.pool.campaigns.values()) if (!this.carried(c)) this.retire(c, 'queued');
@@ -520,8 +522,11 @@ export class QueueScheduler extends EventEmitter {
     return false;
   }
 
-  /** Sends one message through `r`. Returns false when there was nothing to send. */
-  private async sendOne(r: ServiceRunner): Promise<boolean> {
+  /**
+   * Sends one message through `r`. False: nothing was sent and the slot's unit was not touched
+   * (the runner keeps it); true: the unit is spent or was given back here.
+   */
+  private async sendOne(r: ServiceRunner, dispatch: Dispatch): Promise<boolean> {
     const picked = this.pick(r);
     if (!picked) return false;
     const { c, item } = picked;
@@ -559,7 +564,6 @@ export class QueueScheduler extends EventEmitter {
       // Not loaded yet (a race with a new campaign): put it back and load on the next tick.
       c.putBack(item);
       this.setSendable(c, true);
-      r.giveBackUnit();
       return false;
     }
     const { config } = this.ctx;
@@ -597,7 +601,13 @@ export class QueueScheduler extends EventEmitter {
         return true; // the lease was lost (recovered elsewhere): not ours to send
       }
     }
-    const { at: dispatchedAt, result } = await r.dispatch(() => r.transport.sendMail(mail));
+    const dispatched = await dispatch(() => r.transport.sendMail(mail));
+    if (!dispatched) {
+      // The service stopped before the slot came: not sent, the message goes back to its campaign.
+      c.putBack(item);
+      return false;
+    }
+    const { at: dispatchedAt, result } = dispatched;
     try {
       await result;
       const sentAt = this.now().toJSDate();
@@ -678,7 +688,26 @@ export class QueueScheduler extends EventEmitter {
 
   private pushOutcome(item: Claimed, o: Omit<sql.Outcome, 'taskId' | 'contactId'>): void {
     this.outcomes.push({ taskId: item.taskId, contactId: item.contactId, ...o });
-    if (this.outcomes.length >= 500) void this.flushOnce().catch((err: unknown) => this.fail(err, 'flush'));
+    this.kickWriter();
+  }
+
+  /**
+   * Outcomes are written continuously: a write starts as soon as there is something to write and
+   * no write is under way, and the next starts when the previous one commits, with whatever
+   * arrived meanwhile. Under load that is group commit (each write carries the sends of the
+   * previous write's duration), idle it is one small write per send, and there is never a timer
+   * to wait for. So a crash resends at most the messages in flight plus those of the write under
+   * way (one commit), before their outcomes are written. A failed write is retried by the next
+   * control tick (no hot loop while the database is away).
+   */
+  private kickWriter(): void {
+    if (this.flushing || this.writeKicked) return;
+    this.writeKicked = true;
+    setImmediate(() => {
+      this.writeKicked = false;
+      if (this.flushing) return;
+      this.flushOnce().catch((err: unknown) => this.fail(err, 'flush'));
+    });
   }
 
   /**
@@ -688,48 +717,82 @@ export class QueueScheduler extends EventEmitter {
    */
   async flush(): Promise<void> {
     do await this.flushOnce();
-    while (this.outcomes.length || this.errors.size || this.bounced.length);
+    while (this.outcomes.length || this.errors.size || this.bounced.length || this.spentBacklog.length);
   }
 
-  /** One write (the timer's): joins the write under way, if any. */
+  /** One write: joins the write under way, if any. */
   private flushOnce(): Promise<void> {
     // Cleared in a chained finally (a microtask): an inner `finally` would run synchronously when
     // there is nothing to write, before `??=` stores the promise, and leave a stale one behind.
-    this.flushing ??= this.writeOutcomes().finally(() => (this.flushing = undefined));
+    this.flushing ??= this.writeOutcomes()
+      .then(() => {
+        // Committed: the next write starts now if outcomes arrived meanwhile.
+        if (this.outcomes.length) this.kickWriter();
+      })
+      .finally(() => (this.flushing = undefined));
     return this.flushing;
   }
 
-  /**
-   * One write per call, plus more only while a backlog of full batches waits: outcomes that arrive
-   * during a write go with the next FLUSH_MS timer, so a busy engine writes about ten larger
-   * batches a second instead of a stream of one-row transactions.
-   */
+  /** One write: up to 5000 outcomes, the error counts, the bounces, and the units spent. */
   private async writeOutcomes(): Promise<void> {
-    let first = true;
-    while ((first && (this.outcomes.length || this.errors.size || this.bounced.length)) || this.outcomes.length >= 5000) {
-      first = false;
-      const batch = this.outcomes.splice(0, 5000);
-      const errors = [...this.errors.values()];
-      this.errors.clear();
-      const bounced = this.bounced.splice(0);
-      try {
-        if (batch.length) {
-          const res = await sql.flushOutcomes(this.ctx.schedulerDb, this.instanceId, batch);
-          if (res.applied < batch.length) {
-            this.ctx.logger.warn({ lost: batch.length - res.applied }, 'outcomes not applied: leases were recovered by another engine');
-          }
-          for (const id of res.completed) this.ctx.logger.info({ campaignId: id }, 'campaign completed');
+    const due = this.outcomes.length || this.errors.size || this.bounced.length || this.spentDue();
+    if (!due) return;
+    const { spent, undo } = this.collectSpent();
+    const batch = this.outcomes.splice(0, 5000);
+    const errors = [...this.errors.values()];
+    this.errors.clear();
+    const bounced = this.bounced.splice(0);
+    try {
+      if (batch.length || spent.length) {
+        const res = await sql.flushOutcomes(this.ctx.schedulerDb, this.instanceId, batch, spent);
+        this.emit('written', { outcomes: batch.length });
+        if (res.applied < batch.length) {
+          this.ctx.logger.warn({ lost: batch.length - res.applied }, 'outcomes not applied: leases were recovered by another engine');
         }
-        await sql.recordErrors(this.ctx.schedulerDb, errors);
-        await sql.markBounced(this.ctx.schedulerDb, bounced);
-      } catch (err) {
-        // Keep them for the next flush: an outcome is never dropped because the database blinked.
-        this.outcomes.unshift(...batch);
-        for (const e of errors) this.errors.set(`${e.type}\u0000${e.message}`, e);
-        this.bounced.push(...bounced);
-        throw err;
+        for (const id of res.completed) this.ctx.logger.info({ campaignId: id }, 'campaign completed');
       }
+      await sql.recordErrors(this.ctx.schedulerDb, errors);
+      await sql.markBounced(this.ctx.schedulerDb, bounced);
+    } catch (err) {
+      // Keep them for the next flush: an outcome is never dropped because the database blinked.
+      this.outcomes.unshift(...batch);
+      for (const e of errors) this.errors.set(`${e.type}\u0000${e.message}`, e);
+      this.bounced.push(...bounced);
+      undo();
+      throw err;
     }
+  }
+
+  /** Units spent not written yet: of removed runners, or of a write that failed. */
+  private spentBacklog: sql.SpentUnits[] = [];
+
+  private keepSpent(spent: sql.SpentUnits[]): void {
+    this.spentBacklog.push(...spent);
+  }
+
+  /** Units to write without outcomes: a stopped runner's, or a failed write's. */
+  private spentDue(): boolean {
+    return this.spentBacklog.length > 0;
+  }
+
+  /** Every runner's units to take off the holds (see ServiceRunner.takeSpent), summed per service and day. */
+  private collectSpent(): { spent: sql.SpentUnits[]; undo: () => void } {
+    const backlog = this.spentBacklog.splice(0);
+    const taken = [...this.runners.values()].map((r) => r.takeSpent());
+    const sum = new Map<string, sql.SpentUnits>();
+    for (const x of [...backlog, ...taken.flatMap((t) => t.spent)]) {
+      const key = `${x.serviceId}/${x.day}`;
+      const cur = sum.get(key);
+      if (cur) cur.n += x.n;
+      else sum.set(key, { ...x });
+    }
+    return {
+      spent: [...sum.values()].filter((x) => x.n !== 0),
+      undo: () => {
+        this.spentBacklog.push(...backlog);
+        for (const t of taken) t.undo();
+      },
+    };
   }
 
   private lastReasons = new Map<number, string | null>();
@@ -766,17 +829,19 @@ export class QueueScheduler extends EventEmitter {
     if (!this.running) return;
     this.running = false;
     if (this.controlTimer) clearInterval(this.controlTimer);
-    if (this.flushTimer) clearInterval(this.flushTimer);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     await this.ticking?.catch(() => undefined);
     const grace = this.ctx.config.shutdownGraceMs;
     await Promise.all([...this.runners.values()].map((r) => r.stop(grace)));
+    for (const r of this.runners.values()) this.keepSpent(r.takeSpent().spent);
     this.runners.clear();
     await this.pool.idle();
     for (const c of this.pool.campaigns.values()) this.retire(c, 'queued');
     this.pool.campaigns.clear();
     try {
       await this.flush();
+      // Spent units are written: what is left of this engine's holds is unused. Back to the quota.
+      await sql.returnQuotaHolds(this.ctx.schedulerDb, { instance: this.instanceId, ttlMs: this.ctx.config.leaseTtlMs });
       await this.locks.close();
       await sql.unregister(this.ctx.schedulerDb, this.instanceId);
     } catch (err) {

@@ -1,43 +1,55 @@
 /**
- * One sending service: its own timer, its own rate limiter (bottleneck: `minTime` is the service's
- * `sending_rate`, `maxConcurrent` its dynamic concurrency; a plain p-queue when it has no rate
- * limit, see slot-limiter.ts), its own pooled SMTP transport, its own share of its daily quota, and
- * its own FairRing of the campaigns it may carry.
+ * One sending service: its own timer, its own pacing schedule (pacer.ts: the k-th send is due at
+ * t0 + k x interval), its own pooled SMTP transport, its own share of its daily quota, and its own
+ * FairRing of the campaigns it may carry.
  *
- * Each slot submitted to the limiter, when the limiter starts it: takes one quota unit (reserved
- * from PostgreSQL in small batches, never beyond the daily quota), asks the ring for the next
- * campaign (fair order is decided at dispatch time, so pauses and new campaigns count at once),
- * and sends that campaign's next message. The timer keeps a few slots queued while there is work;
- * a finished slot queues the next one, so a fast service is self-clocked and a slow one waits on
- * `minTime` alone.
+ * The runner owns its send slots end to end. A slot: takes one quota unit (reserved from
+ * PostgreSQL in small batches, never beyond the daily quota; the next batch is reserved while half
+ * of this one is left, so a fast service never waits on the database in front of its schedule),
+ * asks the host for the next message in fair order (decided at slot time, so pauses and new
+ * campaigns count at once), waits in the pacer for its slot, sends, and hands the result back. At
+ * most `concurrency` slots run at once, and at most LOOKAHEAD of them have picked a message and
+ * wait for their slot: a message is never picked much before it can go.
  *
  * States: running -> exhausted (quota used up; until the next local midnight) -> running;
  * running -> unhealthy (after N consecutive connection or server failures; probed with
  * transport.verify() on a doubling backoff) -> running; disabled and deleted services stop.
  */
 import type { Transporter } from 'nodemailer';
-import type { DateTime } from 'luxon';
+import { DateTime } from 'luxon';
 import { classifySendError } from '../delivery/classify.js';
 import { createServiceTransport } from '../delivery/transport.js';
 import { ConcurrencyController, type ConcurrencyOptions } from './concurrency.js';
-import { createSlotLimiter, type SlotLimiter } from './slot-limiter.js';
+import { Pacer, preciseNow } from './pacer.js';
 import { FairRing } from '../fair-ring.js';
 import { nextQuotaReset, quotaDayOf } from '../quota-day.js';
-import { releaseQuota, reserveQuota, saveServiceHealth, type ServiceRow } from './sql.js';
+import { releaseQuota, reserveQuota, saveServiceHealth, type ServiceRow, type SpentUnits } from './sql.js';
 import type { Sequelize } from 'sequelize';
 import type { Keyring } from '../kernel/secrets.js';
+
+/**
+ * Hands one message to the transport when the pacer's slot comes: resolves with the dispatch
+ * instant and the send's result, or null when the service stopped first (nothing was sent).
+ */
+export type Dispatch = <T>(send: () => Promise<T>) => Promise<{ at: number; result: Promise<T> } | null>;
 
 export interface RunnerHost {
   db: Sequelize;
   /** Opens the row's stored secrets when the transport is built. */
   secrets: Keyring;
+  /** The engine instance: quota holds are recorded under it. */
+  instanceId: string;
   clock: () => DateTime;
   tickMs: number;
   unhealthyAfter: number;
   probeBackoffMs: number;
   concurrency: ConcurrencyOptions;
-  /** Sends one message through this runner; resolves when its outcome is known. False: nothing to send. */
-  sendOne(runner: ServiceRunner): Promise<boolean>;
+  /**
+   * Sends one message through this runner (dispatching it through `dispatch`); resolves when its
+   * outcome is known. False: nothing was sent and the slot's quota unit is still unused (the
+   * runner keeps it); true: the unit is accounted for (spent, or given back with giveBackUnit).
+   */
+  sendOne(runner: ServiceRunner, dispatch: Dispatch): Promise<boolean>;
   onError(err: unknown, where: string): void;
   onStateChange(runner: ServiceRunner): void;
   onConcurrencyChange(runner: ServiceRunner, from: number): void;
@@ -50,17 +62,16 @@ export function quotaBatch(sendingRate: number): number {
 
 const MAX_PROBE_BACKOFF_MS = 5 * 60_000;
 
-/** Services sending more often than this get the precise (yielding) end of the dispatch wait. */
-const SPIN_BELOW_MS = 250;
-
-/** Epoch milliseconds with sub-millisecond precision (Date.now() has whole milliseconds). */
-const preciseNow = (): number => performance.timeOrigin + performance.now();
+/** A `date` column as YYYY-MM-DD, whether the driver gave a string or a Date (at local midnight). */
+function dayOf(d: string | Date): string {
+  return typeof d === 'string' ? d.slice(0, 10) : DateTime.fromJSDate(d).toISODate()!;
+}
 
 export class ServiceRunner {
   readonly id: number;
   row: ServiceRow;
   readonly ring = new FairRing();
-  private limiter: SlotLimiter;
+  readonly pacer: Pacer;
   readonly concurrency: ConcurrencyController;
   transport: Transporter;
   private transportKey: string;
@@ -69,6 +80,18 @@ export class ServiceRunner {
   /** Quota units reserved in the database and not used yet, and the quota day they belong to. */
   private units = 0;
   private unitsDay = '';
+  /**
+   * The ledger's side of the units (see sql.ts reserveQuota): of `units`, `prepaid` are already
+   * taken off this engine's hold in the database, so a crash counts them as used. Slots take
+   * prepaid units first; a unit taken beyond them is `unpaid` until the next outcome write, which
+   * takes the unpaid units off the hold and prepays the next few (twice what the last write
+   * cycle used, at least twice the concurrency). So the quota is never overshot after a crash
+   * (a unit in use is off the hold, except beyond a sudden burst), and what a crash costs is the
+   * prepaid units it leaves, a write cycle's worth.
+   */
+  private prepaid = 0;
+  private unpaid = new Map<string, number>();
+  private takenSinceWrite = 0;
   private reserving: Promise<void> | undefined;
   private healthWrite: Promise<void> = Promise.resolve();
   private healthError: string | null = null;
@@ -78,13 +101,14 @@ export class ServiceRunner {
   nextProbeAt: number | null = null;
   private probeBackoff: number;
   private probing = false;
-  /** No dispatch before this instant (ms): the service's interval, also across restarts. */
-  private notBefore: number;
+  /** Slots running (from taking a unit to the send's outcome). */
+  private active = 0;
+  /** Slots that have not dispatched yet (taking a unit, picking, waiting in the pacer). */
+  private ahead = 0;
+  private drained: (() => void)[] = [];
   inFlight = 0;
   sent = 0;
   private started = false;
-  private lastSlotAt = 0;
-  private lastDispatchAt = 0;
   private releasing = false;
   lastSentAt: Date | null;
   stopped = false;
@@ -98,11 +122,8 @@ export class ServiceRunner {
     this.probeBackoff = host.probeBackoffMs;
     this.lastSentAt = row.last_sent_at;
     if (!this.healthy) this.nextProbeAt = Date.now();
-    // Keep the interval across a restart: the last reservation was followed by up to one batch of sends.
-    const last = row.last_sent_at ? row.last_sent_at.getTime() : 0;
-    this.notBefore = last + this.rate * 1000 * quotaBatch(this.rate);
     this.concurrency = new ConcurrencyController(host.concurrency, row.max_connections, host.clock().toMillis());
-    this.limiter = createSlotLimiter(this.minTime, this.concurrency.current);
+    this.pacer = new Pacer(this.intervalMs, undefined, this.firstSlot(row));
     this.transportKey = this.keyOf(row);
     this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim, this.host.secrets);
   }
@@ -111,8 +132,22 @@ export class ServiceRunner {
     return Number(this.row.sending_rate);
   }
 
-  private get minTime(): number {
-    return Math.round(this.rate * 1000);
+  /** The interval in milliseconds, fractional (0.0333 s is 33.3 ms). */
+  get intervalMs(): number {
+    return this.rate * 1000;
+  }
+
+  /**
+   * The first slot after this engine took the service over (a start, a restart, a takeover): the
+   * previous owner let go of the service lock before this runner was made, so its sends came
+   * before now, and one interval from now keeps the schedule. Sooner when the database shows no
+   * send for longer than that: `last_sent_at` is the previous owner's last quota reservation, which
+   * up to one batch of sends followed.
+   */
+  private firstSlot(row: ServiceRow): number {
+    const now = preciseNow();
+    const last = row.last_sent_at ? row.last_sent_at.getTime() : -Infinity;
+    return Math.min(now + this.intervalMs, Math.max(now, last + this.intervalMs * quotaBatch(this.rate)));
   }
 
   private keyOf(r: ServiceRow): string {
@@ -152,14 +187,16 @@ export class ServiceRunner {
     const transportChanged = this.keyOf(row) !== this.transportKey;
     this.row = row;
     this.concurrency.setMax(row.max_connections);
-    if (rateChanged) {
-      // A slot already queued waits with the old interval (a 60 s service would ignore a new
-      // 0.02 s rate for a minute): replace the limiter, and keep the interval since the last send.
-      void this.limiter.stop();
-      this.limiter = createSlotLimiter(this.minTime, this.concurrency.current);
-      if (this.lastSlotAt > 0) this.notBefore = this.lastSlotAt + this.minTime;
-    }
+    // The schedule keeps its anchor: the next slot is one new interval after the last one.
+    if (rateChanged) this.pacer.setInterval(this.intervalMs);
     if (quotaChanged) this.exhaustedUntil = null; // a raised quota takes effect at once
+    // Units came back (a dead engine's holds were returned at lease recovery): use them today.
+    if (
+      this.exhaustedUntil !== null &&
+      row.used_quota < row.daily_quota &&
+      dayOf(row.quota_day) === quotaDayOf(this.host.clock(), row.quota_timezone)
+    )
+      this.exhaustedUntil = null;
     if (transportChanged) {
       const old = this.transport;
       this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim, this.host.secrets);
@@ -191,11 +228,14 @@ export class ServiceRunner {
   private async releaseUnits(): Promise<void> {
     this.releasing = true;
     const n = this.units;
+    const prepaid = this.prepaid;
     this.units = 0;
+    this.prepaid = 0;
     try {
-      await releaseQuota(this.host.db, { serviceId: this.id, n, day: this.unitsDay });
+      await releaseQuota(this.host.db, { serviceId: this.id, n, day: this.unitsDay, instance: this.host.instanceId });
     } catch (err) {
       this.units += n;
+      this.prepaid += prepaid;
       this.host.onError(err, `service ${this.id} quota release`);
     } finally {
       this.releasing = false;
@@ -210,41 +250,58 @@ export class ServiceRunner {
     const before = this.concurrency.current;
     const after = this.concurrency.adjust(backlog, this.host.clock().toMillis());
     if (after === before) return;
-    this.limiter.setConcurrency(after);
     this.host.onConcurrencyChange(this, before);
     this.pump();
   }
 
-  /** Queues slots while there is sendable work, keeping the limiter's queue short. */
+  /**
+   * Starts slots while there is sendable work: up to the concurrency, and at most LOOKAHEAD that
+   * have not dispatched yet (see the header).
+   */
   pump(): void {
-    // Slots wait in the gate for their instant; only a bound far ahead (a restart) holds them back.
-    if (!this.started || !this.usable || this.notBefore - Date.now() > 1000 || this.ring.sendableCount === 0) return;
-    const pending = this.limiter.pending;
-    // Twice the concurrency: every connection busy, and one slot ready behind each. (Bounding this by
-    // the number of sendable campaigns, as before, held a single campaign to two connections.)
-    const target = this.concurrency.current * 2;
-    for (let i = pending; i < target; i++) {
-      this.limiter
-        .schedule(() => this.slot())
-        .then((didSend) => {
-          if (didSend) this.pump();
-        })
-        .catch((err: unknown) => {
-          if (!this.stopped) this.host.onError(err, `service ${this.id} slot`);
-        });
+    if (!this.started) return;
+    const lookahead = this.intervalMs > 0 ? (this.intervalMs < 1000 ? 2 : 1) : Infinity;
+    while (this.usable && this.ring.sendableCount > 0 && this.active < this.concurrency.current && this.ahead < lookahead) {
+      void this.slot();
     }
   }
 
-  private async slot(): Promise<boolean> {
-    if (!this.usable) return false;
-    if (!(await this.takeUnit())) return false;
-    this.inFlight++;
+  private async slot(): Promise<void> {
+    this.active++;
+    this.ahead++;
+    let dispatched = false;
+    let didSend = false;
+    const dispatch: Dispatch = (send) =>
+      new Promise((resolve) => {
+        this.pacer.schedule((at) => {
+          dispatched = true;
+          this.ahead--;
+          if (at === null) return resolve(null);
+          // Started in the same turn as the pacer's decision: nothing runs between the two.
+          const result = send();
+          const observe = () => this.concurrency.observeLatency(preciseNow() - at);
+          result.then(observe, observe);
+          resolve({ at, result });
+          // The next slot picks its message while this one is on the wire.
+          queueMicrotask(() => this.pump());
+        });
+      });
     try {
-      const sent = await this.host.sendOne(this);
-      if (!sent) this.units++; // nothing was picked: keep the unit for the next slot
-      return sent;
+      if (!this.usable || !(await this.takeUnit())) return;
+      this.inFlight++;
+      try {
+        didSend = await this.host.sendOne(this, dispatch);
+        if (!didSend) this.giveBackUnit(); // nothing was sent: the unit is kept for the next slot
+      } finally {
+        this.inFlight--;
+      }
+    } catch (err) {
+      if (!this.stopped) this.host.onError(err, `service ${this.id} slot`);
     } finally {
-      this.inFlight--;
+      if (!dispatched) this.ahead--;
+      this.active--;
+      if (this.active === 0) for (const done of this.drained.splice(0)) done();
+      if (didSend) this.pump();
     }
   }
 
@@ -254,10 +311,19 @@ export class ServiceRunner {
     const today = quotaDayOf(now, this.row.quota_timezone);
     if (today !== this.unitsDay) {
       this.units = 0; // units reserved on another day count for that day; never carry them over
+      this.prepaid = 0;
       this.unitsDay = today;
     }
     if (this.units > 0) {
       this.units--;
+      this.spend(1);
+      // Half the batch left: reserve the next one now, so no slot waits on the database.
+      const batch = quotaBatch(this.rate);
+      if (batch > 1 && this.units < batch / 2 && !this.reserving && this.exhaustedUntil === null) {
+        this.reserving = this.reserve(now, today)
+          .catch((err: unknown) => this.host.onError(err, `service ${this.id} quota reservation`))
+          .finally(() => (this.reserving = undefined));
+      }
       return true;
     }
     if (this.exhaustedUntil !== null) return false;
@@ -267,57 +333,76 @@ export class ServiceRunner {
     if (quotaDayOf(this.host.clock(), this.row.quota_timezone) !== today) return this.takeUnit();
     if (this.units > 0) {
       this.units--;
+      this.spend(1);
       return true;
     }
     return false;
   }
 
+  /** A unit taken (n = 1) or given back (n = -1). */
+  private spend(n: number): void {
+    if (n > 0) this.takenSinceWrite++;
+    if (n > 0 && this.prepaid > 0) this.prepaid--;
+    else if (n < 0 && !((this.unpaid.get(this.unitsDay) ?? 0) > 0)) this.prepaid++;
+    else this.unpaid.set(this.unitsDay, (this.unpaid.get(this.unitsDay) ?? 0) + n);
+  }
+
+  /**
+   * For the outcome write: the units to take off this engine's holds (the unpaid ones, and the
+   * next prepaid ones), and how to undo that if the write fails.
+   */
+  takeSpent(): { spent: SpentUnits[]; undo: () => void } {
+    const want = this.stopped ? 0 : Math.max(2 * this.concurrency.current, 2 * this.takenSinceWrite);
+    const topUp = Math.max(0, Math.min(want - this.prepaid, this.units - this.prepaid));
+    const unpaid = new Map(this.unpaid);
+    if (topUp > 0) unpaid.set(this.unitsDay, (unpaid.get(this.unitsDay) ?? 0) + topUp);
+    const spent = [...unpaid].filter(([, n]) => n !== 0).map(([day, n]) => ({ serviceId: this.id, day, n }));
+    const before = { prepaid: this.prepaid, unpaid: this.unpaid, day: this.unitsDay };
+    this.prepaid += topUp;
+    this.unpaid = new Map();
+    this.takenSinceWrite = 0;
+    return {
+      spent,
+      undo: () => {
+        if (this.unitsDay === before.day) this.prepaid = Math.max(0, this.prepaid - topUp);
+        for (const [day, n] of before.unpaid) this.unpaid.set(day, (this.unpaid.get(day) ?? 0) + n);
+      },
+    };
+  }
+
+  /**
+   * The engine's leases (and so its quota holds) may have been recovered by another engine while
+   * it stalled: the units held here may already be back in the quota, so they are not used. What
+   * is left of the hold returns at stop (or at recovery).
+   */
+  forfeitUnits(): void {
+    this.units = 0;
+    this.prepaid = 0;
+  }
+
   private async reserve(now: DateTime, today: string): Promise<void> {
-    const r = await reserveQuota(this.host.db, { serviceId: this.id, want: quotaBatch(this.rate), today, now: now.toJSDate() });
+    const r = await reserveQuota(this.host.db, {
+      serviceId: this.id,
+      want: quotaBatch(this.rate),
+      today,
+      now: now.toJSDate(),
+      instance: this.host.instanceId,
+    });
     // The quota day turned while the reservation ran: those units were counted on the day that
     // ended, and must not be spent on the new one (it would overshoot the new day's quota).
     if (this.unitsDay !== today) return;
     this.units += r.granted;
-    if (r.granted === 0) {
+    // Exhausted once the last local unit is gone too (a reservation ahead may come back empty).
+    if (r.granted === 0 && this.units === 0) {
       this.exhaustedUntil = nextQuotaReset(now, this.row.quota_timezone).toMillis();
       this.host.onStateChange(this);
-    }
-  }
-
-  /**
-   * The exact interval: bottleneck spaces slot starts, but a slot may wait on a quota reservation
-   * before it dispatches, and the next one may not; and a busy event loop can hold one dispatch
-   * until the next is due. So every dispatch passes this gate, which compares with the previous
-   * dispatch as it really happened (and with the restart bound), and waits out the difference.
-   *
-   * The gate reads a sub-millisecond clock and, for intervals under SPIN_BELOW_MS, sleeps on a
-   * timer only until about a millisecond before the instant and then yields with setImmediate
-   * until it comes: timers fire up to a millisecond or two late, and since no send may come
-   * sooner than the interval after the previous one, each late dispatch would push every later
-   * one back (measured: a 100/s service achieved 89/s on timers alone).
-   */
-  async dispatch<T>(send: () => Promise<T>): Promise<{ at: number; result: Promise<T> }> {
-    for (;;) {
-      const now = preciseNow();
-      const earliest = Math.max(this.notBefore, this.lastDispatchAt + this.minTime);
-      if (now >= earliest) {
-        this.lastDispatchAt = now;
-        this.lastSlotAt = now;
-        // Started in the same turn as the decision: nothing runs between the check and the send.
-        const result = send();
-        const observe = () => this.concurrency.observeLatency(preciseNow() - now);
-        result.then(observe, observe);
-        return { at: now, result };
-      }
-      const wait = earliest - now;
-      if (this.minTime < SPIN_BELOW_MS && wait < 2) await new Promise((r) => setImmediate(r));
-      else await new Promise((r) => setTimeout(r, this.minTime < SPIN_BELOW_MS ? Math.floor(wait - 1) : Math.ceil(wait)));
     }
   }
 
   /** A send the server definitely did not take gives its unit back (used by the next send). */
   giveBackUnit(): void {
     this.units++;
+    this.spend(-1);
   }
 
   recordSuccess(at: Date): void {
@@ -396,15 +481,18 @@ export class ServiceRunner {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    const drained = this.limiter.stop();
+    // Sends waiting for their slot are not sent: their messages and units go back (see Dispatch).
+    this.pacer.clear();
+    const drained = this.active === 0 ? Promise.resolve() : new Promise<void>((r) => this.drained.push(r));
     let timeout: NodeJS.Timeout | undefined;
     await Promise.race([drained, new Promise((r) => (timeout = setTimeout(r, graceMs)))]);
     clearTimeout(timeout);
     await this.reserving?.catch(() => undefined);
     await this.healthWrite;
     try {
-      await releaseQuota(this.host.db, { serviceId: this.id, n: this.units, day: this.unitsDay });
+      await releaseQuota(this.host.db, { serviceId: this.id, n: this.units, day: this.unitsDay, instance: this.host.instanceId });
       this.units = 0;
+      this.prepaid = 0;
       await saveServiceHealth(this.host.db, {
         id: this.id,
         healthy: this.healthy,

@@ -104,20 +104,50 @@ export interface FlushResult {
  * Writes a batch of outcomes in ONE statement: the subtasks (only rows still leased to `owner`,
  * so a lease recovered by another engine is never overwritten), the campaigns' counters, the
  * completion of campaigns whose counters reach their total, and the refund of the users' credit
- * for cancelled messages.
+ * for cancelled messages. In the same transaction, the quota units spent since the last write
+ * leave this engine's holds (`spent`: net units taken per service and quota day, possibly
+ * negative when units taken earlier came back), so what a crash leaves in a hold is what the
+ * engine had not used as of its last commit.
  */
-export async function flushOutcomes(db: Sequelize, owner: string, outcomes: Outcome[]): Promise<FlushResult> {
+export async function flushOutcomes(db: Sequelize, owner: string, outcomes: Outcome[], spent: SpentUnits[] = []): Promise<FlushResult> {
   const col = <K extends keyof Outcome>(k: K) => outcomes.map((o) => o[k]);
   const taskIds = [...new Set(outcomes.map((o) => o.taskId))];
   return db.transaction(async (t) => {
+    if (!outcomes.length) {
+      await spendHolds(db, owner, spent, t);
+      return { applied: 0, completed: [] };
+    }
     // Every engine's flush updates the same campaign counters: lock those rows in id order first,
     // so concurrent flushes queue behind each other instead of deadlocking (measured: 135
     // deadlocks in a three-engine run before this, each stalling a flush for deadlock_timeout).
     await q(db, 'SELECT id FROM tasks WHERE id = ANY($ids::bigint[]) ORDER BY id FOR UPDATE', { ids: taskIds }, t);
     // Batch-sized lookups by primary key, whatever the statistics say (see flushLocked).
     await db.query('SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off', { transaction: t });
-    return flushLocked(db, owner, col, t);
+    const res = await flushLocked(db, owner, col, t);
+    // Last: the hold rows stay locked (against this engine's own reservations) only until the commit.
+    await spendHolds(db, owner, spent, t);
+    return res;
   });
+}
+
+/** Net quota units one service spent on one quota day since the last write. */
+export interface SpentUnits {
+  serviceId: number;
+  day: string;
+  n: number;
+}
+
+async function spendHolds(db: Sequelize, owner: string, spent: SpentUnits[], t: Transaction): Promise<void> {
+  const nonZero = spent.filter((x) => x.n !== 0);
+  if (!nonZero.length) return;
+  await q(
+    db,
+    `UPDATE quota_holds h SET units = GREATEST(0, h.units - x.n)
+       FROM unnest($svc::int[], $day::date[], $n::int[]) AS x(svc, day, n)
+      WHERE h.instance_id = $owner AND h.service_id = x.svc AND h.day = x.day`,
+    { owner, svc: nonZero.map((x) => x.serviceId), day: nonZero.map((x) => x.day), n: nonZero.map((x) => x.n) },
+    t,
+  );
 }
 
 async function flushLocked(
@@ -233,32 +263,78 @@ export async function markBounced(db: Sequelize, contactIds: number[]): Promise<
  * processes. Returns the number granted (0: exhausted). `last_sent_at` records the reservation
  * time: the first of the granted sends follows at once, so a restarted engine can keep the
  * service's interval.
+ *
+ * The exact ledger: the grant is also recorded as this engine's hold (quota_holds), in the same
+ * statement. The hold shrinks as units are spent (flushOutcomes) or given back (releaseQuota), and
+ * what is left of a dead engine's hold returns to the quota at lease recovery (recoverQuotaHolds).
+ * Why holds per engine rather than reserving inside the claim: a claim takes messages of one
+ * campaign, and which service sends each one is decided later, at the fair pick, by whichever of
+ * the engine's services comes first; a claim cannot know whose quota to reserve.
  */
 export async function reserveQuota(
   db: Sequelize,
-  p: { serviceId: number; want: number; today: string; now: Date },
+  p: { serviceId: number; want: number; today: string; now: Date; instance: string },
 ): Promise<{ granted: number; used: number; daily: number }> {
   const [r] = await q<{ granted: number; used_quota: number; daily_quota: number }>(
     db,
     `WITH cur AS (
        SELECT id, daily_quota, CASE WHEN quota_day < $today::date THEN 0 ELSE used_quota END AS used
-         FROM email_services WHERE id = $serviceId AND enabled FOR UPDATE)
-     UPDATE email_services s
-        SET used_quota = cur.used + LEAST($want, cur.daily_quota - cur.used),
-            quota_day = GREATEST(s.quota_day, $today::date),
-            last_sent_at = $now
-       FROM cur
-      WHERE s.id = cur.id AND cur.used < cur.daily_quota
-     RETURNING LEAST($want, cur.daily_quota - cur.used)::int AS granted, s.used_quota, s.daily_quota`,
+         FROM email_services WHERE id = $serviceId AND enabled FOR UPDATE),
+     upd AS (
+       UPDATE email_services s
+          SET used_quota = cur.used + LEAST($want, cur.daily_quota - cur.used),
+              quota_day = GREATEST(s.quota_day, $today::date),
+              last_sent_at = $now
+         FROM cur
+        WHERE s.id = cur.id AND cur.used < cur.daily_quota
+       RETURNING LEAST($want, cur.daily_quota - cur.used)::int AS granted, s.used_quota, s.daily_quota),
+     hold AS (
+       INSERT INTO quota_holds (instance_id, service_id, day, units)
+       SELECT $instance, $serviceId, $today::date, granted FROM upd WHERE granted > 0
+       ON CONFLICT (instance_id, service_id, day) DO UPDATE SET units = quota_holds.units + EXCLUDED.units)
+     SELECT * FROM upd`,
     p,
   );
   return r ? { granted: r.granted, used: r.used_quota, daily: r.daily_quota } : { granted: 0, used: -1, daily: -1 };
 }
 
-/** Gives back reserved but unused sends (graceful stop, refused messages), on the same quota day only. */
-export async function releaseQuota(db: Sequelize, p: { serviceId: number; n: number; day: string }): Promise<void> {
+/** Gives back reserved but unused sends (idle, graceful stop), on the same quota day only; the hold shrinks with it. */
+export async function releaseQuota(db: Sequelize, p: { serviceId: number; n: number; day: string; instance: string }): Promise<void> {
   if (p.n <= 0) return;
-  await q(db, `UPDATE email_services SET used_quota = GREATEST(0, used_quota - $n) WHERE id = $serviceId AND quota_day = $day::date`, p);
+  await q(
+    db,
+    `WITH h AS (
+       UPDATE quota_holds SET units = GREATEST(0, units - $n)
+        WHERE instance_id = $instance AND service_id = $serviceId AND day = $day::date)
+     UPDATE email_services SET used_quota = GREATEST(0, used_quota - $n) WHERE id = $serviceId AND quota_day = $day::date`,
+    p,
+  );
+}
+
+/**
+ * Returns the holds of engines that are gone to the quota: those of `instance` (a clean stop,
+ * after its last outcomes and spent units are written), or, without it, those of every engine
+ * whose heartbeat is older than `ttlMs` (lease recovery; judged on the database's clock like the
+ * leases). Only on the quota day the hold belongs to. Returns the units given back.
+ */
+export async function returnQuotaHolds(db: Sequelize, p: { instance?: string; ttlMs: number }): Promise<number> {
+  const [r] = await q<{ returned: number }>(
+    db,
+    `WITH gone AS (
+       DELETE FROM quota_holds h
+        WHERE CASE WHEN $instance::text IS NOT NULL THEN h.instance_id = $instance::text
+                   ELSE NOT EXISTS (SELECT 1 FROM scheduler_instances i
+                                     WHERE i.id = h.instance_id AND i.heartbeat_at > now() - make_interval(secs => $ttlMs / 1000.0)) END
+       RETURNING service_id, day, units),
+     back AS (
+       UPDATE email_services s SET used_quota = GREATEST(0, s.used_quota - g.n)
+         FROM (SELECT service_id, day, sum(units)::int AS n FROM gone GROUP BY service_id, day) g
+        WHERE s.id = g.service_id AND s.quota_day = g.day
+       RETURNING s.id)
+     SELECT COALESCE(sum(units), 0)::int AS returned FROM gone`,
+    { instance: p.instance ?? null, ttlMs: p.ttlMs },
+  );
+  return r?.returned ?? 0;
 }
 
 /**

@@ -4,6 +4,8 @@ import { createInterface } from 'node:readline';
 export interface EngineChild {
   proc: ChildProcess;
   sent: { taskId: number; contactId: number; serviceId: number; at: number }[];
+  /** The size of each committed outcome write, in order. */
+  written: number[];
   ready: Promise<void>;
   exited: Promise<number | null>;
 }
@@ -15,17 +17,19 @@ export function startEngineChild(databaseUrl: string, env: Record<string, string
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const sent: EngineChild['sent'] = [];
+  const written: number[] = [];
   let markReady: () => void;
   const ready = new Promise<void>((r) => (markReady = r));
   createInterface({ input: proc.stdout! }).on('line', (line) => {
     try {
-      const msg = JSON.parse(line) as { sent?: EngineChild['sent'][number]; ready?: boolean };
+      const msg = JSON.parse(line) as { sent?: EngineChild['sent'][number]; ready?: boolean; written?: number };
       if (msg.sent) sent.push(msg.sent);
+      if (msg.written !== undefined) written.push(msg.written);
       if (msg.ready) markReady();
     } catch {
       /* not ours */
     }
   });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  return { proc, sent, ready, exited };
+  return { proc, sent, written, ready, exited };
 }
