@@ -9,6 +9,7 @@ import { isAdmin, userOf } from '../auth.js';
 import { campaignFor, type App, type RouteContext } from '../context.js';
 import { queuedCount, quotaView, schedulerStats, serviceExtras, usableServiceIds } from '../queries.js';
 import { campaignStateSchema, errors, statsSchema, statusSchema, taskParams } from '../schemas.js';
+import { collectUserStatus, userStatusSchema } from '../user-status.js';
 
 /** The scheduler's status with database figures; `userId` limits services and queued counts to one user's view. */
 export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'version' | 'queuedCount' | 'sendHistory'>, userId?: number) {
@@ -121,11 +122,13 @@ export function schedulerRoutes(app: App, ctx: RouteContext): void {
       schema: {
         tags,
         summary: 'Scheduler status: running, queue, send rate, per-service quota and health, pool usage',
-        description: 'For a non-admin, services are those the user may send through and the queue counts only their mail.',
-        response: { 200: statusSchema, ...errors(401) },
+        description:
+          'A non-admin gets the user view: their own campaigns and queue, the services they may send through (a shared one with its ' +
+          'quota only as remaining), and no process details (instance, host, pid, pools, buffers, processing rate).',
+        response: { 200: z.union([statusSchema, userStatusSchema]), ...errors(401) },
       },
     },
-    async (request) => collectStatus(engine, ctx, isAdmin(request) ? undefined : userOf(request).id),
+    async (request) => (isAdmin(request) ? collectStatus(engine, ctx) : collectUserStatus(engine, ctx.version, userOf(request).id)),
   );
 
   app.get(

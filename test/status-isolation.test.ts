@@ -1,0 +1,74 @@
+/**
+ * Tenant isolation of GET /api/scheduler/status (issue #17): a plain user sees only their own
+ * campaigns and the services they may use, no host, pid, instance or pool details, and a shared
+ * service's quota only as remaining. An admin still sees everything. Real PostgreSQL, inject().
+ */
+import { hostname } from 'node:os';
+import { httpFixture, type HttpFixture } from './helpers/http.js';
+import { userWithContacts } from './helpers/scheduler.js';
+
+describe('scheduler status seen by a plain user', () => {
+  let f: HttpFixture;
+  afterAll(() => f?.close());
+
+  it('shows a user their own campaigns and usable services only, without process details or shared quotas', async () => {
+    f = await httpFixture();
+    const alice = await f.user('Alice', 100);
+    const bob = await userWithContacts(f.engine, 'Bob', 3, { quota: 100 });
+    const svc = (name: string, userIds?: number[]) =>
+      f.engine.services.create({
+        name,
+        transport: { host: '127.0.0.1', port: 2525 },
+        sendingRate: 1,
+        dailyQuota: 500,
+        ...(userIds ? { userIds } : {}),
+      });
+    const open = await svc('open-relay');
+    const mine = await svc('alice-private', [alice.id]);
+    const shared = await svc('alice-and-bob', [alice.id, bob.userId]);
+    await svc('bob-private-relay', [bob.userId]);
+    await f.engine.apiDb.query("UPDATE email_services SET used_quota = 120, quota_day = (now() AT TIME ZONE 'UTC')::date");
+    await f.engine.campaigns.create({
+      userId: bob.userId,
+      name: 'bob-secret-campaign',
+      from: 'b@example.test',
+      templates: [bob.templateId],
+      contacts: bob.contactIds,
+    });
+    await f.engine.scheduler.processScheduledTasks();
+
+    const res = await f.call('GET', '/api/scheduler/status', alice.token);
+    expect(res.statusCode).toBe(200);
+    const body = res.json<Record<string, unknown> & { services: Record<string, unknown>[] }>();
+    expect(Object.keys(body).sort()).toEqual(['active_campaigns', 'delivery_mode', 'is_running', 'queued_subtasks', 'services', 'version']);
+    expect(body.active_campaigns).toBe(0); // Bob's campaign is sending, not Alice's
+    expect(body.queued_subtasks).toBe(0);
+    expect(body.services.map((s) => s.name)).toEqual(['open-relay', 'alice-private', 'alice-and-bob']);
+    const byId = new Map(body.services.map((s) => [s.id, s]));
+    for (const id of [open.id, shared.id]) {
+      expect(byId.get(id)).toMatchObject({ shared: true, remaining_quota: 380 });
+      expect(byId.get(id)).not.toHaveProperty('daily_quota');
+      expect(byId.get(id)).not.toHaveProperty('used_quota');
+    }
+    expect(byId.get(mine.id)).toMatchObject({ shared: false, remaining_quota: 380, daily_quota: 500, used_quota: 120 });
+    for (const leak of [
+      'bob-private-relay',
+      'bob-secret-campaign',
+      hostname(),
+      String(process.pid),
+      f.engine.scheduler.instanceId,
+      'pools',
+      'instances',
+      'processing_rate',
+      'buffered',
+    ])
+      expect([leak, res.body.includes(leak)]).toEqual([leak, false]);
+
+    const admin = await f.call('GET', '/api/scheduler/status', f.adminToken);
+    const all = admin.json<{ services: unknown[]; active_campaigns: number; instance_id: string; pools: unknown }>();
+    expect(all.services).toHaveLength(4);
+    expect(all.instance_id).toBe(f.engine.scheduler.instanceId);
+    expect(all.pools).toBeDefined();
+    expect(admin.body).toContain('bob-private-relay');
+  });
+});
