@@ -16,6 +16,7 @@
  *
  * Addresses are compared in canonical form (canonicalEmail): trimmed and lower-cased.
  */
+import { mailboxKey } from './email-address.js';
 import type { Sequelize, Transaction } from 'sequelize';
 import { parse } from 'csv-parse/sync';
 import { z } from 'zod';
@@ -34,7 +35,8 @@ export type SuppressionReason = (typeof SUPPRESSION_REASONS)[number];
  * unique per user on lower(email). Kept in one function so a stricter canonical form changes here.
  */
 export function canonicalEmail(email: string): string {
-  return email.trim().toLowerCase();
+  // The mailbox's canonical form (services/email-address.ts: NFC, punycode domain), lower-cased.
+  return mailboxKey(email);
 }
 
 /**

@@ -9,6 +9,7 @@ import { validateSendWindow } from './send-window.js';
 import { USER_ROLES } from '../models/user.js';
 import { isKnownZone } from './timezones.js';
 import { caProblem } from './delivery/tls-policy.js';
+import { canonicalEmail } from './email-address.js';
 
 export const LIMITS = {
   name: 200,
@@ -97,14 +98,19 @@ const refineNoNewline = (what: string) =>
     if (ok !== true) ctx.addIssue({ code: 'custom', message: ok });
   });
 
-// Unicode local parts and IDN domains are accepted (RFC 6531); spaces, control characters and
-// a missing @ are not.
-const EMAIL_RE = /^[^\s@\p{Cc}"<>,;:()\\[\]]{1,64}@[^\s@\p{Cc}"<>,;:()\\[\]]+\.[^\s@\p{Cc}"<>,;:()\\[\]]{2,}$/u;
+// One canonical address per mailbox (services/email-address.ts): NFC, invisible characters refused,
+// the domain in lowercase punycode (UTS 46), no trailing dot, fullwidth local parts refused. The
+// schema's output is the canonical form, so every door (contacts, users, campaign senders) stores it.
 export const emailSchema = z
   .string({ error: 'must be a string' })
   .trim()
   .max(LIMITS.email, `must be at most ${LIMITS.email} characters`)
-  .regex(EMAIL_RE, 'is not a valid email address');
+  .transform((s, ctx) => {
+    const c = canonicalEmail(s);
+    if (c.ok) return c.email;
+    ctx.addIssue({ code: 'custom', message: c.message });
+    return z.NEVER;
+  });
 
 // Through a cache built once (services/timezones.ts): luxon's check costs an Intl.DateTimeFormat a call.
 export const zoneSchema = z.string().refine((z) => isKnownZone(z), { message: 'is not a known IANA time zone' });

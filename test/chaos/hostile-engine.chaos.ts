@@ -13,6 +13,7 @@
  */
 import { domainToASCII } from 'node:url';
 import fc from 'fast-check';
+import { canonicalEmail } from '../../services/email-address.js';
 import type { Engine } from '../../src/engine.js';
 import { ErrorCodes, FairsendError } from '../../services/kernel/errors.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../../src/smtp-catcher.js';
@@ -173,7 +174,8 @@ describe('contact import', () => {
           const back = byId.get(r.value.ids[i]!)!;
           expect(back).toEqual({
             id: String(r.value.ids[i]),
-            email: c.email.trim(),
+            // Addresses are stored in their canonical form (services/email-address.ts).
+            email: (canonicalEmail(c.email.trim()) as { email: string }).email,
             name: typeof c.name === 'string' ? c.name.trim() : null,
             tags: [...new Set((c.tags ?? []).map((t) => t.trim()))],
             // jsonb keeps the values; JSON has no -0 and no key order.
