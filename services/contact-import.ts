@@ -32,6 +32,13 @@ export interface BulkCreateResult {
   updated: number;
   /** Contact ids in the order of the input rows (rows with the same email share an id). */
   ids: number[];
+  /**
+   * Existing contacts of the import that are unsubscribed or bounced and stay so: an import never
+   * re-activates a contact, even a row saying `status: active`.
+   */
+  inactive: number;
+  /** The first INACTIVE_LISTED of them. */
+  inactiveContacts: { id: number; email: string; status: 'unsubscribed' | 'bounced' }[];
 }
 
 export interface ImportProgress {
@@ -54,6 +61,8 @@ export interface ImportOptions {
 export const BATCH = 1000;
 /** The longest stretch of synchronous validation before the loop yields. */
 const YIELD_MS = 8;
+/** Inactive contacts listed by id in a result (all are counted). */
+export const INACTIVE_LISTED = 100;
 /** Issues collected before the input stops being read. */
 export const MAX_ISSUES = 100;
 
@@ -66,9 +75,12 @@ ON CONFLICT (user_id, lower(email)) DO UPDATE SET
   tags       = CASE WHEN $tagsGiven::jsonb ? lower(EXCLUDED.email) THEN EXCLUDED.tags ELSE contacts.tags END,
   attributes = contacts.attributes || EXCLUDED.attributes,
   timezone   = COALESCE(EXCLUDED.timezone, contacts.timezone),
-  status     = CASE WHEN $statusGiven::jsonb ? lower(EXCLUDED.email) THEN EXCLUDED.status ELSE contacts.status END,
+  -- An import never re-activates: an unsubscribed or bounced contact stays so, whatever the row says
+  -- (re-activation is an explicit admin action with a reason). Other changes of status apply.
+  status     = CASE WHEN $statusGiven::jsonb ? lower(EXCLUDED.email) AND NOT (contacts.status <> 'active' AND EXCLUDED.status = 'active')
+                    THEN EXCLUDED.status ELSE contacts.status END,
   updated_at = now()
-RETURNING id, lower(email) AS key, (xmax = 0) AS inserted`;
+RETURNING id, email, lower(email) AS key, (xmax = 0) AS inserted, status`;
 
 type ValidRow = ReturnType<typeof contactInputSchema.parse>;
 
@@ -126,6 +138,8 @@ export async function importContacts(
     const issues: FieldIssue[] = [];
     const ids: number[] = [];
     const touched = new Set<number>();
+    const inactiveIds = new Set<number>();
+    const inactiveContacts: BulkCreateResult['inactiveContacts'] = [];
     let created = 0;
     let seen = 0;
     let batch: ValidRow[] = [];
@@ -147,12 +161,16 @@ export async function importContacts(
       const [result] = (await ctx.apiDb.query(UPSERT, {
         bind: { userId, rows: JSON.stringify(payload), tagsGiven: JSON.stringify(tagsGiven), statusGiven: JSON.stringify(statusGiven) },
         transaction,
-      })) as [{ id: string; key: string; inserted: boolean }[], unknown];
+      })) as [{ id: string; email: string; key: string; inserted: boolean; status: 'active' | 'unsubscribed' | 'bounced' }[], unknown];
       const idByKey = new Map<string, number>();
       for (const r of result) {
         const id = Number(r.id);
         idByKey.set(r.key, id);
         if (r.inserted) created++;
+        else if (r.status !== 'active' && !inactiveIds.has(id)) {
+          inactiveIds.add(id);
+          if (inactiveContacts.length < INACTIVE_LISTED) inactiveContacts.push({ id, email: r.email, status: r.status });
+        }
         touched.add(id);
       }
       for (const r of batch) ids.push(idByKey.get(r.email.toLowerCase())!);
@@ -185,6 +203,6 @@ export async function importContacts(
     if (seen === 0) throw new ValidationError([{ path: 'contacts', message: 'must hold at least one contact' }]);
     if (batch.length) await write();
     opts.onProgress?.({ rows: seen, written: ids.length });
-    return { created, updated: touched.size - created, ids };
+    return { created, updated: touched.size - created, ids, inactive: inactiveIds.size, inactiveContacts };
   });
 }

@@ -35,7 +35,7 @@ export interface ImportJobView {
   /** Progress from 0 to 100, by rows when their total is known, else by bytes; null when neither is. */
   percent: number | null;
   /** When completed: what was written (ids are not kept for background imports). */
-  result: Omit<BulkCreateResult, 'ids'> | null;
+  result: Pick<BulkCreateResult, 'created' | 'updated' | 'inactive'> | null;
   /** When failed: the error, with every issue for bad input (row and field). */
   error: { code: string; message: string; issues?: FieldIssue[] } | null;
   createdAt: Date;
@@ -149,7 +149,7 @@ export function createImportJobs(ctx: ServiceContext) {
       await save(id, {
         ...progress(),
         status: 'completed',
-        result: JSON.stringify({ created: result.created, updated: result.updated }),
+        result: JSON.stringify({ created: result.created, updated: result.updated, inactive: result.inactive }),
       });
       ctx.logger.info({ importId: id, userId, created: result.created, updated: result.updated }, 'contact import completed');
     } catch (err) {

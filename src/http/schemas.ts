@@ -129,6 +129,10 @@ export const importResultSchema = z.object({
   created: z.number(),
   updated: z.number(),
   ids: z.array(z.number()).describe('Contact ids in the order of the input rows'),
+  inactive: z.number().describe('Existing contacts that are unsubscribed or bounced and stay so: an import never re-activates'),
+  inactiveContacts: z
+    .array(z.object({ id: z.number(), email: z.string(), status: z.enum(['unsubscribed', 'bounced']) }))
+    .describe('The first 100 of them'),
 });
 
 export const importJobSchema = z.object({
@@ -141,7 +145,7 @@ export const importJobSchema = z.object({
   bytesRead: z.number(),
   bytesTotal: z.number().nullable(),
   percent: z.number().nullable(),
-  result: z.object({ created: z.number(), updated: z.number() }).nullable(),
+  result: z.object({ created: z.number(), updated: z.number(), inactive: z.number() }).nullable(),
   error: z
     .object({ code: z.string(), message: z.string(), issues: z.array(z.object({ path: z.string(), message: z.string() })).optional() })
     .nullable(),
