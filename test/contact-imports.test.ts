@@ -3,7 +3,11 @@
  * batches in one transaction (all or nothing, issues naming row and field), background jobs with
  * polled progress over HTTP and the programmatic API, and the time zone cache.
  */
-import { Readable } from 'node:stream';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { runCli } from '../src/cli/index.js';
 import { ValidationError } from '../services/kernel/errors.js';
 import { isKnownZone, knownZoneCacheSize } from '../services/timezones.js';
 import { rows } from './helpers/db.js';
@@ -129,5 +133,44 @@ describe('contact imports', () => {
       { bind: { u: bob.id } },
     );
     expect(await f.engine.contacts.getImport(999999)).toMatchObject({ status: 'failed', error: { code: 'IMPORT_INTERRUPTED' } });
+  });
+
+  it('fairsend contacts import FILE: a progress bar, then the result; a bad file exits 1 naming its row', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fairsend-import-'));
+    const run = async (args: string[]) => {
+      let out = '';
+      let err = '';
+      const sink = (add: (s: string) => void) =>
+        new Writable({
+          write(chunk: Buffer, _enc, cb) {
+            add(chunk.toString('utf8'));
+            cb();
+          },
+        });
+      const code = await runCli(['node', 'fairsend', 'contacts', 'import', ...args], {
+        stdout: sink((s) => (out += s)),
+        stderr: sink((s) => (err += s)),
+        env: { DATABASE_URL: f.engine.databaseUrl, LOG_LEVEL: 'silent' },
+      });
+      return { code, out, err };
+    };
+    const csv = join(dir, 'people.csv');
+    await writeFile(
+      csv,
+      csvOf(3000, (i) => `cli${i}@cli.test,UTC,Paris`),
+    );
+    const ok = await run([csv, '--user', String(eve.id), '--interval', '50']);
+    expect(ok).toMatchObject({ code: 0, err: '' });
+    expect(ok.out).toMatch(/\d+% \| \d+ rows, \d+\/\d+ bytes/);
+    expect(ok.out).toMatch(/import #\d+: 3000 rows, 3000 created, 0 updated\n$/);
+    const json = join(dir, 'people.json');
+    await writeFile(json, JSON.stringify({ contacts: [{ email: 'cli0@cli.test', status: 'unsubscribed' }, { email: 'new@cli.test' }] }));
+    expect((await run([json, '--user', String(eve.id)])).out).toMatch(/2 rows, 1 created, 1 updated/);
+    const bad = join(dir, 'bad.csv');
+    await writeFile(bad, 'email,timezone\nfine@cli.test,UTC\nbroken,UTC\n');
+    const failed = await run([bad, '--user', String(eve.id)]);
+    expect(failed.code).toBe(1);
+    expect(failed.err).toBe('fairsend: row 3.email: is not a valid email address\n');
+    expect(await count(eve.id)).toBe(3001);
   });
 });

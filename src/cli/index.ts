@@ -35,6 +35,7 @@ import type { CampaignProgress } from '../../services/campaigns.js';
 import { createHttpServer } from '../http/server.js';
 import type { JobsApi } from '../http/options.js';
 import { duration, errorLine, table } from './format.js';
+import { registerContactCommands } from './contacts.js';
 import { registerSuppressionCommands } from './suppressions.js';
 import { secretsCommand } from './secrets.js';
 import { addTransportFlags, tlsCells, transportFromFlags, type TransportFlags } from './transport-options.js';
@@ -546,6 +547,7 @@ export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise
   }
 
   registerSuppressionCommands(program, { withEngine, out });
+  registerContactCommands(program, { withEngine, out, stdout: io.stdout, env: io.env });
 
   try {
     await program.parseAsync(argv, { from: 'node' });
