@@ -421,7 +421,9 @@ describe('campaign creation', () => {
         const c = await engine.campaigns.get(r.value.id);
         expect(c.userId).toBe(owner.id);
         expect(c.name).toBe((body.name as string).trim());
-        expect(c.from.address).toBe(typeof body.from === 'string' ? body.from.trim() : (body.from as { address: string }).address);
+        const given = typeof body.from === 'string' ? body.from.trim() : (body.from as { address: string }).address.trim();
+        // Senders are stored in their canonical form (services/email-address.ts).
+        expect(c.from.address).toBe((canonicalEmail(given) as { email: string }).email);
         expect(c.from.name).toBe(typeof fromName === 'string' ? fromName : null);
         expect(c.scheduledAt.getTime()).not.toBeNaN();
         expect(c.recipients).toBeGreaterThan(0);
@@ -559,7 +561,8 @@ describe('delivery of hostile but valid data', () => {
       expect(p.subject).toBe(`Hi ${person!.name ?? ''} from ${city} ✓ ✉`);
       // Line breaks in the body are the contact's data (the text part is not a header); only their form may change.
       const lines = (t: string) => t.replace(/\r\n?/g, '\n').trim();
-      expect(lines(p.text ?? '')).toBe(lines(`Hello ${person!.name ?? ''} (${person!.email}) in ${person!.attributes.city}`));
+      const stored = (canonicalEmail(person!.email) as { email: string }).email;
+      expect(lines(p.text ?? '')).toBe(lines(`Hello ${person!.name ?? ''} (${stored}) in ${person!.attributes.city}`));
       expect(p.html).toContain('<p>Hello ');
       expect(p.html).not.toMatch(/<script>|<not-an/);
       for (const key of p.headers.keys()) expect([key, allowedHeaders.has(key)]).toEqual([key, true]);

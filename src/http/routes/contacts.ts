@@ -42,16 +42,20 @@ export class CsvUpload {
 
 // Rows are validated by the import itself, one at a time with pauses for the event loop (a zod
 // pass over 100,000 rows here would hold the loop for a second); this only checks the envelope.
-export const importBodySchema = z.union([
-  z.strictObject({
+export const importBodySchema = z
+  .strictObject({
     contacts: z
       .array(z.unknown())
       .min(1, 'must hold at least one contact')
       .max(LIMITS.contactsPerBatch, `must hold at most ${LIMITS.contactsPerBatch} contacts per call`)
-      .describe('Contacts: { email, name?, tags?, attributes?, timezone?, status? } each'),
-  }),
-  z.custom<CsvUpload>((v) => v instanceof CsvUpload, 'is not a CSV file').describe('text/csv body'),
-]);
+      .describe('Contacts: { email, name?, tags?, attributes?, timezone?, status? } each')
+      .optional(),
+    csv: z
+      .custom<CsvUpload>((v) => v instanceof CsvUpload, 'is set from a text/csv body only')
+      .optional()
+      .describe('(a text/csv body arrives here; not a JSON field)'),
+  })
+  .refine((b) => b.contacts !== undefined || b.csv !== undefined, { message: 'is required', path: ['contacts'] });
 
 const importQuery = userQuery.extend({
   background: z
@@ -67,7 +71,7 @@ export function contactRoutes(app: App, ctx: RouteContext): void {
 
   app.addContentTypeParser(['text/csv', 'application/csv'], { parseAs: 'buffer' }, (request: FastifyRequest, body, done) => {
     request.csvImport = { lines: [] };
-    done(null, new CsvUpload(body as Buffer));
+    done(null, { csv: new CsvUpload(body as Buffer) });
   });
 
   app.post(
@@ -93,19 +97,15 @@ export function contactRoutes(app: App, ctx: RouteContext): void {
     },
     async (request, reply) => {
       const userId = scopeUserId(request, request.query.userId);
-      const body = request.body;
-      const size = body instanceof CsvUpload ? body.bytes.length : Number(request.headers['content-length'] ?? 0);
+      const csv = request.body.csv?.bytes;
+      const contacts = (request.body.contacts ?? []) as never[];
+      const size = csv ? csv.length : Number(request.headers['content-length'] ?? 0);
       const background = request.query.background ?? size > ctx.options.backgroundImportBytes;
       if (background) {
-        const job = await engine.contacts.startImport(
-          userId,
-          body instanceof CsvUpload ? { csv: body.bytes } : { contacts: body.contacts as never[] },
-        );
+        const job = await engine.contacts.startImport(userId, csv ? { csv } : { contacts });
         return reply.code(202).header('location', `/api/contacts/imports/${job.id}`).send({ import: job });
       }
-      return body instanceof CsvUpload
-        ? engine.contacts.importCsv(userId, body.bytes)
-        : engine.contacts.bulkCreate(userId, body.contacts as never[]);
+      return csv ? engine.contacts.importCsv(userId, csv) : engine.contacts.bulkCreate(userId, contacts);
     },
   );
 
