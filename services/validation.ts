@@ -40,7 +40,21 @@ export function formatPath(path: readonly PropertyKey[]): string {
 }
 
 export function issuesFrom(error: z.ZodError, prefix: readonly PropertyKey[] = []): FieldIssue[] {
-  return error.issues.map((i) => ({ path: formatPath([...prefix, ...i.path]), message: i.message }));
+  return error.issues.flatMap((i) => unionBranch(i).map((b) => ({ path: formatPath([...prefix, ...b.path]), message: b.message })));
+}
+
+/**
+ * zod 4 reports a union none of whose options matched as one "Invalid input", unless exactly one
+ * option failed on checks alone; an option with a transform (the canonical email) never counts as
+ * that. The input's own type decides which option was meant: when exactly one option's issues are
+ * not all "wrong type" at the union's own path, its issues are the ones to report, e.g.
+ * `from: is not a valid email address` for `from: "nope"` against `address | { address, name }`.
+ */
+function unionBranch(i: z.core.$ZodIssue): { path: PropertyKey[]; message: string }[] {
+  if (i.code !== 'invalid_union' || !i.errors.length) return [{ path: i.path, message: i.message }];
+  const meant = i.errors.filter((branch) => !branch.every((b) => b.code === 'invalid_type' && b.path.length === 0));
+  if (meant.length !== 1) return [{ path: i.path, message: i.message }];
+  return meant[0]!.flatMap((b) => unionBranch(b).map((x) => ({ path: [...i.path, ...x.path], message: x.message })));
 }
 
 const UNSTORABLE_TEXT = 'must be valid Unicode text without NUL characters (U+0000 and unpaired surrogates cannot be stored)';
@@ -306,6 +320,9 @@ export const createCampaignSchema = z
   .refine((c) => (c.contacts && c.contacts.length > 0) || c.recipientRule, {
     message: 'needs recipients: contacts, recipientRule, or both',
     path: ['contacts'],
+    // Checked even when a field failed (zod skips object checks after a failed transform, such as
+    // the canonical email's): every invalid field is named in one error.
+    when: (p) => typeof p.value === 'object' && p.value !== null,
   });
 export type CreateCampaignInput = z.input<typeof createCampaignSchema>;
 
