@@ -10,6 +10,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from '../services/kernel/logger.js';
 import { generateSecretKey } from '../services/kernel/secrets.js';
+import { removeConnectionFile, writeConnectionFile } from './embedded-connection.js';
 
 export interface EmbeddedPostgresHandle {
   /** Connection string to the cluster's `postgres` database. */
@@ -118,13 +119,19 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; port: numbe
     });
   });
   let stopped = false;
+  const url = (database = 'postgres') => `postgres://${USER}:${PASSWORD}@127.0.0.1:${opts.port}/${database}`;
+  // For the CLI: how to reach this cluster while it runs (src/embedded-connection.ts).
+  await writeConnectionFile(dataDir, { url: url('fairsend'), port: opts.port }).catch((err: unknown) =>
+    log?.warn({ err }, 'cannot write the connection file: the CLI will not find this cluster'),
+  );
   return {
     port: opts.port,
     dataDir,
-    url: (database = 'postgres') => `postgres://${USER}:${PASSWORD}@127.0.0.1:${opts.port}/${database}`,
+    url,
     stop: async () => {
       if (stopped) return;
       stopped = true;
+      await removeConnectionFile(dataDir).catch(() => undefined);
       if (!child || child.exitCode !== null || child.signalCode !== null) {
         lib.process = undefined; // the library's exit hooks must not wait for it either
         log?.info('embedded PostgreSQL had already stopped');

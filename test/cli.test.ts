@@ -2,7 +2,7 @@
  * The CLI run in process (runCli) against a real PostgreSQL database: output of the commands, and
  * error exits with one clear line on stderr.
  */
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -204,6 +204,7 @@ describe('fairsend CLI', () => {
       env: { DATABASE_URL: url, LOG_LEVEL: 'silent', FAIRSEND_SECRET_KEY: TEST_SECRET_KEY },
     });
     await stdout.waitFor(/0\/2 done/);
+    await stdout.waitFor(/\| (-|0\/min), ETA - \| scheduled/); // nothing sent: no rate, no ETA
     await engine.campaigns.cancel(c.id);
     expect(await running).toBe(0);
     expect(stdout.text).toContain(`campaign #${c.id}: cancelled, 0 sent, 0 failed, 2 cancelled`);
@@ -298,6 +299,114 @@ describe('fairsend CLI', () => {
     expect(missing.code).toBe(2);
     expect(missing.err).toMatch(/^fairsend: required option '-f, --file <path>' not specified/);
     expect((await run(['campaign', 'status', 'abc'])).code).toBe(2);
+  });
+
+  it('prints its version', async () => {
+    const { version } = JSON.parse(await readFile('package.json', 'utf8')) as { version: string };
+    expect(await run(['--version'])).toEqual({ code: 0, out: `${version}\n`, err: '' });
+    expect((await run(['-V'])).out).toBe(`${version}\n`);
+  });
+
+  it('lists, shows, pauses, resumes and cancels campaigns, with --json for scripts', async () => {
+    const u = await userWithContacts(engine, 'Lister', 4);
+    const c = await engine.campaigns.create({
+      userId: u.userId,
+      name: 'Listed',
+      from: { address: 'lister@example.test', name: 'Lister' },
+      templates: [u.templateId],
+      contacts: u.contactIds,
+    });
+    const list = await run(['campaign', 'list', '--user', String(u.userId)]);
+    expect(list).toMatchObject({ code: 0, err: '' });
+    const lines = list.out.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^id\s+user\s+name\s+status\s+sent\s+failed\s+queued\s+total\s+scheduled at$/);
+    expect(
+      lines.slice(2).map((l) =>
+        l
+          .trim()
+          .split(/\s{2,}/)
+          .slice(0, 8),
+      ),
+    ).toEqual([[String(c.id), String(u.userId), 'Listed', 'scheduled', '0', '0', '4', '4']]);
+    const asJson = await run(['campaign', 'list', '--user', String(u.userId), '--json']);
+    expect(JSON.parse(asJson.out)).toEqual([
+      expect.objectContaining({
+        id: c.id,
+        name: 'Listed',
+        status: 'scheduled',
+        progress: expect.objectContaining({ queued: 4, total: 4 }),
+      }),
+    ]);
+    expect(JSON.parse((await run(['campaign', 'list', '--status', 'paused', '--json'])).out)).toEqual([]);
+
+    const shown = await run(['campaign', 'show', String(c.id)]);
+    expect(shown.code).toBe(0);
+    expect(shown.out).toContain(`campaign #${c.id} Listed\n  status:       scheduled\n  user:         #${u.userId}\n`);
+    expect(shown.out).toContain('  from:         Lister <lister@example.test>\n');
+    expect(shown.out).toContain('  progress:     0 sent, 0 failed, 0 cancelled, 0 unknown, 4 queued, 0 sending, of 4\n');
+    expect(JSON.parse((await run(['campaign', 'show', String(c.id), '--json'])).out)).toMatchObject({ id: c.id, recipients: 4 });
+
+    expect(await run(['campaign', 'pause', String(c.id)])).toEqual({ code: 0, out: `campaign #${c.id}: paused\n`, err: '' });
+    expect((await engine.campaigns.get(c.id)).status).toBe('paused');
+    const again = await run(['campaign', 'pause', String(c.id)]);
+    expect(again).toEqual({ code: 1, out: '', err: `fairsend: cannot pause campaign ${c.id}: it is paused\n` });
+    expect(await run(['campaign', 'resume', String(c.id)])).toEqual({ code: 0, out: `campaign #${c.id}: scheduled\n`, err: '' });
+    expect(await run(['campaign', 'cancel', String(c.id)])).toEqual({
+      code: 0,
+      out: `campaign #${c.id}: cancelled, 4 credit refunded\n`,
+      err: '',
+    });
+    expect((await run(['campaign', 'resume', String(c.id)])).code).toBe(1);
+    expect(await run(['campaign', 'show', '999999'])).toMatchObject({ code: 1, err: 'fairsend: campaign 999999 not found\n' });
+    expect((await run(['campaign', 'list', '--status', 'nope'])).code).toBe(2);
+  });
+
+  it('creates a template from subject, text and HTML files, and lists templates', async () => {
+    const u = await engine.users.create({ name: 'Tpl', email: 'tpl@example.test', quota: 10 });
+    await writeFile(join(dir, 'subject.txt'), 'Hello {{name}}\n');
+    await writeFile(join(dir, 'body.txt'), 'Dear {{name}},\nnews.\n');
+    await writeFile(join(dir, 'body.html'), '<p>Dear {{name}}</p>\n');
+    const args = ['templates', 'create', '--user', String(u.id), '--name', 'news', '--subject-file', join(dir, 'subject.txt')];
+    const created = await run([...args, '--text-file', join(dir, 'body.txt'), '--html-file', join(dir, 'body.html')]);
+    expect(created).toMatchObject({ code: 0, err: '' });
+    const id = Number(/^template #(\d+) news for user #\d+: "Hello \{\{name\}\}" \(text \+ html\)\n$/.exec(created.out)![1]);
+    expect(await engine.templates.get(u.id, id)).toMatchObject({
+      subject: 'Hello {{name}}',
+      text: 'Dear {{name}},\nnews.\n',
+      html: '<p>Dear {{name}}</p>\n',
+    });
+    const listed = await run(['templates', 'list', '--user', String(u.id)]);
+    expect(listed.out).toMatch(new RegExp(`\\n\\s*${id}\\s+news\\s+Hello \\{\\{name\\}\\}\\s+text\\+html\\n$`));
+    expect(JSON.parse((await run(['templates', 'list', '--user', String(u.id), '--json'])).out)).toEqual([
+      expect.objectContaining({ id, name: 'news', subject: 'Hello {{name}}' }),
+    ]);
+    const missing = await run([...args, '--text-file', join(dir, 'none.txt')]);
+    expect(missing).toMatchObject({ code: 1, err: expect.stringMatching(/^fairsend: cannot read .*none\.txt: ENOENT\n$/) });
+    const both = await run([...args, '--subject', 'x', '--text-file', join(dir, 'body.txt')]);
+    expect(both).toMatchObject({ code: 1, err: 'fairsend: subject: give either --subject or --subject-file\n' });
+    expect((await engine.templates.list(u.id)).length).toBe(1);
+  });
+
+  it('prints --json for services, scheduler status and jobs', async () => {
+    const services = JSON.parse((await run(['services', 'list', '--json'])).out) as { name: string; quota: { remainingQuota: number } }[];
+    expect(services.find((x) => x.name === 'relay-eu')).toMatchObject({ sendingRate: 0.5, quota: { remainingQuota: 960 } });
+    const status = JSON.parse((await run(['scheduler', 'status', '--json'])).out) as { queuedSubtasks: number; services: unknown[] };
+    expect(status).toMatchObject({ instances: [], queuedSubtasks: expect.any(Number) });
+    expect(status.services.length).toBeGreaterThanOrEqual(2);
+    const stdout = new Sink();
+    const code = await runCli(['node', 'fairsend', 'jobs', 'list', '--json'], {
+      stdout,
+      stderr: new Sink(),
+      env: { DATABASE_URL: url, LOG_LEVEL: 'silent' },
+      jobs: () => ({
+        list: () => [{ name: 'analyze_tables', paused: false }],
+        pause: () => undefined,
+        resume: () => undefined,
+        runNow: async () => undefined,
+      }),
+    });
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout.text)).toEqual([{ name: 'analyze_tables', paused: false }]);
   });
 
   it('reports an unreachable database in one line', async () => {

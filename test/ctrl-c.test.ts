@@ -8,10 +8,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { runCli } from '../src/cli/index.js';
 
 /** A hang detector, not a speed goal: a stuck shutdown waits forever, a clean one takes about a second. */
 const STOP_DEADLINE_MS = 30_000;
@@ -132,8 +134,29 @@ describe('npm start stops on Ctrl-C, SIGINT and SIGTERM', () => {
 
   it('SIGINT to the node process alone (the engine stops PostgreSQL itself)', async () => {
     const s = await start('group');
+    // Meanwhile the CLI finds the running cluster by its data folder: the connection file, readable
+    // by its owner only, gives the port and password (a wrong EMBEDDED_PG_PORT proves it is used).
+    const connectionFile = join(dir, 'pg', 'fairsend-connection.json');
+    expect((await stat(connectionFile)).mode & 0o777).toBe(0o600);
+    let out = '';
+    let err = '';
+    const sink = (add: (s: string) => void) =>
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          add(chunk.toString());
+          cb();
+        },
+      });
+    const code = await runCli(['node', 'fairsend', 'services', 'list'], {
+      stdout: sink((x) => (out += x)),
+      stderr: sink((x) => (err += x)),
+      env: { EMBEDDED_PG_DIR: join(dir, 'pg'), EMBEDDED_PG_PORT: '1', LOG_LEVEL: 'silent' },
+    });
+    expect({ code, err }).toEqual({ code: 0, err: '' });
+    expect(out).toMatch(/demo-relay-fast/);
     process.kill(s.proc.pid!, 'SIGINT');
     await expectCleanStop(s);
     expect(s.output()).toMatch(/embedded PostgreSQL stopped/);
+    expect(existsSync(connectionFile)).toBe(false);
   }, 240_000);
 });
