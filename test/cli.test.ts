@@ -394,10 +394,11 @@ describe('fairsend CLI', () => {
     expect(status).toMatchObject({ instances: [], queuedSubtasks: expect.any(Number) });
     expect(status.services.length).toBeGreaterThanOrEqual(2);
     const stdout = new Sink();
+    const stderr = new Sink();
     const code = await runCli(['node', 'fairsend', 'jobs', 'list', '--json'], {
       stdout,
-      stderr: new Sink(),
-      env: { DATABASE_URL: url, LOG_LEVEL: 'silent' },
+      stderr,
+      env: { DATABASE_URL: url, LOG_LEVEL: 'silent', FAIRSEND_SECRET_KEY: TEST_SECRET_KEY },
       jobs: () => ({
         list: () => [{ name: 'analyze_tables', paused: false }],
         pause: () => undefined,
@@ -405,7 +406,7 @@ describe('fairsend CLI', () => {
         runNow: async () => undefined,
       }),
     });
-    expect(code).toBe(0);
+    expect({ code, err: stderr.text }).toEqual({ code: 0, err: '' });
     expect(JSON.parse(stdout.text)).toEqual([{ name: 'analyze_tables', paused: false }]);
   });
 
