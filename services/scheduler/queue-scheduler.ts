@@ -61,6 +61,7 @@ export interface ServiceStatus {
   name: string;
   state: 'running' | 'disabled' | 'unhealthy' | 'exhausted' | 'stopped';
   sendingRate: number;
+  /** Sends under way now: handed to the SMTP transport, outcome not known yet (not those waiting for their pacing slot). */
   inFlight: number;
   sent: number;
   campaigns: number;
@@ -874,7 +875,7 @@ export class QueueScheduler extends EventEmitter {
       name: r.row.name,
       state: r.state,
       sendingRate: r.rate,
-      inFlight: r.inFlight,
+      inFlight: r.sending,
       sent: r.sent,
       campaigns: r.ring.size,
       sendableCampaigns: r.ring.sendableCount,

@@ -106,7 +106,10 @@ export class ServiceRunner {
   /** Slots that have not dispatched yet (taking a unit, picking, waiting in the pacer). */
   private ahead = 0;
   private drained: (() => void)[] = [];
+  /** Slots holding a unit and a message, from the quota unit taken until the outcome is known (waits in the pacer included). */
   inFlight = 0;
+  /** Sends under way now: handed to the transport, outcome not known yet (what status reports as in flight). */
+  sending = 0;
   sent = 0;
   private started = false;
   private releasing = false;
@@ -279,7 +282,11 @@ export class ServiceRunner {
           if (at === null) return resolve(null);
           // Started in the same turn as the pacer's decision: nothing runs between the two.
           const result = send();
-          const observe = () => this.concurrency.observeLatency(preciseNow() - at);
+          this.sending++;
+          const observe = () => {
+            this.sending--;
+            this.concurrency.observeLatency(preciseNow() - at);
+          };
           result.then(observe, observe);
           resolve({ at, result });
           // The next slot picks its message while this one is on the wire.
