@@ -117,7 +117,7 @@ async function aliceUnsubscribed(): Promise<number> {
 
 type Cred = 'none' | 'bad' | 'other' | 'owner' | 'admin';
 const CREDS: Cred[] = ['none', 'bad', 'other', 'owner', 'admin'];
-type Method = 'GET' | 'POST' | 'PUT' | 'PATCH';
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 type Audience = 'public' | 'user' | 'admin' | 'bounce';
 
 interface Row {
@@ -268,6 +268,50 @@ const MATRIX: Record<string, Row> = {
   },
   'GET /metrics': { audience: 'admin', request: async () => ({ url: '/metrics' }) },
   // Not in the OpenAPI document: the dashboard and the document itself.
+  'GET /api/contacts/imports/{id}': {
+    audience: 'user',
+    other: 'denied',
+    request: async () => {
+      // Ended before the call, so its own writes are not taken for the call's.
+      const job = await f.engine.contacts.startImport(alice.id, { contacts: [{ email: `alice-contact-i${++ipSerial}@alice.example` }] });
+      await f.engine.contacts.waitForImport(job.id);
+      return { url: `/api/contacts/imports/${job.id}` };
+    },
+  },
+  'GET /api/suppressions': { audience: 'user', other: 'denied', request: async () => ({ url: forAlice('/api/suppressions') }) },
+  'GET /api/suppressions/export': {
+    audience: 'user',
+    other: 'denied',
+    request: async () => ({ url: forAlice('/api/suppressions/export') }),
+  },
+  'POST /api/suppressions': {
+    audience: 'user',
+    other: 'denied',
+    request: async () => ({ url: forAlice('/api/suppressions'), body: { emails: [`s${++ipSerial}@elsewhere.example`] } }),
+  },
+  'POST /api/suppressions/import': {
+    audience: 'user',
+    other: 'denied',
+    request: async () => ({
+      url: forAlice('/api/suppressions/import'),
+      body: `email\ns${++ipSerial}@elsewhere.example\n`,
+      headers: { 'content-type': 'text/csv' },
+    }),
+  },
+  'DELETE /api/suppressions/{email}': {
+    audience: 'user',
+    other: 'denied',
+    request: async () => {
+      const email = `s${++ipSerial}@elsewhere.example`;
+      await f.engine.suppressions.add({ userId: alice.id, emails: [email], source: 'api' });
+      return { url: forAlice(`/api/suppressions/${encodeURIComponent(email)}`) };
+    },
+  },
+  'GET /api/failures': { audience: 'admin', request: async () => ({ url: '/api/failures' }) },
+  'PUT /api/services/{id}/webhooks/{provider}': {
+    audience: 'admin',
+    request: async () => ({ url: `/api/services/${spareService}/webhooks/mailgun`, body: { signingKey: `key-${++ipSerial}` } }),
+  },
   'GET /': { audience: 'public', request: async () => ({ url: '/' }) },
   'GET /dashboard.js': { audience: 'public', request: async () => ({ url: '/dashboard.js' }) },
   'GET /openapi.json': { audience: 'public', request: async () => ({ url: '/openapi.json' }) },
