@@ -75,9 +75,11 @@ describe('npm start stops on Ctrl-C, SIGINT and SIGTERM', () => {
   /** Starts src/main.ts, in a pseudo-terminal or in its own process group, and waits for "fairsend ready". */
   async function start(how: 'pty' | 'group', until = 'fairsend ready'): Promise<Started> {
     const main = [process.execPath, '--import', 'tsx', 'src/main.ts'];
+    // `exec`: script(1) runs the command through $SHELL -c; under dash (/bin/sh on Debian) the shell
+    // stays as node's parent, takes the terminal's SIGINT itself and makes script exit 130.
     const proc =
       how === 'pty'
-        ? spawn('script', ['-qfec', main.join(' '), '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] })
+        ? spawn('script', ['-qfec', `exec ${main.join(' ')}`, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] })
         : spawn(main[0]!, main.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let text = '';
     proc.stdout!.on('data', (d: Buffer) => (text += d.toString()));
