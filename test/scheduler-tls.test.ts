@@ -68,6 +68,11 @@ describe('TLS failures in the scheduler', () => {
     await until(async () => (await engine.campaigns.progress(taskId)).status === 'completed', 20_000, 'completion');
     expect(smtp.accepted).toBe(5);
     expect(smtp.sessions.every((s) => s.secure && s.ehlo === 'out.sender.example')).toBe(true);
+    // The running scheduler shows how the service connects.
+    expect(engine.scheduler.status().services.find((s) => s.id === svc.id)).toMatchObject({
+      tlsMode: 'starttls-required',
+      certificateChecking: true,
+    });
     await engine.scheduler.stop();
     expect(await usedQuota(svc.id)).toBe(5);
   });

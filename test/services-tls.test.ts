@@ -255,6 +255,14 @@ describe('HTTP API', () => {
       transport: { host: 'h', port: 465, secure: true, tls_insecure: true },
     });
     expect(insecure.json()).toMatchObject({ transport: { tls_mode: 'implicit', certificate_checking: false, private_ca: false } });
+    // The scheduler status shows each service's TLS mode too (the engine is not sending: read from the database).
+    const status = await f.call('GET', '/api/scheduler/status', f.adminToken);
+    expect(status.statusCode).toBe(200);
+    const shown = status
+      .json<{ services: { id: number; tls_mode: string; certificate_checking: boolean }[] }>()
+      .services.find((s) => s.id === id);
+    expect(shown).toMatchObject({ tls_mode: 'implicit', certificate_checking: false });
+    expect(status.body).not.toContain('BEGIN CERTIFICATE');
   });
 
   it('names the bad field in snake_case', async () => {

@@ -24,6 +24,7 @@
  * flight, whose leases then expire and are recovered: resent with the same Message-ID under
  * at-least-once, marked unknown under at-most-once. Nothing is dropped silently.
  */
+import { checksCertificates, tlsModeOf, type TlsMode } from '../delivery/tls-policy.js';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
@@ -72,6 +73,10 @@ export interface ServiceStatus {
   lastSentAt: Date | null;
   /** Dynamic concurrency: current concurrent sends, its bound (maxConnections), the backlog it was decided on. */
   concurrency: ConcurrencySnapshot;
+  /** How the connection is protected: implicit TLS, STARTTLS required, or STARTTLS when offered. */
+  tlsMode: TlsMode;
+  /** False when certificate checking is off (`tlsInsecure` or `tls.rejectUnauthorized: false`). */
+  certificateChecking: boolean;
 }
 
 export interface SchedulerStatus {
@@ -884,6 +889,8 @@ export class QueueScheduler extends EventEmitter {
       exhaustedUntil: r.exhaustedUntil !== null ? new Date(r.exhaustedUntil) : null,
       lastSentAt: r.lastSentAt,
       concurrency: r.concurrency.snapshot(),
+      tlsMode: tlsModeOf(r.row.transport),
+      certificateChecking: checksCertificates(r.row.transport),
     }));
     let buffered = 0;
     for (const c of this.pool.campaigns.values()) buffered += c.size;

@@ -2,6 +2,8 @@
 import type { Command } from 'commander';
 import { duration, table } from './format.js';
 import { jsonOption, when, type CliContext } from './context.js';
+import { tlsCells } from './transport-options.js';
+import type { TlsMode } from '../../services/delivery/tls-policy.js';
 
 export function registerScheduler(program: Command, ctx: CliContext): void {
   const { out, json, withEngine, remote, urlOption, tokenOption } = ctx;
@@ -25,7 +27,7 @@ export function registerScheduler(program: Command, ctx: CliContext): void {
         );
         out(
           table(
-            ['id', 'name', 'state', 'remaining', 'daily', 'resets at', 'health'],
+            ['id', 'name', 'state', 'remaining', 'daily', 'resets at', 'health', 'tls', 'certificates'],
             s.services.map((x) => [
               Number(x.id),
               String(x.name),
@@ -34,6 +36,7 @@ export function registerScheduler(program: Command, ctx: CliContext): void {
               Number(x.daily_quota),
               when(x.resets_at),
               x.is_healthy ? 'ok' : 'unhealthy',
+              ...tlsCells({ tlsMode: x.tls_mode as TlsMode, certificateChecking: x.certificate_checking !== false }),
             ]),
           ),
         );

@@ -87,6 +87,6 @@ export async function transportFromFlags(o: TransportFlags, env: NodeJS.ProcessE
 }
 
 /** Table cells: the TLS mode, and whether certificates are checked. */
-export function tlsCells(t: TransportView): [string, string] {
+export function tlsCells(t: Pick<TransportView, 'tlsMode' | 'certificateChecking'>): [string, string] {
   return [TLS_MODE_LABEL[t.tlsMode], t.certificateChecking ? 'checked' : 'NOT CHECKED'];
 }

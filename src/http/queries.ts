@@ -13,6 +13,8 @@ import type { Engine } from '../engine.js';
 import type { ServiceQuota } from '../../services/sending-services.js';
 import type { CampaignProgress } from '../../services/campaigns.js';
 import { queryRows } from '../../services/kernel/db-query.js';
+import { checksCertificates, tlsModeOf, type TlsMode } from '../../services/delivery/tls-policy.js';
+import type { TransportConfig } from '../../models/index.js';
 
 const q = queryRows;
 
@@ -168,10 +170,28 @@ export function quotaView(q: ServiceQuota, lastSentAt: Date | null) {
 }
 
 /** What the quota view does not carry: each service's `last_sent_at` and configured `sending_rate`. */
-export async function serviceExtras(engine: Pick<Engine, 'apiDb'>): Promise<Map<number, { lastSentAt: Date | null; sendingRate: number }>> {
-  const rows = await q<{ id: number; last_sent_at: Date | null; sending_rate: string }>(
+export interface ServiceExtras {
+  lastSentAt: Date | null;
+  sendingRate: number;
+  tlsMode: TlsMode;
+  certificateChecking: boolean;
+}
+
+/** Per service, what the status shows besides quota: pace, last send, TLS mode (no secret leaves this function). */
+export async function serviceExtras(engine: Pick<Engine, 'apiDb'>): Promise<Map<number, ServiceExtras>> {
+  const rows = await q<{ id: number; last_sent_at: Date | null; sending_rate: string; transport: TransportConfig }>(
     engine.apiDb,
-    'SELECT id, last_sent_at, sending_rate FROM email_services',
+    'SELECT id, last_sent_at, sending_rate, transport FROM email_services',
   );
-  return new Map(rows.map((r) => [Number(r.id), { lastSentAt: r.last_sent_at, sendingRate: Number(r.sending_rate) }]));
+  return new Map(
+    rows.map((r) => [
+      Number(r.id),
+      {
+        lastSentAt: r.last_sent_at,
+        sendingRate: Number(r.sending_rate),
+        tlsMode: tlsModeOf(r.transport),
+        certificateChecking: checksCertificates(r.transport),
+      },
+    ]),
+  );
 }

@@ -225,6 +225,10 @@ export const statusSchema = z.object({
       enabled: z.boolean(),
       sendingRate: z.number(),
       inFlight: z.number().describe('Sends under way now: handed to the SMTP server, not yet answered (not claimed messages)'),
+      tlsMode: z
+        .enum(['implicit', 'starttls-required', 'opportunistic'])
+        .describe('implicit TLS, STARTTLS required, or STARTTLS when offered'),
+      certificateChecking: z.boolean().describe('false: tls_insecure or tls.reject_unauthorized false'),
       concurrency: z
         .object({
           current: z.number(),

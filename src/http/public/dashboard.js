@@ -24,6 +24,9 @@ let busy = false;
 let me;
 const userNames = new Map();
 
+/** The TLS mode of a service, as the CLI names it. */
+const TLS_LABEL = { implicit: 'implicit TLS', 'starttls-required': 'STARTTLS required', opportunistic: 'opportunistic' };
+
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(props)) {
@@ -111,7 +114,10 @@ function renderServices(services) {
       ` · resets in ${fmtDuration(new Date(s.resets_at).getTime() - now)}` +
       (s.sending_rate > 0 ? ` · one send every ${fmtNumber(s.sending_rate)} s` : ' · no wait between sends') +
       (s.concurrency ? ` · ${s.concurrency.current} of ${s.concurrency.max} concurrent` : '') +
-      ` · ${fmtNumber(s.in_flight)} sending now`;
+      ` · ${fmtNumber(s.in_flight)} sending now` +
+      (s.tls_mode
+        ? ` · ${TLS_LABEL[s.tls_mode] ?? s.tls_mode}${s.certificate_checking === false ? ', certificates NOT CHECKED' : ''}`
+        : '');
   }
   dropRowsExcept(box, new Set(services.map((s) => String(s.id))));
 }

@@ -50,6 +50,8 @@ export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'ver
           sendingRate: r?.sendingRate ?? x?.sendingRate ?? 0,
           inFlight: r?.inFlight ?? 0,
           concurrency: r?.concurrency ?? null,
+          tlsMode: r?.tlsMode ?? x?.tlsMode ?? 'opportunistic',
+          certificateChecking: r?.certificateChecking ?? x?.certificateChecking ?? true,
           ...quotaView(q, r?.lastSentAt ?? x?.lastSentAt ?? null),
           sentPerBucket: history.of(q.id),
         };
