@@ -27,7 +27,8 @@ export interface ContactStatusEvent {
   email: string;
   fromStatus: ContactStatus;
   toStatus: ContactStatus;
-  method: UnsubscribeMethod | 'bounce' | 'reactivation';
+  /** `merge`: duplicates of one mailbox merged by the canonical-address migration (the reason lists them). */
+  method: UnsubscribeMethod | 'bounce' | 'reactivation' | 'merge';
   /** The campaign the unsubscribe came from (its link), when known. */
   taskId: number | null;
   /** The admin who re-activated. */

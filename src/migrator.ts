@@ -44,8 +44,9 @@ function umzugFor(sequelize: Sequelize, kind: 'migrations' | 'seeders', logger?:
   });
 }
 
-export async function migrateUp(sequelize: Sequelize, logger?: Logger): Promise<string[]> {
-  const done = await umzugFor(sequelize, 'migrations', logger).up();
+/** Runs the pending migrations; `to` (a file name) stops after that one. */
+export async function migrateUp(sequelize: Sequelize, logger?: Logger, options: { to?: string } = {}): Promise<string[]> {
+  const done = await umzugFor(sequelize, 'migrations', logger).up(options.to ? { to: options.to } : {});
   return done.map((m) => m.name);
 }
 

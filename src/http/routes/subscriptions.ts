@@ -14,7 +14,7 @@ const eventSchema = z.object({
   email: z.string(),
   fromStatus: z.enum(['active', 'unsubscribed', 'bounced']),
   toStatus: z.enum(['active', 'unsubscribed', 'bounced']),
-  method: z.enum(['one_click', 'page', 'api', 'complaint', 'bounce', 'reactivation']),
+  method: z.enum(['one_click', 'page', 'api', 'complaint', 'bounce', 'reactivation', 'merge']),
   taskId: z.number().nullable(),
   actorId: z.number().nullable(),
   reason: z.string().nullable(),
