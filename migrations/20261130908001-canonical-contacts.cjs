@@ -82,7 +82,7 @@ async function canonicalize(sequelize, t, table, log) {
 
 async function up(queryInterface) {
   const sequelize = queryInterface.sequelize;
-  const log = (m) => console.log(`[migration canonical-contacts] ${m}`); // eslint-disable-line no-console
+  const log = (m) => console.log(`[migration canonical-contacts] ${m}`);
   await sequelize.transaction(async (t) => {
     const q = (sql, bind) => sequelize.query(sql, { bind, transaction: t });
     await q(`ALTER TABLE contact_status_events DROP CONSTRAINT IF EXISTS contact_status_events_method_check`);
