@@ -24,6 +24,7 @@ import { createBouncesApi, type BouncesApi } from '../services/bounces.js';
 import { createBreakersApi, type BreakersApi } from '../services/breakers.js';
 import { handleInbound, type InboundMessage, type InboundOutcome } from '../services/inbound/inbound.js';
 import { startBounceListener, type BounceListener } from '../services/inbound/smtp-listener.js';
+import { startImapPoller, type ImapPoller, type PollResult } from '../services/inbound/imap-poller.js';
 import { createWebhooksApi, type WebhookDeps, type WebhooksApi } from '../services/webhooks/index.js';
 import { QueueScheduler, type InstanceInfo, type SchedulerStatus, type SentEvent } from '../services/scheduler/queue-scheduler.js';
 import { createMaintenance, type Maintenance } from '../services/maintenance/index.js';
@@ -151,6 +152,11 @@ export interface Engine extends EngineCore {
     handle(msg: InboundMessage): Promise<InboundOutcome>;
     /** The port the bounce listener is bound to; undefined when BOUNCE_SMTP_PORT is unset. */
     readonly smtpPort: number | undefined;
+    /**
+     * Polls the bounce mailbox now (BOUNCE_IMAP_URL; after any poll under way) and says what it did;
+     * undefined when no mailbox is set. It is also polled every BOUNCE_IMAP_INTERVAL_MS.
+     */
+    pollImap(): Promise<PollResult | undefined>;
   };
   readonly scheduler: {
     /** Starts delivery: per-service timers, fair rounds, quota, retries, lease recovery. */
@@ -246,6 +252,22 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
       throw err;
     }
   }
+  let poller: ImapPoller | undefined;
+  if (config.bounceImapUrl !== undefined) {
+    try {
+      poller = startImapPoller({
+        url: config.bounceImapUrl,
+        intervalMs: config.bounceImapIntervalMs,
+        logger: inboundDeps.logger,
+        handle: (msg) => handleInbound(inboundDeps, msg),
+      });
+    } catch (err) {
+      await listener?.close();
+      await jobs.close();
+      await core.close();
+      throw err;
+    }
+  }
   const closeCore = core.close;
   const contacts = createContactsApi(ctx);
   return Object.assign(core, {
@@ -259,7 +281,11 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     suppressions: createSuppressionsApi(ctx),
     bounces,
     webhooks: createWebhooksApi(ctx, { bounces, ...options.webhooks }),
-    inbound: { handle: (msg: InboundMessage) => handleInbound(inboundDeps, msg), smtpPort: listener?.port },
+    inbound: {
+      handle: (msg: InboundMessage) => handleInbound(inboundDeps, msg),
+      smtpPort: listener?.port,
+      pollImap: async () => poller?.poll(),
+    },
     breakers: createBreakersApi(ctx),
     scheduler: {
       start: () => queue.start(),
@@ -277,6 +303,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     // Stopping the scheduler comes first: its outcomes must be written while the pools are open.
     close: async () => {
       await listener?.close();
+      await poller?.close();
       await queue.stop();
       await contacts.closeImports();
       await jobs.close();

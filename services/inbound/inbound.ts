@@ -32,6 +32,8 @@ export interface InboundMessage {
   envelopeTo: string[];
   /** 'smtp' or 'imap'. */
   source: string;
+  /** Keep for review with this reason without parsing (a message too big to read whole). */
+  reviewOnly?: string;
 }
 
 export type InboundOutcome =
@@ -41,7 +43,7 @@ export type InboundOutcome =
 const COMPLAINT_TYPES = new Set(['abuse', 'fraud', 'virus']);
 
 export async function handleInbound(deps: InboundDeps, msg: InboundMessage): Promise<InboundOutcome> {
-  const report = await parseReport(msg.raw);
+  const report = msg.reviewOnly ? ({ kind: 'other', reason: msg.reviewOnly, subject: null } as const) : await parseReport(msg.raw);
   const review = async (reason: string): Promise<InboundOutcome> => ({
     action: 'review',
     reason,

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { IANAZone } from 'luxon';
 import { ConfigError, type FieldIssue } from './errors.js';
 import { parseSecretKey } from './secrets.js';
+import { parseImapUrl } from '../inbound/imap-url.js';
 
 type Kind = 'posInt' | 'nonNegInt' | 'nonNegNumber' | 'string' | 'url' | 'bool' | 'port' | 'zone' | 'enum';
 
@@ -392,6 +393,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
   }
   if (out.bounceDomain !== undefined && (out.bounceSecret === undefined || String(out.bounceSecret).length < 16)) {
     issues.push({ path: 'BOUNCE_SECRET', message: 'BOUNCE_SECRET must be at least 16 characters when BOUNCE_DOMAIN is set' });
+  }
+  if (out.bounceImapUrl !== undefined) {
+    try {
+      parseImapUrl(String(out.bounceImapUrl));
+    } catch (err) {
+      // The message never repeats the URL: it holds the mailbox password.
+      issues.push({ path: 'BOUNCE_IMAP_URL', message: (err as Error).message });
+    }
   }
   if (out.secretKey !== undefined && !parseSecretKey(String(out.secretKey))) {
     issues.push({ path: 'FAIRSEND_SECRET_KEY', message: 'FAIRSEND_SECRET_KEY must be 32 bytes as base64 or 64 hex digits' });

@@ -32,6 +32,8 @@ export const REDACT_PATHS = [
   '*.secretKey',
   'secretKeyPrevious',
   '*.secretKeyPrevious',
+  'bounceImapUrl',
+  '*.bounceImapUrl',
   'accessToken',
   '*.accessToken',
   '*.auth.accessToken',
