@@ -45,6 +45,7 @@ process.once('message', (m: { users: number; decisions: number }) => {
         name: `Reader ${k}`,
         attributes: {},
         contactActive: true,
+        suppressed: null,
         lastServiceId: null,
       });
     }

@@ -238,7 +238,14 @@ describe('cleanup_old_data', () => {
       { taskId: b, storedCounts: before.b, subtasksDeleted: 1200, deleteStatements: 2 },
       { taskId: e, storedCounts: before.e, subtasksDeleted: 1000, deleteStatements: 2 },
     ]);
-    expect(r).toMatchObject({ subtasksDeleted: 4700, errorLogsDeleted: 2, deleteStatements: 8, interrupted: false, level: 'ok' });
+    expect(r).toMatchObject({
+      subtasksDeleted: 4700,
+      errorLogsDeleted: 2,
+      attemptsDeleted: 0,
+      deleteStatements: 9,
+      interrupted: false,
+      level: 'ok',
+    });
 
     // Totals survive the rows; everything else is untouched.
     expect(await storedOf(a)).toEqual(before.a);
@@ -262,8 +269,25 @@ describe('cleanup_old_data', () => {
 
     // Again: nothing left to do, and the stored totals are not overwritten with zeros.
     const again = (await m.runNow('cleanup_old_data')).result as CleanupResult;
-    expect(again).toMatchObject({ campaigns: [], subtasksDeleted: 0, errorLogsDeleted: 0, deleteStatements: 1 });
+    expect(again).toMatchObject({ campaigns: [], subtasksDeleted: 0, errorLogsDeleted: 0, deleteStatements: 2 });
     expect(await storedOf(a)).toEqual(before.a);
+  });
+
+  it('prunes send attempts older than the retention, batch by batch, and keeps the newer ones', async () => {
+    await sql.query(
+      `INSERT INTO send_attempts (task_id, contact_id, attempted_at, service_id, provider, result, smtp_code)
+       SELECT 999, g, CASE WHEN g <= 2100 THEN timestamptz '2026-08-01T00:00:00Z' ELSE timestamptz '2026-11-19T00:00:00Z' END,
+              1, 'example.test', 'accepted', 250
+         FROM generate_series(1, 2200) g`,
+    );
+    const { m } = maintenance('2026-11-20T04:00:00Z');
+    const r = (await m.runNow('cleanup_old_data')).result as CleanupResult;
+    expect(r.attemptsDeleted).toBe(2100);
+    expect(await one(`SELECT count(*)::int AS n, min(contact_id)::int AS first FROM send_attempts WHERE task_id = 999`)).toEqual({
+      n: 100,
+      first: 2101,
+    });
+    await sql.query('DELETE FROM send_attempts WHERE task_id = 999');
   });
 
   it('a purge resumed after an interruption deletes the rest and keeps the counts stored the first time', async () => {

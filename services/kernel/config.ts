@@ -107,6 +107,12 @@ export const VARIABLES = {
     default: '250',
     doc: 'Scheduler tick: how often services refill, outcomes are written and changes are picked up',
   },
+  attemptRecords: {
+    env: 'ATTEMPT_RECORDS',
+    kind: 'bool',
+    default: 'true',
+    doc: 'Keep a record of every send attempt (time, service, SMTP reply, duration) in send_attempts; pruned by cleanup_old_data',
+  },
   deliveryMode: {
     env: 'DELIVERY_MODE',
     kind: 'enum',

@@ -31,6 +31,8 @@ export interface Claimed {
   name: string | null;
   attributes: Record<string, unknown>;
   contactActive: boolean;
+  /** Suppressed since generation (re-checked at claim): the entry's reason, null when not suppressed. */
+  suppressed: string | null;
   /** The service that made the last attempt; a retry prefers another one. */
   lastServiceId: number | null;
 }
@@ -132,6 +134,7 @@ const toClaimed =
     name: r.name,
     attributes: r.attributes ?? {},
     contactActive: r.contact_status === 'active',
+    suppressed: r.suppressed ?? null,
     lastServiceId: r.service_id,
   });
 

@@ -32,6 +32,8 @@ import type { DateTime } from 'luxon';
 import type { ServiceContext } from '../context.js';
 import { buildMessage, compileForSending, type SendableTemplate } from '../delivery/message.js';
 import { classifySendError } from '../delivery/classify.js';
+import { parseReply, recipientDomain, type SmtpReply } from '../delivery/reply.js';
+import { preciseNow } from './pacer.js';
 import { isInsideWindow, nextSendTime } from '../send-window.js';
 import type { Generator } from '../generation.js';
 import { CampaignPool, CampaignState, type Claimed } from './campaign-pool.js';
@@ -120,6 +122,8 @@ export class QueueScheduler extends EventEmitter {
   private pool: CampaignPool;
   private templates = new Map<number, SendableTemplate>();
   private outcomes: sql.Outcome[] = [];
+  /** Attempt records not written yet: they go with the outcomes, in the same statement. */
+  private attempts: sql.Attempt[] = [];
   private errors = new Map<string, { type: string; message: string; serviceId: number | null; count: number; at: Date }>();
   private bounced: number[] = [];
   private flushing: Promise<void> | undefined;
@@ -549,9 +553,11 @@ export class QueueScheduler extends EventEmitter {
       this.leaseLapses++;
       return true;
     }
-    if (!item.contactActive) {
-      // Unsubscribed or bounced since the queue was generated: never sent, credit refunded.
-      this.pushOutcome(item, { ...base, status: 'cancelled', serviceId: null, attempt: 0 });
+    if (!item.contactActive || item.suppressed !== null) {
+      // Unsubscribed, bounced or suppressed since the queue was generated: never sent, no quota
+      // unit spent, the user's credit refunded (a cancelled outcome). The reason is kept.
+      const error = item.suppressed !== null ? `suppressed: ${item.suppressed}` : null;
+      this.pushOutcome(item, { ...base, status: 'cancelled', serviceId: null, error, attempt: 0 });
       r.giveBackUnit();
       return true;
     }
@@ -615,8 +621,9 @@ export class QueueScheduler extends EventEmitter {
     }
     const { at: dispatchedAt, result } = dispatched;
     try {
-      await result;
+      const info = (await result) as { response?: unknown } | undefined;
       const sentAt = this.now().toJSDate();
+      this.pushAttempt(item, r.id, at, 'accepted', parseReply(typeof info?.response === 'string' ? info.response : null), dispatchedAt);
       this.pushOutcome(item, { ...base, at: sentAt, status: 'sent', messageId: mail.messageId, attempt: 1 });
       r.recordSuccess(sentAt);
       this.meter.add(1);
@@ -631,16 +638,48 @@ export class QueueScheduler extends EventEmitter {
       };
       this.emit('sent', ev);
     } catch (err) {
-      this.handleFailure(r, c, item, err, mail.messageId);
+      this.handleFailure(r, c, item, err, mail.messageId, dispatchedAt);
     }
     return true;
   }
 
-  private handleFailure(r: ServiceRunner, c: CampaignState, item: Claimed, err: unknown, messageId: string): void {
+  /**
+   * Keeps the record of one attempt (written with the next outcome write, in its statement).
+   * `dispatchedAt` is the pacer's dispatch time (precise real clock), so the duration is the
+   * transport's: from handing the message over to the server's last reply.
+   */
+  private pushAttempt(item: Claimed, serviceId: number, at: Date, result: sql.AttemptResult, reply: SmtpReply, dispatchedAt: number): void {
+    if (!this.ctx.config.attemptRecords) return;
+    this.attempts.push({
+      taskId: item.taskId,
+      contactId: item.contactId,
+      at,
+      serviceId,
+      provider: recipientDomain(item.email),
+      result,
+      code: reply.code,
+      enhanced: reply.enhanced,
+      reply: reply.text,
+      durationMs: Math.max(0, Math.round(preciseNow() - dispatchedAt)),
+    });
+  }
+
+  private handleFailure(r: ServiceRunner, c: CampaignState, item: Claimed, err: unknown, messageId: string, dispatchedAt: number): void {
     const f = classifySendError(err);
     const now = this.now();
     const at = now.toJSDate();
     this.countError(f.type, f.message, r.id, at);
+    const e = err as { response?: unknown; responseCode?: unknown; message?: unknown } | null;
+    const replyText = typeof e?.response === 'string' ? e.response : typeof e?.message === 'string' ? e.message : f.message;
+    this.pushAttempt(
+      item,
+      r.id,
+      at,
+      f.kind,
+      parseReply(replyText, typeof e?.responseCode === 'number' ? e.responseCode : null),
+      dispatchedAt,
+    );
+    if (f.kind === 'connection') this.kickWriter();
     const base = { serviceId: r.id, at, messageId: null, error: `${f.type}: ${f.message}`.slice(0, 1000), notBefore: null } as const;
     const { maxRetries, retryDelayMs } = this.ctx.config;
     const retry = () => {
@@ -723,7 +762,7 @@ export class QueueScheduler extends EventEmitter {
    */
   async flush(): Promise<void> {
     do await this.flushOnce();
-    while (this.outcomes.length || this.errors.size || this.bounced.length || this.spentBacklog.length);
+    while (this.outcomes.length || this.attempts.length || this.errors.size || this.bounced.length || this.spentBacklog.length);
   }
 
   /** One write: joins the write under way, if any. */
@@ -733,7 +772,7 @@ export class QueueScheduler extends EventEmitter {
     this.flushing ??= this.writeOutcomes()
       .then(() => {
         // Committed: the next write starts now if outcomes arrived meanwhile.
-        if (this.outcomes.length) this.kickWriter();
+        if (this.outcomes.length || this.attempts.length) this.kickWriter();
       })
       .finally(() => (this.flushing = undefined));
     return this.flushing;
@@ -741,16 +780,17 @@ export class QueueScheduler extends EventEmitter {
 
   /** One write: up to 5000 outcomes, the error counts, the bounces, and the units spent. */
   private async writeOutcomes(): Promise<void> {
-    const due = this.outcomes.length || this.errors.size || this.bounced.length || this.spentDue();
+    const due = this.outcomes.length || this.attempts.length || this.errors.size || this.bounced.length || this.spentDue();
     if (!due) return;
     const { spent, undo } = this.collectSpent();
     const batch = this.outcomes.splice(0, 5000);
+    const attempts = this.attempts.splice(0, 5000);
     const errors = [...this.errors.values()];
     this.errors.clear();
     const bounced = this.bounced.splice(0);
     try {
-      if (batch.length || spent.length) {
-        const res = await sql.flushOutcomes(this.ctx.schedulerDb, this.instanceId, batch, spent);
+      if (batch.length || spent.length || attempts.length) {
+        const res = await sql.flushOutcomes(this.ctx.schedulerDb, this.instanceId, batch, spent, attempts);
         this.emit('written', { outcomes: batch.length });
         if (res.applied < batch.length) {
           this.ctx.logger.warn({ lost: batch.length - res.applied }, 'outcomes not applied: leases were recovered by another engine');
@@ -762,6 +802,7 @@ export class QueueScheduler extends EventEmitter {
     } catch (err) {
       // Keep them for the next flush: an outcome is never dropped because the database blinked.
       this.outcomes.unshift(...batch);
+      this.attempts.unshift(...attempts);
       for (const e of errors) this.errors.set(`${e.type}\u0000${e.message}`, e);
       this.bounced.push(...bounced);
       undo();

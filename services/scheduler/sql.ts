@@ -18,14 +18,22 @@ export interface ClaimedRow {
   contact_status: string | null;
   /** The service of the last attempt (null when never attempted). */
   service_id: number | null;
+  /** Why the address is suppressed now (the reason of a suppression entry of the user's or the global list), null when not. */
+  suppressed: string | null;
 }
 
 const q = queryRows;
 
+// The suppression list is re-checked here, at claim: an address suppressed after the queue was
+// generated (a bounce, a complaint, an entry added by hand) comes back flagged and is not sent. One
+// probe of suppressions_email_idx per claimed row, matched as generation matches (lower(email)).
 const CLAIM_RETURNING = `
   FROM picked LEFT JOIN contacts c ON c.id = picked.contact_id
  WHERE s.task_id = picked.task_id AND s.contact_id = picked.contact_id
-RETURNING s.contact_id, s.email, s.template_id, s.attempts, s.timezone, s.service_id, c.name, c.attributes, c.status AS contact_status`;
+RETURNING s.contact_id, s.email, s.template_id, s.attempts, s.timezone, s.service_id, c.name, c.attributes, c.status AS contact_status,
+          (SELECT sp.reason || CASE WHEN sp.user_id IS NULL THEN ' (global list)' ELSE '' END FROM suppressions sp
+            WHERE sp.email = lower(s.email) AND (sp.user_id = s.user_id OR sp.user_id IS NULL)
+            ORDER BY sp.user_id NULLS LAST LIMIT 1) AS suppressed`;
 
 /**
  * Claims fresh messages (never attempted) of one campaign after `cursor`, in contact-id order, along
@@ -95,6 +103,23 @@ export interface Outcome {
   attempt: 0 | 1;
 }
 
+/** What the server said to one attempt (sql for send_attempts; see the migration a-send-attempts). */
+export type AttemptResult = 'accepted' | 'transient' | 'permanent' | 'ambiguous' | 'connection';
+
+export interface Attempt {
+  taskId: number;
+  contactId: number;
+  at: Date;
+  serviceId: number;
+  /** The recipient's domain. */
+  provider: string | null;
+  result: AttemptResult;
+  code: number | null;
+  enhanced: string | null;
+  reply: string | null;
+  durationMs: number | null;
+}
+
 export interface FlushResult {
   applied: number;
   completed: number[];
@@ -104,16 +129,24 @@ export interface FlushResult {
  * Writes a batch of outcomes in ONE statement: the subtasks (only rows still leased to `owner`,
  * so a lease recovered by another engine is never overwritten), the campaigns' counters, the
  * completion of campaigns whose counters reach their total, and the refund of the users' credit
- * for cancelled messages. In the same transaction, the quota units spent since the last write
+ * for cancelled messages, and the attempt records (send_attempts) of the sends since the last write.
+ * In the same transaction, the quota units spent since the last write
  * leave this engine's holds (`spent`: net units taken per service and quota day, possibly
  * negative when units taken earlier came back), so what a crash leaves in a hold is what the
  * engine had not used as of its last commit.
  */
-export async function flushOutcomes(db: Sequelize, owner: string, outcomes: Outcome[], spent: SpentUnits[] = []): Promise<FlushResult> {
+export async function flushOutcomes(
+  db: Sequelize,
+  owner: string,
+  outcomes: Outcome[],
+  spent: SpentUnits[] = [],
+  attempts: Attempt[] = [],
+): Promise<FlushResult> {
   const col = <K extends keyof Outcome>(k: K) => outcomes.map((o) => o[k]);
   const taskIds = [...new Set(outcomes.map((o) => o.taskId))];
   return db.transaction(async (t) => {
     if (!outcomes.length) {
+      if (attempts.length) await q(db, `WITH ${ATTEMPTS_CTE} SELECT 1`, attemptBinds(attempts), t);
       await spendHolds(db, owner, spent, t);
       return { applied: 0, completed: [] };
     }
@@ -123,7 +156,7 @@ export async function flushOutcomes(db: Sequelize, owner: string, outcomes: Outc
     await q(db, 'SELECT id FROM tasks WHERE id = ANY($ids::bigint[]) ORDER BY id FOR UPDATE', { ids: taskIds }, t);
     // Batch-sized lookups by primary key, whatever the statistics say (see flushLocked).
     await db.query('SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off', { transaction: t });
-    const res = await flushLocked(db, owner, col, t);
+    const res = await flushLocked(db, owner, col, attempts, t);
     // Last: the hold rows stay locked (against this engine's own reservations) only until the commit.
     await spendHolds(db, owner, spent, t);
     return res;
@@ -150,15 +183,43 @@ async function spendHolds(db: Sequelize, owner: string, spent: SpentUnits[], t: 
   );
 }
 
+/**
+ * The attempt records of a write, inserted by the outcome write's own statement (a data-modifying
+ * CTE runs whether or not the query reads it). Recorded whether or not the outcome is applied: the
+ * attempt happened even if another engine recovered the lease meanwhile.
+ */
+const ATTEMPTS_CTE = `att AS (
+       INSERT INTO send_attempts (task_id, contact_id, attempted_at, service_id, provider, result, smtp_code, enhanced_code, reply, duration_ms)
+       SELECT * FROM unnest($aTask::bigint[], $aContact::bigint[], $aAt::timestamptz[], $aSvc::int[], $aProv::text[], $aRes::text[],
+                            $aCode::smallint[], $aEnh::text[], $aReply::text[], $aMs::int[]))`;
+
+function attemptBinds(attempts: Attempt[]): Record<string, unknown[]> {
+  const col = <K extends keyof Attempt>(k: K) => attempts.map((a) => a[k]);
+  return {
+    aTask: col('taskId'),
+    aContact: col('contactId'),
+    aAt: col('at'),
+    aSvc: col('serviceId'),
+    aProv: col('provider'),
+    aRes: col('result'),
+    aCode: col('code'),
+    aEnh: col('enhanced'),
+    aReply: col('reply'),
+    aMs: col('durationMs'),
+  };
+}
+
 async function flushLocked(
   db: Sequelize,
   owner: string,
   col: <K extends keyof Outcome>(k: K) => Outcome[K][],
+  attempts: Attempt[],
   transaction: Transaction,
 ): Promise<FlushResult> {
   const [r] = await q<{ applied: number; completed: string[] | null }>(
     db,
-    `WITH u AS (
+    `WITH ${attempts.length ? `${ATTEMPTS_CTE},` : ''}
+     u AS (
        SELECT * FROM unnest($task::bigint[], $contact::bigint[], $status::text[], $svc::int[], $at::timestamptz[],
                             $mid::text[], $err::text[], $nb::timestamptz[], $inc::int[])
          AS u(task_id, contact_id, status, svc, at, mid, err, nb, inc)),
@@ -221,6 +282,7 @@ async function flushLocked(
       err: col('error'),
       nb: col('notBefore'),
       inc: col('attempt'),
+      ...(attempts.length ? attemptBinds(attempts) : {}),
     },
     transaction,
   );

@@ -1,6 +1,7 @@
 /**
  * cleanup_old_data: removes the subtasks of campaigns finished (completed or cancelled) more than
- * `retentionDays` ago, error logs last seen that long ago, and old maintenance_runs claims.
+ * `retentionDays` ago, send attempts made that long ago (send_attempts, by its BRIN index on the
+ * time), error logs last seen that long ago, and old maintenance_runs claims.
  *
  * Per campaign, in this order:
  * 1. one short transaction locks the campaign row, records it in purged_campaigns, and stores the
@@ -35,8 +36,10 @@ export interface CleanupResult extends JobResult {
   campaigns: CampaignPurge[];
   subtasksDeleted: number;
   errorLogsDeleted: number;
+  /** Attempt records (send_attempts) older than the cutoff. */
+  attemptsDeleted: number;
   runsDeleted: number;
-  /** Every DELETE statement issued (subtasks and error logs), each of at most batchSize rows. */
+  /** Every DELETE statement issued (subtasks, attempts and error logs), each of at most batchSize rows. */
   deleteStatements: number;
   /** True when the runner stopped the job between two batches; the next run carries on. */
   interrupted: boolean;
@@ -45,7 +48,7 @@ export interface CleanupResult extends JobResult {
 export function cleanupOldData(opts: { retentionDays: number; batchSize: number }): Omit<JobDefinition<CleanupResult>, 'schedule'> {
   return {
     name: 'cleanup_old_data',
-    description: `deletes subtasks of campaigns finished over ${opts.retentionDays} days ago (totals kept on the campaign) and old error logs, ${opts.batchSize} rows per statement`,
+    description: `deletes subtasks of campaigns finished over ${opts.retentionDays} days ago (totals kept on the campaign), older send attempts and old error logs, ${opts.batchSize} rows per statement`,
     singleton: true,
     async run({ db, now, signal, logger }) {
       const cutoff = now.minus({ days: opts.retentionDays }).toJSDate();
@@ -58,6 +61,7 @@ export function cleanupOldData(opts: { retentionDays: number; batchSize: number 
         campaigns: [],
         subtasksDeleted: 0,
         errorLogsDeleted: 0,
+        attemptsDeleted: 0,
         runsDeleted: 0,
         deleteStatements: 0,
         interrupted: false,
@@ -139,6 +143,14 @@ export function cleanupOldData(opts: { retentionDays: number; batchSize: number 
         logger.debug(purge, `purged the subtasks of campaign ${taskId}`);
       }
 
+      while (!signal.aborted) {
+        const n = await deleteBatch(
+          `DELETE FROM send_attempts WHERE ctid = ANY (ARRAY(SELECT ctid FROM send_attempts WHERE attempted_at < $cutoff LIMIT $batch))`,
+          { cutoff, batch },
+        );
+        result.attemptsDeleted += n;
+        if (n < batch) break;
+      }
       while (!signal.aborted) {
         const n = await deleteBatch(
           `DELETE FROM error_logs WHERE id = ANY (ARRAY(SELECT id FROM error_logs WHERE last_seen_at < $cutoff ORDER BY id LIMIT $batch))`,
