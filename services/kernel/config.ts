@@ -85,6 +85,13 @@ export const VARIABLES = {
     default: 'info',
     doc: 'Log level (pino)',
   },
+  logFormat: {
+    env: 'LOG_FORMAT',
+    kind: 'enum',
+    values: ['auto', 'pretty', 'json'],
+    default: 'auto',
+    doc: 'Log lines as readable text (pretty) or JSON; auto: text on a terminal, JSON when stdout is a file or a pipe',
+  },
   smtpCatcherHost: {
     env: 'SMTP_CATCHER_HOST',
     kind: 'string',

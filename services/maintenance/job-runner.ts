@@ -27,7 +27,7 @@ import { performance } from 'node:perf_hooks';
 import { DateTime } from 'luxon';
 import { QueryTypes, type Sequelize } from 'sequelize';
 import { ConflictError, NotFoundError, ValidationError, type FieldIssue } from '../kernel/errors.js';
-import type { Logger } from '../kernel/logger.js';
+import { componentLogger, type Logger } from '../kernel/logger.js';
 import type { Clock } from '../context.js';
 import { isValidZone } from '../quota-day.js';
 import { describeSchedule, nextRun, parseSchedule, type ParsedSchedule, type Schedule } from './schedule.js';
@@ -209,7 +209,7 @@ export function createJobRunner(opts: JobRunnerOptions): JobRunner {
   if (issues.length) throw new ValidationError(issues);
 
   const { db, clock, timezone } = opts;
-  const logger = opts.logger.child({ component: 'maintenance' });
+  const logger = componentLogger(opts.logger, 'maintenance');
   const instanceId = opts.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   let timer: NodeJS.Timeout | undefined;
   let started = false;

@@ -57,7 +57,9 @@ const VERSION = (JSON.parse(readFileSync(`${packageRoot}/package.json`, 'utf8'))
 export async function runCli(argv: string[], ioIn: Partial<CliIo> = {}): Promise<number> {
   const io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env, ...ioIn };
   if (io.env === process.env) await loadDotenv();
-  const ctx = createContext(io, createLogger(io.env.LOG_LEVEL ?? 'warn', io.stderr));
+  // Warnings go to stderr, readable on a terminal and JSON into a file (LOG_FORMAT forces either).
+  const logFormat = (['pretty', 'json'] as const).find((f) => f === io.env.LOG_FORMAT) ?? 'auto';
+  const ctx = createContext(io, createLogger(io.env.LOG_LEVEL ?? 'warn', io.stderr, logFormat));
 
   const program = new Command('fairsend')
     .description('fairsend: email campaign delivery with per-service rates and quotas, fair across users')

@@ -18,7 +18,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { isConnectionError } from '../../services/kernel/db.js';
 import type { Engine } from '../engine.js';
 import { ErrorCodes, ValidationError } from '../../services/kernel/errors.js';
-import { REDACT_PATHS } from '../../services/kernel/logger.js';
+import { componentLogger, REDACT_PATHS } from '../../services/kernel/logger.js';
 import { packageRoot } from '../paths.js';
 import { addAuthHook, FailureLimiter } from './auth.js';
 import { serializerCompiler, validatorCompiler } from './compilers.js';
@@ -97,6 +97,30 @@ function logRequest(req: FastifyRequest) {
   return { method: req.method, url: redactUrl(req.url), remoteAddress: req.ip };
 }
 
+/**
+ * A read that succeeded: dashboard and status polling, /health probes, /metrics scrapes. An open
+ * dashboard alone makes several a second, so they log at debug; changes, refusals and failures at info.
+ */
+export function isRoutineRequest(method: string, statusCode: number): boolean {
+  return (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') && statusCode < 400;
+}
+
+/**
+ * fastify's request lines, at the level a person wants on a terminal: "incoming request" at debug,
+ * "request completed" (with the request, so one line tells what was asked and how it ended) at
+ * debug for routine reads and at info for the rest. Errors keep fastify's own handling.
+ */
+class RequestLogController extends Fastify.LogController {
+  override incomingRequest(request: FastifyRequest): void {
+    request.log.debug({ req: request }, 'incoming request');
+  }
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (error) return super.requestCompleted(error, request, reply);
+    const level = isRoutineRequest(request.method, reply.statusCode) ? 'debug' : 'info';
+    reply.log[level]({ req: request, res: reply, responseTime: reply.elapsedTime }, 'request completed');
+  }
+}
+
 export async function createHttpServer(engine: Engine, options: HttpServerOptions = {}): Promise<HttpServer> {
   const o: ResolvedHttpOptions = {
     ...HTTP_DEFAULTS,
@@ -107,12 +131,13 @@ export async function createHttpServer(engine: Engine, options: HttpServerOption
   o.unsubscribeBaseUrl ??= engine.config.unsubscribeUrlBase;
   if (o.jobs === undefined) o.jobs = (engine as { jobs?: JobsApi }).jobs ?? null;
 
-  const logger = (o.logger ?? engine.logger).child(
-    { component: 'http' },
+  const logger = componentLogger(o.logger ?? engine.logger, 'http').child(
+    {},
     { redact: { paths: [...REDACT_PATHS, ...HTTP_REDACT], censor: '[redacted]' }, serializers: { req: logRequest } },
   );
   const app = Fastify({
     loggerInstance: logger,
+    logController: new RequestLogController(),
     bodyLimit: o.bodyLimit,
     trustProxy: o.trustProxy,
     // Ids of int4 and bigint columns are checked by the schemas; this only caps a path parameter's length.
