@@ -1,23 +1,10 @@
 /**
- * Prints `.env.example` (default) or the README's configuration table (`--markdown`) from the one
- * table of variables in services/kernel/config.ts, so neither drifts from the code:
+ * Prints `.env.example` (default) or the configuration table of docs/configuration.md
+ * (`--markdown`) from the one table of variables in services/kernel/config.ts, so neither drifts
+ * from the code (test/config.test.ts checks both):
  *   npx tsx scripts/env-example.ts > .env.example
- *   npx tsx scripts/env-example.ts --markdown
+ *   npx tsx scripts/env-example.ts --markdown   # paste over the table, then npx prettier --write docs/configuration.md
  */
-import { VARIABLES } from '../services/kernel/config.js';
+import { configMarkdown, envExample } from './config-docs.js';
 
-const specs = Object.values(VARIABLES);
-const defaultOf = (spec: (typeof specs)[number]) => ('default' in spec ? spec.default : undefined);
-const lines: string[] = [];
-if (process.argv.includes('--markdown')) {
-  lines.push('| variable | default | meaning |', '| --- | --- | --- |');
-  for (const spec of specs)
-    lines.push(`| \`${spec.env}\` | ${defaultOf(spec) !== undefined ? `\`${defaultOf(spec)}\`` : '(unset)'} | ${spec.doc} |`);
-} else {
-  lines.push('# fairsend configuration. Every variable is optional; the value shown is the default.', '');
-  for (const spec of specs) {
-    const d = defaultOf(spec);
-    lines.push(`# ${spec.doc}`, `${d === undefined ? '# ' : ''}${spec.env}=${d ?? ''}`, '');
-  }
-}
-process.stdout.write(lines.join('\n') + '\n');
+process.stdout.write(process.argv.includes('--markdown') ? configMarkdown() : envExample());

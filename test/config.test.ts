@@ -61,5 +61,28 @@ describe('config', () => {
     const { readFile } = await import('node:fs/promises');
     const example = await readFile(new URL('../.env.example', import.meta.url), 'utf8');
     for (const spec of Object.values(VARIABLES)) expect(example).toContain(`${spec.env}=`);
+    // Exactly as scripts/env-example.ts makes it from VARIABLES: regenerate after any change.
+    const { envExample } = await import('../scripts/config-docs.js');
+    expect(example).toBe(envExample());
+  });
+
+  it('keeps the table of docs/configuration.md in step with VARIABLES (npx tsx scripts/env-example.ts --markdown)', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { configRows } = await import('../scripts/config-docs.js');
+    const doc = await readFile(new URL('../docs/configuration.md', import.meta.url), 'utf8');
+    // The cells of the table's body rows, whatever column widths prettier gave them.
+    const lines = doc.split('\n');
+    const head = lines.findIndex((l) => /^\|\s*variable\s*\|\s*default\s*\|\s*meaning\s*\|$/.test(l));
+    expect(head).toBeGreaterThan(-1);
+    const body: string[][] = [];
+    for (let i = head + 2; i < lines.length && lines[i]!.startsWith('|'); i++) {
+      body.push(
+        lines[i]!.slice(1, -1)
+          .split(' | ')
+          .map((c) => c.trim()),
+      );
+    }
+    expect(body).toEqual(configRows());
+    expect(body.length).toBe(Object.keys(VARIABLES).length);
   });
 });
