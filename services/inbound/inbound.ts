@@ -4,12 +4,20 @@
  *   parse (reports.ts) --other--------------------------------------------> kept for review
  *        |--dsn / arf--> find the message: a VERP address (envelope recipient first, then the
  *                        returned original's Return-Path or Original-Mail-From), verified
+ *             |--arf, no VERP address at all: by Message-ID and address (below)
  *             |--none, or only forged tokens------------------------------> kept for review
  *             |--found--> DSN recipients: hard or soft bounce by status code; ARF abuse: complaint
  *                         --> engine.bounces.record (contact, campaign, suppression, breakers)
  *
- * Nothing unsigned is acted on: a report without a valid token could name any address, so it waits
- * for a person. ARF types other than abuse/fraud/virus (not-spam, other) are kept for review too.
+ * Nothing unsigned is acted on blindly: a report without a valid token could name any address, so
+ * it waits for a person. One exception, for feedback loops that return the original without its
+ * return path (some rewrite or strip it): an ARF report with no VERP address at all is applied when
+ * the returned original carries fairsend's Message-ID `<campaign.contact@domain>`, that campaign
+ * was sent to that contact (a subtask exists), and the report's recipient is that contact's
+ * mailbox in canonical form (services/email-address.ts: a variant such as `Angry@EXAMPLE.org` or
+ * a Unicode domain matches its punycode form). Three facts that must agree, not one guessable one.
+ * A DSN without a token is never applied (it could bounce anyone), nor is a report with a forged
+ * token. ARF types other than abuse/fraud/virus (not-spam, other) are kept for review too.
  */
 import type { Sequelize } from 'sequelize';
 import type { BounceResult, BouncesApi, InboundBounceEvent } from '../bounces.js';
@@ -17,6 +25,8 @@ import type { Logger } from '../kernel/logger.js';
 import { queryRows } from '../kernel/db-query.js';
 import { parseReport } from './reports.js';
 import { verifyVerp, type VerpTarget } from './verp.js';
+import { fromMessageId } from '../webhooks/providers.js';
+import { mailboxKey } from '../email-address.js';
 
 export interface InboundDeps {
   db: Sequelize;
@@ -58,7 +68,11 @@ export async function handleInbound(deps: InboundDeps, msg: InboundMessage): Pro
   if (report.kind === 'other') return review(report.reason);
 
   const candidates = [...msg.envelopeTo, ...report.returnPaths].filter((a) => /^<?bounce\+/i.test(a.trim()));
-  const target = deps.secret ? candidates.map((a) => verifyVerp(deps.secret!, a)).find(Boolean) : undefined;
+  let target = deps.secret ? candidates.map((a) => verifyVerp(deps.secret!, a)).find(Boolean) : undefined;
+  if (!target && !candidates.length && report.kind === 'arf' && report.recipient) {
+    target = await byMessageId(deps.db, report.messageIds, report.recipient);
+    if (!target) return review('feedback report without a VERP address whose Message-ID and recipient match no message fairsend sent');
+  }
   if (!target) {
     if (candidates.length)
       deps.logger.warn({ source: msg.source, addresses: candidates.slice(0, 5) }, 'bounce with a forged or altered VERP token refused');
@@ -89,4 +103,24 @@ export async function handleInbound(deps: InboundDeps, msg: InboundMessage): Pro
     'inbound report applied',
   );
   return { action: 'recorded', report: report.kind, target, result };
+}
+
+/**
+ * The message a report without a VERP address is about, when the returned original's Message-ID is
+ * fairsend's and the campaign was sent to that contact, whose mailbox is the reported recipient.
+ */
+async function byMessageId(db: Sequelize, messageIds: string[], recipient: string): Promise<VerpTarget | undefined> {
+  const key = mailboxKey(recipient);
+  for (const id of messageIds) {
+    const t = fromMessageId(id);
+    if (!t || !Number.isSafeInteger(t.campaignId) || !Number.isSafeInteger(t.contactId)) continue;
+    const [row] = await queryRows<{ email: string }>(
+      db,
+      `SELECT c.email FROM subtasks s JOIN contacts c ON c.id = s.contact_id
+        WHERE s.task_id = $taskId AND s.contact_id = $contactId LIMIT 1`,
+      { taskId: t.campaignId, contactId: t.contactId },
+    );
+    if (row && mailboxKey(row.email) === key) return { taskId: t.campaignId, contactId: t.contactId };
+  }
+  return undefined;
 }

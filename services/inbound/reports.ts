@@ -44,7 +44,15 @@ export interface DsnRecipient {
 
 export type ParsedReport =
   | { kind: 'dsn'; recipients: DsnRecipient[]; returnPaths: string[]; subject: string | null }
-  | { kind: 'arf'; feedbackType: string; recipient: string | null; returnPaths: string[]; subject: string | null }
+  | {
+      kind: 'arf';
+      feedbackType: string;
+      recipient: string | null;
+      returnPaths: string[];
+      /** Message-IDs of the returned original (fairsend's own names the campaign and contact). */
+      messageIds: string[];
+      subject: string | null;
+    }
   | { kind: 'other'; reason: string; subject: string | null };
 
 /** Header blocks of a machine-readable report part: per-message fields, then one block per recipient. */
@@ -86,6 +94,16 @@ const addressIn = (field: string | undefined) => {
   return m ? m[1]!.toLowerCase() : null;
 };
 
+/** Message-IDs found in the returned original message's header. */
+function originalMessageIds(originals: string[]): string[] {
+  const out: string[] = [];
+  for (const o of originals) {
+    const head = (o.split(/\r?\n\r?\n/)[0] ?? '').replace(/\r?\n[ \t]+/g, ' ');
+    for (const m of head.matchAll(/^message-id\s*:\s*(<[^<>\s]+>)/gim)) out.push(m[1]!);
+  }
+  return out;
+}
+
 /** Return-Path and envelope-sender candidates found in the returned original message. */
 function originalReturnPaths(originals: string[]): string[] {
   const out: string[] = [];
@@ -122,6 +140,12 @@ export async function parseReport(raw: Buffer | string): Promise<ParsedReport> {
   const originals = mail.attachments
     .filter((a) => /^(message\/rfc822|text\/rfc822-headers|message\/rfc822-headers)$/i.test(a.contentType))
     .map((a) => a.content.toString('utf8'));
+  // An original sent inline (Content-Disposition: inline, as RFC 5965's own example does) is no
+  // attachment to mailparser: cut it out of the MIME body instead.
+  if (!originals.length) {
+    const inline = reportPart(text, boundary, 'message/rfc822') ?? reportPart(text, boundary, 'text/rfc822-headers');
+    if (inline) originals.push(inline);
+  }
   if (reportType === 'delivery-status') {
     const part = reportPart(text, boundary, 'message/delivery-status') ?? reportPart(text, boundary, 'message/global-delivery-status');
     if (!part) return { kind: 'other', reason: 'delivery-status report without a message/delivery-status part', subject };
@@ -150,7 +174,14 @@ export async function parseReport(raw: Buffer | string): Promise<ParsedReport> {
     const from = addressIn(fields.get('original-mail-from'));
     const originalTo = originals.map((o) => /^to:\s*(.*)$/im.exec(o.split(/\r?\n\r?\n/)[0] ?? '')?.[1]).find(Boolean);
     const recipient = addressIn(fields.get('original-rcpt-to')) ?? addressIn(originalTo?.match(/<([^>]+)>/)?.[1] ?? originalTo);
-    return { kind: 'arf', feedbackType, recipient, returnPaths: [...(from ? [from] : []), ...originalReturnPaths(originals)], subject };
+    return {
+      kind: 'arf',
+      feedbackType,
+      recipient,
+      returnPaths: [...(from ? [from] : []), ...originalReturnPaths(originals)],
+      messageIds: originalMessageIds(originals),
+      subject,
+    };
   }
   return { kind: 'other', reason: `multipart/report of type ${reportType}, not handled`, subject };
 }
