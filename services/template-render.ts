@@ -26,6 +26,7 @@
  */
 import { Liquid, Output, Tag, TokenKind, type Template, type Variable } from 'liquidjs';
 import { ErrorCodes, ValidationError, type ErrorCode } from './kernel/errors.js';
+import { derivedTextSource } from './html-text.js';
 
 export type TemplatePart = 'subject' | 'text' | 'html';
 export const TEMPLATE_PARTS: readonly TemplatePart[] = ['subject', 'text', 'html'];
@@ -327,6 +328,11 @@ export interface CompiledTemplate {
   subject: CompiledPart;
   html: CompiledPart | null;
   text: CompiledPart | null;
+  /**
+   * For an html-only template, its text part derived once from the html's source (see
+   * services/html-text.ts); null when the text must be derived from each rendered html instead.
+   */
+  derivedText: CompiledPart | null;
   /** Attribute keys used in short form (`{{ city }}`): put into the scope of each render. */
   shortForms: string[];
   /**
@@ -458,9 +464,21 @@ export function compileTemplate(source: TemplateSource, opts: CompileOptions = {
     subject: partOf(parts.subject?.templates ?? []),
     html: parts.html ? partOf(parts.html.templates) : null,
     text: parts.text ? partOf(parts.text.templates) : null,
+    derivedText: parts.html && !parts.text ? deriveText(source.html!) : null,
     shortForms: [...shortForms].sort(),
     required: [...required].sort(),
   };
+}
+
+/** The derived text part, parsed as a text part is (no escaping); null if it cannot be derived or parsed. */
+function deriveText(htmlSource: string): CompiledPart | null {
+  const text = derivedTextSource(translateLegacy(htmlSource));
+  if (text === null) return null;
+  try {
+    return partOf(liquidFor('text').parse(text));
+  } catch {
+    return null; // derived per message instead
+  }
 }
 
 /** What a message is rendered with. */
@@ -497,6 +515,7 @@ export function renderMessage(t: CompiledTemplate, vars: RenderVars): RenderedMe
   const out: RenderedMessage = { subject: headerSafe(renderPart(t.subject, scope, false)) };
   if (t.html) out.html = renderPart(t.html, scope, true);
   if (t.text) out.text = renderPart(t.text, scope, false);
+  else if (t.derivedText) out.text = renderPart(t.derivedText, scope, false).trim();
   return out;
 }
 

@@ -14,7 +14,7 @@ import {
   type RenderVars,
   type TemplateSource,
 } from '../services/template-render.js';
-import { buildMessage, compileForSending } from '../services/delivery/message.js';
+import { buildMessage, compileForSending, htmlToText } from '../services/delivery/message.js';
 
 const vars = (over: Partial<RenderVars['contact']> = {}, attributes: Record<string, unknown> = {}): RenderVars => ({
   contact: { name: 'Ada', email: 'ada@example.test', attributes: { city: 'Lyon', ...attributes }, ...over },
@@ -265,5 +265,91 @@ describe('the fast path', () => {
       ),
       { numRuns: 300, seed: 15 },
     );
+  });
+});
+
+describe('the text part of an html-only template', () => {
+  const html = (h: string) => compileTemplate({ subject: 's', html: h }, { strict: true });
+  /** What the text part would be if derived from this recipient's rendered html. */
+  const perMessage = (t: CompiledTemplate, v: RenderVars) => htmlToText(renderMessage(t, v).html!);
+
+  it('is derived once from the html and renders as the rendered html would convert', () => {
+    const t = html(
+      '<h1>Dear {{ name }},</h1><p>News from {{ city | default: "your town" }} &amp; more.</p>' +
+        '<ul><li>{{ contact.email }}</li></ul><a href="{{ unsubscribe_url }}">Unsubscribe</a>',
+    );
+    expect(t.derivedText).not.toBeNull();
+    for (const v of [vars(), vars({ name: 'A <b>&' }, { city: '' }), vars({ name: null }, { city: 'Bad "Ems"' })]) {
+      const out = renderMessage(t, v);
+      expect(out.text).toBe(perMessage(t, v));
+    }
+    expect(renderMessage(t, vars()).text).toBe(
+      'Dear Ada,\n\nNews from Lyon & more.\n\n * ada@example.test\n\nUnsubscribe [https://mail.example.test/u/1.2.x]',
+    );
+  });
+
+  it('is derived per message where deriving once would not say the same', () => {
+    for (const h of [
+      '<p>{% if city %}In {{ city }}{% endif %}</p>', // a block tag
+      '<p>Hi</p><img src="https://x.test/{{ contact.email }}">', // a tag html-to-text drops
+      '<a href="{{ unsubscribe_url }}">{{ unsubscribe_url }}</a>', // a link whose text is its href
+      '<p>&#123;&#123; name }} {{ name }}</p>', // braces from entities would become a tag
+      '<style>p { color: red } /* {{ name }} */</style><p>{{ city }}</p>',
+    ]) {
+      const t = html(h);
+      expect([h, t.derivedText]).toEqual([h, null]);
+      expect([h, renderMessage(t, vars()).text]).toEqual([h, undefined]); // buildMessage converts the rendered html
+    }
+    // Sent, it still gets its text part: converted from the rendered html (no unsubscribe URL here).
+    const m = buildMessage(
+      compileForSending({ subject: 's', html: '<p>Hi {{ name }}</p><img src="https://x.test/{{ contact.email }}">', text: null }),
+      { id: 1, fromAddress: 'a@example.test', fromName: null },
+      { taskId: 1, contactId: 2, email: 'ada@example.test', name: 'Ada', attributes: {} },
+      {},
+    );
+    expect(m.text).toBe('Hi Ada');
+  });
+
+  it('agrees with converting each rendered html, on generated templates and values', () => {
+    const output = fc.constantFrom(
+      '{{ name }}',
+      '{{ city }}',
+      '{{ contact.email }}',
+      '{{ city | default: "there" }}',
+      '{{ unsubscribe_url }}',
+    );
+    const piece = fc.oneof(
+      output,
+      fc.constantFrom(
+        'text ',
+        ' ',
+        '<p>',
+        '</p>',
+        '<h2>',
+        '</h2>',
+        '<br>',
+        '<b>bold</b>',
+        '<li>',
+        '&amp;',
+        '<a href="https://x.test/">x</a>',
+      ),
+    );
+    const source = fc.array(piece, { minLength: 1, maxLength: 10 }).map((a) => a.join(''));
+    const word = fc.constantFrom('', 'Lyon', 'A&B', '<i>', 'Ümlaut', 'x"y');
+    let derived = 0;
+    fc.assert(
+      fc.property(source, word, word, (h, name, city) => {
+        const t = compileTemplate({ subject: 's', html: h });
+        const v = vars({ name }, { city });
+        // Word wrapping (at 78 columns) happens before the values go in, so a line break may fall
+        // elsewhere; the words, their order and the layout's blank lines are the same.
+        const words = (x: string) => x.replace(/[ \n]+/g, ' ');
+        if (!t.derivedText) return;
+        derived++;
+        expect(words(renderMessage(t, v).text!)).toBe(words(perMessage(t, v)));
+      }),
+      { numRuns: 300 },
+    );
+    expect(derived).toBeGreaterThan(100); // most generated templates take the derived path
   });
 });

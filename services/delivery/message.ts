@@ -7,7 +7,7 @@
  */
 import { domainToASCII } from 'node:url';
 import type { SendMailOptions } from 'nodemailer';
-import { compile } from 'html-to-text';
+import { htmlToText } from '../html-text.js';
 import { compileTemplate, renderMessage, TemplateError, type CompiledTemplate } from '../template-render.js';
 import { unsubscribeUrl } from './unsubscribe.js';
 import { verpAddress } from '../inbound/verp.js';
@@ -77,18 +77,7 @@ export function domainOf(address: string): string {
   return address.slice(address.lastIndexOf('@') + 1) || 'fairsend.invalid';
 }
 
-const htmlConverter = compile({
-  wordwrap: 78,
-  selectors: [
-    { selector: 'img', format: 'skip' },
-    { selector: 'a', options: { hideLinkHrefIfSameAsText: true } },
-  ],
-});
-
-/** A readable text part from (rendered) html, for templates that have only html. */
-export function htmlToText(html: string): string {
-  return htmlConverter(html).trim();
-}
+export { htmlToText };
 
 export function buildMessage(
   template: SendableTemplate,
