@@ -67,6 +67,8 @@ export class EmailService extends Model<InferAttributes<EmailService>, InferCrea
   declare openToAll: CreationOptional<boolean>;
   declare enabled: CreationOptional<boolean>;
   declare dkim: CreationOptional<DkimConfig | null>;
+  /** Shaping per mailbox provider, deferral rules, warm-up (services/deliverability/shaping.ts); null: the defaults. */
+  declare deliverability: CreationOptional<Record<string, unknown> | null>;
   declare isHealthy: CreationOptional<boolean>;
   declare consecutiveFailures: CreationOptional<number>;
   declare lastError: CreationOptional<string | null>;
@@ -97,6 +99,7 @@ export const emailServiceAttributes: ModelAttributes<EmailService> = {
   openToAll: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
   enabled: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
   dkim: { type: DataTypes.JSONB, allowNull: true },
+  deliverability: { type: DataTypes.JSONB, allowNull: true },
   isHealthy: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
   consecutiveFailures: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
   lastError: { type: DataTypes.TEXT, allowNull: true },

@@ -24,6 +24,8 @@ export class Subtask extends Model<InferAttributes<Subtask>, InferCreationAttrib
   declare notBefore: CreationOptional<Date>;
   /** The recipient's zone, set only when the campaign has a send window. */
   declare timezone: CreationOptional<string | null>;
+  /** The recipient's mailbox provider (`google`, `other:acme.com`), set at generation; null on rows older than the column. */
+  declare provider: CreationOptional<string | null>;
   declare leaseOwner: CreationOptional<string | null>;
   declare leaseExpiresAt: CreationOptional<Date | null>;
   declare messageId: CreationOptional<string | null>;
@@ -52,6 +54,7 @@ export const subtaskAttributes: ModelAttributes<Subtask> = {
   attempts: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
   notBefore: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
   timezone: { type: DataTypes.TEXT, allowNull: true },
+  provider: { type: DataTypes.TEXT, allowNull: true },
   leaseOwner: { type: DataTypes.TEXT, allowNull: true },
   leaseExpiresAt: { type: DataTypes.DATE, allowNull: true },
   messageId: { type: DataTypes.TEXT, allowNull: true },

@@ -14,6 +14,7 @@ import { NotFoundError, ValidationError } from './kernel/errors.js';
 import type { EmailService, SmtpAuthMethod, TransportConfig } from '../models/index.js';
 import { checksCertificates, effectiveRequireTls, tlsModeOf, type TlsMode } from './delivery/tls-policy.js';
 import type { ServiceContext } from './context.js';
+import type { ServiceShapingInput } from './deliverability/shaping.js';
 import { nextQuotaReset, quotaDayExpired, quotaDayOf } from './quota-day.js';
 import { sealServiceSecrets } from './service-secrets.js';
 import {
@@ -37,6 +38,8 @@ export interface ServiceView {
   userIds: number[] | null;
   enabled: boolean;
   dkim: { domainName: string; keySelector: string } | null;
+  /** The service's deliverability settings as stored (docs/deliverability.md); null: the defaults. */
+  deliverability: ServiceShapingInput | null;
   healthy: boolean;
   lastSentAt: Date | null;
   lastError: string | null;
@@ -108,6 +111,7 @@ export function toServiceView(s: EmailService, userIds: number[] | null): Servic
     userIds,
     enabled: s.enabled,
     dkim: s.dkim ? { domainName: s.dkim.domainName, keySelector: s.dkim.keySelector } : null,
+    deliverability: (s.deliverability as ServiceShapingInput | null) ?? null,
     healthy: s.isHealthy,
     lastSentAt: s.lastSentAt,
     lastError: s.lastError,
@@ -162,6 +166,7 @@ export function createSendingServicesApi(ctx: ServiceContext) {
               openToAll: v.userIds === undefined,
               enabled: v.enabled ?? true,
               dkim: sealed.dkim,
+              deliverability: v.deliverability ?? null,
             },
             { transaction },
           );

@@ -10,6 +10,7 @@ import { USER_ROLES } from '../models/user.js';
 import { isKnownZone } from './timezones.js';
 import { caProblem } from './delivery/tls-policy.js';
 import { canonicalEmail } from './email-address.js';
+import { serviceShapingSchema } from './deliverability/shaping.js';
 
 export const LIMITS = {
   name: 200,
@@ -233,6 +234,8 @@ const serviceFields = {
   userIds: z.array(idSchema).max(10_000).optional(),
   enabled: z.boolean().optional(),
   dkim: dkimSchema.nullable().optional(),
+  /** Limits per mailbox provider, deferral rules and warm-up (docs/deliverability.md); null: the defaults. */
+  deliverability: serviceShapingSchema.nullable().optional(),
 };
 export const createServiceSchema = z.strictObject(serviceFields);
 export type CreateServiceInput = z.input<typeof createServiceSchema>;

@@ -14,6 +14,7 @@ import { defineModels, type Models } from '../models/index.js';
 import { createCampaignsApi, type CampaignsApi } from '../services/campaigns.js';
 import { createContactsApi, type ContactsApi } from '../services/contacts.js';
 import { systemClock, type Clock, type ServiceContext } from '../services/context.js';
+import { createProviderResolver, type MxLookup } from '../services/deliverability/providers.js';
 import { createGenerator, type GenerationResult } from '../services/generation.js';
 import { createSendingServicesApi, type SendingServicesApi } from '../services/sending-services.js';
 import { createTemplatesApi, type TemplatesApi } from '../services/templates.js';
@@ -43,6 +44,8 @@ export interface EngineOptions extends ConfigOverrides {
   clock?: Clock;
   /** Provider webhooks: how SNS certificates are fetched and subscriptions confirmed (tests inject these; default fetch). */
   webhooks?: Pick<WebhookDeps, 'fetchCert' | 'confirmSubscription'>;
+  /** How recipient domains' MX hosts are looked up (default: DNS). Tests inject a fake one: these machines have no DNS. */
+  mxLookup?: MxLookup;
 }
 
 export interface EngineCore {
@@ -66,7 +69,15 @@ export interface EngineCore {
 }
 
 export async function createEngineCore(options: EngineOptions = {}): Promise<EngineCore> {
-  const { env = process.env, logger: givenLogger, migrate = true, clock: _clock, webhooks: _webhooks, ...overrides } = options;
+  const {
+    env = process.env,
+    logger: givenLogger,
+    migrate = true,
+    clock: _clock,
+    webhooks: _webhooks,
+    mxLookup: _mx,
+    ...overrides
+  } = options;
   const config = loadConfig(env, overrides);
   const logger = givenLogger ?? createLogger(config.logLevel, undefined, config.logFormat as LogFormat);
 
@@ -205,7 +216,11 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     await core.close();
     throw err;
   }
-  const generator = createGenerator(ctx);
+  const providers = createProviderResolver({
+    timeoutMs: core.config.mxLookupTimeoutMs,
+    ...(options.mxLookup ? { lookup: options.mxLookup } : {}),
+  });
+  const generator = createGenerator(ctx, { providers });
   const queue = new QueueScheduler(ctx, { generator, databaseUrl: core.databaseUrl });
   const { config } = core;
   const disabled = (config.maintenanceDisabledJobs ?? '')

@@ -95,9 +95,9 @@ describe('provider resolver with a fake MX lookup', () => {
     expect(await r.resolve('bob@acme.com')).toBe('microsoft');
     expect(await r.resolve('startup.io')).toBe('google');
     expect(await r.resolve('self-hosted.org')).toBe('other:self-hosted.org');
-    expect(await r.resolve('nowhere.example')).toBe('other:nowhere.example');
+    expect(await r.resolve('nowhere.xyz')).toBe('other:nowhere.xyz');
     expect(await r.resolve('gmail.com')).toBe('google');
-    expect(f.calls).toEqual(['acme.com', 'startup.io', 'self-hosted.org', 'nowhere.example']);
+    expect(f.calls).toEqual(['acme.com', 'startup.io', 'self-hosted.org', 'nowhere.xyz']);
     expect(r.stats.failures).toBe(1);
   });
 
@@ -106,16 +106,16 @@ describe('provider resolver with a fake MX lookup', () => {
     let now = 1_000_000;
     const r = createProviderResolver({ lookup: f.lookup, ttlMs: 60_000, failureTtlMs: 5_000, now: () => now });
     await r.resolve('acme.com');
-    await r.resolve('nowhere.example');
+    await r.resolve('nowhere.xyz');
     now += 4_000;
     await r.resolve('acme.com');
-    await r.resolve('nowhere.example');
-    expect(f.calls).toEqual(['acme.com', 'nowhere.example']);
+    await r.resolve('nowhere.xyz');
+    expect(f.calls).toEqual(['acme.com', 'nowhere.xyz']);
     expect(r.stats.hits).toBe(2);
     now += 2_000; // the failure expired, the answer did not
     await r.resolve('acme.com');
-    await r.resolve('nowhere.example');
-    expect(f.calls).toEqual(['acme.com', 'nowhere.example', 'nowhere.example']);
+    await r.resolve('nowhere.xyz');
+    expect(f.calls).toEqual(['acme.com', 'nowhere.xyz', 'nowhere.xyz']);
     now += 60_000;
     await r.resolve('acme.com');
     expect(f.calls.filter((d) => d === 'acme.com')).toHaveLength(2);
@@ -132,8 +132,21 @@ describe('provider resolver with a fake MX lookup', () => {
   it('gives up after the timeout and counts the domain as other:', async () => {
     const never: MxLookup = () => new Promise(() => undefined);
     const r = createProviderResolver({ lookup: never, timeoutMs: 20 });
-    expect(await r.resolve('slow.example')).toBe('other:slow.example');
+    expect(await r.resolve('slow.xyz')).toBe('other:slow.xyz');
     expect(r.stats.failures).toBe(1);
+  });
+
+  it('never looks up reserved names, nor anything with lookups turned off', async () => {
+    const f = fake();
+    const r = createProviderResolver({ lookup: f.lookup });
+    for (const d of ['a.example.com', 'example.org', 'x.test', 'host.invalid', 'localhost', 'shop.example']) {
+      expect(await r.explain(d)).toEqual({ provider: `other:${d}`, source: 'fallback' });
+    }
+    const off = createProviderResolver({ lookup: f.lookup, timeoutMs: 0 });
+    expect(await off.explain('acme.com')).toEqual({ provider: 'other:acme.com', source: 'fallback' });
+    expect(await off.explain('gmail.com')).toEqual({ provider: 'google', source: 'builtin' });
+    expect(f.calls).toEqual([]);
+    expect(await r.explain('acme.com')).toEqual({ provider: 'microsoft', source: 'mx' });
   });
 
   it('evicts the oldest entry beyond maxEntries', async () => {

@@ -108,7 +108,7 @@ export const systemMxLookup: MxLookup = async (domain) => (await dns.resolveMx(d
 
 export interface ProviderResolverOptions {
   lookup?: MxLookup;
-  /** How long one MX lookup may take before the domain counts as `other:` (default 2 s). */
+  /** How long one MX lookup may take before the domain counts as `other:` (default 2 s; 0: no lookups). */
   timeoutMs?: number;
   /** How long a found answer is kept (default 6 h). */
   ttlMs?: number;
@@ -120,8 +120,19 @@ export interface ProviderResolverOptions {
   now?: () => number;
 }
 
+/** How a domain's provider was found: the built-in table, its MX hosts, or neither (a failed or skipped lookup). */
+export type ProviderSource = 'builtin' | 'mx' | 'fallback';
+
+/**
+ * Names that never have real MX records (RFC 2606, RFC 6761): resolved to `other:` without a
+ * lookup, so tests and examples never wait on DNS.
+ */
+const RESERVED = /(^|\.)(example\.(com|net|org)|test|example|invalid|localhost|local)$/;
+
 export interface ProviderResolver {
   resolve(domain: string): Promise<Provider>;
+  /** The provider and how it was found. */
+  explain(domain: string): Promise<{ provider: Provider; source: ProviderSource }>;
   /** Resolves many domains with at most `concurrency` lookups at once. */
   resolveAll(domains: Iterable<string>, concurrency?: number): Promise<Map<string, Provider>>;
   readonly stats: { lookups: number; hits: number; failures: number };
@@ -134,17 +145,18 @@ export function createProviderResolver(opts: ProviderResolverOptions = {}): Prov
   const failureTtlMs = opts.failureTtlMs ?? 5 * 60_000;
   const maxEntries = opts.maxEntries ?? 50_000;
   const now = opts.now ?? Date.now;
-  const cache = new Map<string, { provider: Provider; until: number }>();
-  const pending = new Map<string, Promise<Provider>>();
+  const cache = new Map<string, { provider: Provider; source: ProviderSource; until: number }>();
+  const pending = new Map<string, Promise<{ provider: Provider; source: ProviderSource }>>();
   const stats = { lookups: 0, hits: 0, failures: 0 };
 
-  function remember(domain: string, provider: Provider, ttl: number) {
+  function remember(domain: string, provider: Provider, source: ProviderSource, ttl: number) {
     cache.delete(domain);
-    cache.set(domain, { provider, until: now() + ttl });
+    cache.set(domain, { provider, source, until: now() + ttl });
     if (cache.size > maxEntries) cache.delete(cache.keys().next().value!);
   }
 
-  async function lookUp(domain: string): Promise<Provider> {
+  async function lookUp(domain: string): Promise<{ provider: Provider; source: ProviderSource }> {
+    if (timeoutMs <= 0 || RESERVED.test(domain)) return { provider: otherProvider(domain), source: 'fallback' };
     stats.lookups++;
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -155,26 +167,26 @@ export function createProviderResolver(opts: ProviderResolverOptions = {}): Prov
         }),
       ]);
       const provider = providerFromMx(hosts) ?? otherProvider(domain);
-      remember(domain, provider, ttlMs);
-      return provider;
+      remember(domain, provider, 'mx', ttlMs);
+      return { provider, source: 'mx' as const };
     } catch {
       stats.failures++;
       const provider = otherProvider(domain);
-      remember(domain, provider, failureTtlMs);
-      return provider;
+      remember(domain, provider, 'fallback', failureTtlMs);
+      return { provider, source: 'fallback' as const };
     } finally {
       clearTimeout(timer);
     }
   }
 
-  async function resolve(address: string): Promise<Provider> {
+  async function explain(address: string): Promise<{ provider: Provider; source: ProviderSource }> {
     const domain = domainOf(address);
     const builtin = builtinProvider(domain);
-    if (builtin) return builtin;
+    if (builtin) return { provider: builtin, source: 'builtin' };
     const hit = cache.get(domain);
     if (hit && hit.until > now()) {
       stats.hits++;
-      return hit.provider;
+      return { provider: hit.provider, source: hit.source };
     }
     // One lookup per domain at a time: a campaign of 10,000 recipients at acme.com asks once.
     let p = pending.get(domain);
@@ -184,6 +196,8 @@ export function createProviderResolver(opts: ProviderResolverOptions = {}): Prov
     }
     return p;
   }
+
+  const resolve = async (address: string): Promise<Provider> => (await explain(address)).provider;
 
   async function resolveAll(domains: Iterable<string>, concurrency = 16): Promise<Map<string, Provider>> {
     const list = [...new Set([...domains].map(domainOf))];
@@ -199,5 +213,5 @@ export function createProviderResolver(opts: ProviderResolverOptions = {}): Prov
     return out;
   }
 
-  return { resolve, resolveAll, stats };
+  return { resolve, explain, resolveAll, stats };
 }

@@ -250,6 +250,17 @@ export const VARIABLES = {
     default: '1000',
     doc: 'Sent messages a campaign needs before its breakers may trip (the minimum sample)',
   },
+  shapingFile: {
+    env: 'DELIVERABILITY_SHAPING_FILE',
+    kind: 'string',
+    doc: 'JSON file of limits per mailbox provider, adaptive settings and deferral rules for every service (docs/deliverability.md)',
+  },
+  mxLookupTimeoutMs: {
+    env: 'MX_LOOKUP_TIMEOUT_MS',
+    kind: 'nonNegInt',
+    default: '2000',
+    doc: 'How long a recipient domain MX lookup may take at generation (its provider is then other:<domain>); 0: no lookups',
+  },
   secretKey: {
     env: 'FAIRSEND_SECRET_KEY',
     kind: 'string',

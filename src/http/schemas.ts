@@ -94,6 +94,11 @@ export const serviceSchema = z.object({
   maxConnections: z.number().optional(),
   userIds: z.array(z.number()).nullable().optional().describe('null: open to every user'),
   dkim: z.object({ domainName: z.string(), keySelector: z.string() }).nullable().optional(),
+  deliverability: z
+    .record(z.string(), z.unknown())
+    .nullable()
+    .optional()
+    .describe('Limits per mailbox provider, deferral rules, warm-up (docs/deliverability.md); null: the defaults'),
   lastError: z.string().nullable().optional(),
 });
 

@@ -18,7 +18,15 @@ export function serviceBody(v: ServiceView, q: ServiceQuota | undefined, admin: 
   const quota = quotaView(q, v.lastSentAt);
   const common = { id: v.id, name: v.name, sendingRate: v.sendingRate, quotaTimezone: v.quotaTimezone, enabled: v.enabled, ...quota };
   if (!admin) return common;
-  return { ...common, transport: v.transport, maxConnections: v.maxConnections, userIds: v.userIds, dkim: v.dkim, lastError: v.lastError };
+  return {
+    ...common,
+    transport: v.transport,
+    maxConnections: v.maxConnections,
+    userIds: v.userIds,
+    dkim: v.dkim,
+    deliverability: v.deliverability,
+    lastError: v.lastError,
+  };
 }
 
 export function serviceRoutes(app: App, ctx: RouteContext): void {
@@ -69,6 +77,7 @@ export function serviceRoutes(app: App, ctx: RouteContext): void {
                 ...body,
                 userIds: body.userIds ?? null,
                 dkim: body.dkim ?? null,
+                deliverability: body.deliverability ?? null,
                 maxConnections: body.maxConnections ?? 5,
                 enabled: body.enabled ?? true,
                 quotaTimezone: body.quotaTimezone ?? engine.config.defaultTimezone,
