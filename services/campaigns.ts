@@ -18,6 +18,7 @@ import { recipientPredicate, type RecipientSpec } from './recipients.js';
 import { compileTemplate, requiredAttributes } from './template-render.js';
 import { createCampaignSchema, parseId, parseInput, type CreateCampaignInput } from './validation.js';
 import { queryRows } from './kernel/db-query.js';
+import { createRecipientsApi } from './campaign-recipients.js';
 
 /** An attribute a template prints without a `default`, and the recipients who lack it. */
 export interface MissingAttribute {
@@ -188,6 +189,9 @@ export function createCampaignsApi(ctx: ServiceContext) {
   }
 
   return {
+    /** recipients(id, { status, cursor, limit }) and retry(id, { statuses }): services/campaign-recipients.ts. */
+    ...createRecipientsApi(ctx),
+
     async create(input: CreateCampaignInput): Promise<CampaignView> {
       const v = parseInput(createCampaignSchema, input);
       const now = ctx.clock();

@@ -496,7 +496,9 @@ export class QueueScheduler extends EventEmitter {
     for (const c of this.pool.campaigns.values()) {
       if (c.status !== 'sending' || !this.carried(c)) continue;
       if (c.wakeAt !== null && c.wakeAt <= nowMs) this.pool.refill(c, true);
-      else if (c.wakeAt === null && !c.drained && c.size <= low) this.pool.refill(c);
+      // A drained campaign with messages left (retried by engine.campaigns.retry while it was
+      // finishing here) looks again; `remaining` comes from the tick's reload of the campaigns.
+      else if (c.wakeAt === null && (!c.drained || c.remaining > 0) && c.size <= low) this.pool.refill(c);
     }
   }
 
