@@ -194,6 +194,10 @@ DROP TABLE IF EXISTS contacts;
 DROP TABLE IF EXISTS user_services;
 DROP TABLE IF EXISTS email_services;
 DROP TABLE IF EXISTS users;
+-- The seeders' records (sequelize-cli and the engine both keep them in "SequelizeData") describe
+-- rows that no longer exist once every table is gone: without this, db:seed:all after
+-- db:migrate:undo:all and db:migrate would find the demo data "done" and seed nothing.
+DROP TABLE IF EXISTS "SequelizeData";
 `;
 
 module.exports = {

@@ -71,7 +71,7 @@ describe('migrations', () => {
     }
   });
 
-  it('run through sequelize-cli (db:migrate, db:seed:all, db:migrate:undo:all) against DATABASE_URL', async () => {
+  it('run through sequelize-cli (db:migrate, db:seed:all, db:migrate:undo:all, then again) against DATABASE_URL', async () => {
     const url = await createEmptyDatabase();
     const env = { ...process.env, DATABASE_URL: url };
     const cli = (...args: string[]) => run('npx', ['sequelize-cli', ...args], { env, cwd: process.cwd() });
@@ -94,6 +94,46 @@ describe('migrations', () => {
       await s.close();
     }
     await cli('db:migrate:undo:all');
-    expect(await tables(url)).toEqual(['SequelizeData', 'SequelizeMeta']);
+    // Every table is gone, and so are the seeders' records of rows that no longer exist.
+    expect(await tables(url)).toEqual(['SequelizeMeta']);
+
+    // A second round: db:seed:all seeds again (it used to find the demo data recorded and skip it).
+    await cli('db:migrate');
+    await cli('db:seed:all');
+    const again = plainSequelize(url);
+    try {
+      const [[counts]] = (await again.query(
+        `SELECT (SELECT count(*) FROM users)::int AS users, (SELECT count(*) FROM email_services)::int AS services,
+                (SELECT count(*) FROM contacts)::int AS contacts, (SELECT count(*) FROM tasks)::int AS tasks`,
+      )) as unknown as [[Record<string, number>]];
+      expect(counts).toEqual({ users: 3, services: 3, contacts: 332, tasks: 3 });
+      const [seeded] = await again.query('SELECT name FROM "SequelizeData"');
+      expect(seeded).toEqual([{ name: '20261123000100-demo-data.cjs' }]);
+      const [emails] = (await again.query('SELECT email FROM users ORDER BY id')) as [{ email: string }[], unknown];
+      expect(emails.map((r) => r.email)).toContain('alice@demo.fairsend.test');
+      // A third seed:all is a no-op: the record is back.
+      await cli('db:seed:all');
+      const [[{ n }]] = (await again.query('SELECT count(*)::int AS n FROM users')) as unknown as [[{ n: number }]];
+      expect(n).toBe(3);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it("seed again after the engine's own migrateDownAll and migrateUp", async () => {
+    const url = await createEmptyDatabase();
+    const s = plainSequelize(url);
+    try {
+      await migrateUp(s);
+      expect(await seedAll(s)).toEqual(['20261123000100-demo-data.cjs']);
+      await migrateDownAll(s);
+      expect(await tables(url)).toEqual(['SequelizeMeta']);
+      await migrateUp(s);
+      expect(await seedAll(s)).toEqual(['20261123000100-demo-data.cjs']);
+      const [[{ n }]] = (await s.query('SELECT count(*)::int AS n FROM users')) as unknown as [[{ n: number }]];
+      expect(n).toBe(3);
+    } finally {
+      await s.close();
+    }
   });
 });
