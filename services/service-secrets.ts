@@ -1,5 +1,6 @@
 /**
- * The secrets of a sending service row, and the whole-table passes over them.
+ * The secrets of a sending service row and of its provider webhooks, and the whole-table passes
+ * over them.
  *
  * Which fields are secret is data (`SERVICE_SECRET_FIELDS`): the SMTP password, the DKIM private
  * key and the TLS material of the transport (a CA bundle may be one string or a list). A field
@@ -79,24 +80,69 @@ export function openServiceSecrets<T extends Partial<SecretColumns>>(keyring: Ke
   return mapServiceSecrets(cols, (v, field) => keyring.open(v, field));
 }
 
+/**
+ * The secret fields of a provider webhook's credentials (webhook_credentials.credentials): the
+ * Mailgun signing key and the basic-auth password of Postmark and SparkPost. The SendGrid public
+ * key, the user names and the SNS topics are not secrets and stay readable.
+ */
+export const WEBHOOK_SECRET_FIELDS = ['signingKey', 'password'] as const;
+
+/** A copy of webhook credentials with every secret string replaced by `fn` (field name `webhook.<field>`). */
+export function mapWebhookSecrets<T extends object>(credentials: T, fn: (value: string, field: string) => string): T {
+  const out = { ...credentials } as Record<string, unknown>;
+  for (const k of WEBHOOK_SECRET_FIELDS) {
+    const v = out[k];
+    if (typeof v === 'string') out[k] = fn(v, `webhook.${k}`);
+  }
+  return out as T;
+}
+
+/** Seals the secrets of webhook credentials with the current key (refused without a key). */
+export function sealWebhookSecrets<T extends object>(keyring: Keyring, credentials: T): T {
+  return mapWebhookSecrets(credentials, (v, field) => keyring.seal(v, field));
+}
+
+/** Opens the secrets of stored webhook credentials; only the webhook verifier calls this. */
+export function openWebhookSecrets<T extends object>(keyring: Keyring, credentials: T): T {
+  return mapWebhookSecrets(credentials, (v, field) => keyring.open(v, field));
+}
+
+function webhookSecretValues(credentials: unknown): string[] {
+  const found: string[] = [];
+  if (credentials && typeof credentials === 'object') {
+    mapWebhookSecrets(credentials, (v) => {
+      found.push(v);
+      return v;
+    });
+  }
+  return found;
+}
+
 interface StoredRow {
   id: number;
   transport: unknown;
   dkim: unknown;
 }
 
-/** What the table holds: plain secrets, and sealed ones by key id. */
+interface StoredWebhookRow {
+  service_id: number;
+  provider: string;
+  credentials: Record<string, unknown>;
+}
+
+/** What the tables hold (services and webhooks): plain secrets, and sealed ones by key id. */
 export async function scanStoredSecrets(db: Sequelize): Promise<{ plain: number; sealed: Map<string, number> }> {
   const rows = await queryRows<StoredRow>(db, 'SELECT id, transport, dkim FROM email_services');
+  const hooks = await queryRows<StoredWebhookRow>(db, 'SELECT service_id, provider, credentials FROM webhook_credentials');
   const sealed = new Map<string, number>();
   let plain = 0;
-  for (const r of rows) {
-    for (const { value } of listServiceSecrets(r)) {
-      const kid = sealedKeyId(value);
-      if (kid === undefined) plain++;
-      else sealed.set(kid, (sealed.get(kid) ?? 0) + 1);
-    }
-  }
+  const count = (value: string) => {
+    const kid = sealedKeyId(value);
+    if (kid === undefined) plain++;
+    else sealed.set(kid, (sealed.get(kid) ?? 0) + 1);
+  };
+  for (const r of rows) for (const { value } of listServiceSecrets(r)) count(value);
+  for (const h of hooks) for (const value of webhookSecretValues(h.credentials)) count(value);
   return { plain, sealed };
 }
 
@@ -109,22 +155,25 @@ export async function resealStoredSecrets(
   db: Sequelize,
   keyring: Keyring,
   mode: 'plain' | 'all',
-): Promise<{ services: number; values: number }> {
+): Promise<{ services: number; webhooks: number; values: number }> {
   if (!keyring.hasKey) throw new SecretKeyError(ErrorCodes.SECRET_KEY_MISSING, 'no FAIRSEND_SECRET_KEY is set');
   return db.transaction(async (transaction) => {
     const rows = await queryRows<StoredRow>(db, 'SELECT id, transport, dkim FROM email_services ORDER BY id FOR UPDATE', {}, transaction);
     let services = 0;
+    let webhooks = 0;
     let values = 0;
+    let changed = 0;
+    const reseal = (v: string, field: string) => {
+      if (isSealed(v) && (mode === 'plain' || sealedKeyId(v) === keyring.currentId)) {
+        keyring.open(v, field); // proves the value opens before anything is written
+        return v;
+      }
+      changed++;
+      return keyring.seal(keyring.open(v, field), field);
+    };
     for (const r of rows) {
-      let changed = 0;
-      const next = mapServiceSecrets({ transport: r.transport, dkim: r.dkim }, (v, field) => {
-        if (isSealed(v) && (mode === 'plain' || sealedKeyId(v) === keyring.currentId)) {
-          keyring.open(v, field); // proves the value opens before anything is written
-          return v;
-        }
-        changed++;
-        return keyring.seal(keyring.open(v, field), field);
-      });
+      changed = 0;
+      const next = mapServiceSecrets({ transport: r.transport, dkim: r.dkim }, reseal);
       if (!changed) continue;
       await queryRows(
         db,
@@ -135,7 +184,27 @@ export async function resealStoredSecrets(
       services++;
       values += changed;
     }
-    return { services, values };
+    const hooks = await queryRows<StoredWebhookRow>(
+      db,
+      'SELECT service_id, provider, credentials FROM webhook_credentials ORDER BY service_id, provider FOR UPDATE',
+      {},
+      transaction,
+    );
+    for (const h of hooks) {
+      changed = 0;
+      const next = mapWebhookSecrets(h.credentials, reseal);
+      if (!changed) continue;
+      await queryRows(
+        db,
+        `UPDATE webhook_credentials SET credentials = $credentials::jsonb, updated_at = now()
+          WHERE service_id = $serviceId AND provider = $provider`,
+        { serviceId: h.service_id, provider: h.provider, credentials: JSON.stringify(next) },
+        transaction,
+      );
+      webhooks++;
+      values += changed;
+    }
+    return { services, webhooks, values };
   });
 }
 
@@ -170,5 +239,6 @@ export async function secureStoredSecrets(db: Sequelize, keyring: Keyring, logge
     return;
   }
   const r = await resealStoredSecrets(db, keyring, 'plain');
-  if (r.values) logger.info({ services: r.services, secrets: r.values, keyId: keyring.currentId }, 'stored secrets encrypted');
+  if (r.values)
+    logger.info({ services: r.services, webhooks: r.webhooks, secrets: r.values, keyId: keyring.currentId }, 'stored secrets encrypted');
 }

@@ -316,7 +316,7 @@ describe('start-up and rotation', () => {
 
     const ok = await cli(['secrets', 'rotate'], { FAIRSEND_SECRET_KEY: newKey, FAIRSEND_SECRET_KEY_PREVIOUS: oldKey });
     expect(ok).toEqual({ code: 0, err: '' });
-    expect(out.join('')).toBe(`2 secret(s) of 1 service(s) re-encrypted with key ${keyIdOf(keyOf(newKey))}\n`);
+    expect(out.join('')).toBe(`2 secret(s) of 1 service(s) and 0 webhook(s) re-encrypted with key ${keyIdOf(keyOf(newKey))}\n`);
     const status = out.length;
     expect(await cli(['secrets', 'status'], { FAIRSEND_SECRET_KEY: newKey })).toEqual({ code: 0, err: '' });
     expect(out.slice(status).join('')).toBe(

@@ -3,11 +3,16 @@
  * (webhook_credentials), a request is verified with them (providers.ts) before anything is read,
  * and its events are applied as reports for that service. A request that does not verify gets 401
  * and changes nothing.
+ *
+ * The secret parts of the credentials (a signing key, a basic-auth password) are stored sealed with
+ * the secrets keyring (services/service-secrets.ts: WEBHOOK_SECRET_FIELDS), like a service's SMTP
+ * password, and opened only to verify a request.
  */
 import type { ServiceContext } from '../context.js';
 import type { BounceResult, BouncesApi } from '../bounces.js';
 import { NotFoundError, ValidationError } from '../kernel/errors.js';
 import { queryRows } from '../kernel/db-query.js';
+import { openWebhookSecrets, sealWebhookSecrets } from '../service-secrets.js';
 import {
   mailgun,
   postmark,
@@ -71,7 +76,7 @@ export function createWebhooksApi(ctx: ServiceContext, deps: WebhookDeps) {
          SELECT id, $provider, $credentials::jsonb FROM email_services WHERE id = $serviceId
          ON CONFLICT (service_id, provider) DO UPDATE SET credentials = EXCLUDED.credentials, updated_at = now()
          RETURNING service_id`,
-        { serviceId, provider, credentials: JSON.stringify(credentials) },
+        { serviceId, provider, credentials: JSON.stringify(sealWebhookSecrets(ctx.secrets, credentials)) },
       );
       if (!rows.length) throw new NotFoundError('service', serviceId);
     },
@@ -86,12 +91,13 @@ export function createWebhooksApi(ctx: ServiceContext, deps: WebhookDeps) {
       );
       if (!row) return { status: 401, reason: 'no webhook of this provider is set up for this service' };
       const p = provider as Provider;
+      const credentials = openWebhookSecrets(ctx.secrets, row.credentials);
       let ok: boolean;
       try {
         ok =
           p === 'ses'
-            ? await ses.verify(req, row.credentials, fetchCert)
-            : { mailgun, sendgrid, postmark, sparkpost }[p].verify(req, row.credentials);
+            ? await ses.verify(req, credentials, fetchCert)
+            : { mailgun, sendgrid, postmark, sparkpost }[p].verify(req, credentials);
       } catch {
         ok = false;
       }

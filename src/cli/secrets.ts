@@ -1,5 +1,6 @@
 /**
- * `fairsend secrets`: the key that encrypts stored secrets (SMTP passwords, DKIM and TLS keys).
+ * `fairsend secrets`: the key that encrypts stored secrets (SMTP passwords, DKIM and TLS keys,
+ * webhook signing keys and passwords).
  *
  *   fairsend secrets generate-key   a new random key for FAIRSEND_SECRET_KEY
  *   fairsend secrets status         stored secrets by key id (plain, current, earlier keys)
@@ -47,7 +48,9 @@ export function secretsCommand({ withCore, out }: SecretsCommandDeps): Command {
     .action(() =>
       withCore(false, async (core) => {
         const r = await resealStoredSecrets(core.apiDb, core.secrets, 'all');
-        out(`${r.values} secret(s) of ${r.services} service(s) re-encrypted with key ${core.secrets.currentId}\n`);
+        out(
+          `${r.values} secret(s) of ${r.services} service(s) and ${r.webhooks} webhook(s) re-encrypted with key ${core.secrets.currentId}\n`,
+        );
       }),
     );
   return secrets;

@@ -6,8 +6,9 @@
  * a value that looks already encrypted) each end in a unique marker the search looks for, so
  * escaping in the dump cannot hide a plain one. They reach the database every way a secret can:
  * the programmatic API, the HTTP API, an update, and rows written in plain text before encryption
- * existed (sealed at the next start). One message is sent before the dump. Controls prove the
- * search can fail: the SMTP user names (not secret) are found in the same dump.
+ * existed (sealed at the next start). Webhook secrets (a Mailgun signing key, Postmark basic-auth
+ * passwords) reach it the same ways. One message is sent before the dump. Controls prove the
+ * search can fail: the SMTP and webhook user names (not secret) are found in the same dump.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
@@ -44,6 +45,10 @@ describe('secrets at rest', () => {
       generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(),
     );
     const users = passwords.map((_, i) => `smtp-user-${i}-${randomBytes(6).toString('hex')}`);
+    const hookSecrets = fc
+      .sample(fc.tuple(shapes, marker), { seed: SEED + 1, numRuns: 4 })
+      .map(([shape, m]) => ({ value: `${shape}${m}`, mark: m }));
+    const hookUsers = hookSecrets.map((_, i) => `hook-user-${i}-${randomBytes(6).toString('hex')}`);
     const wanted: { what: string; mark: string }[] = [];
     try {
       // 1. Rows from before encryption: plain in the table, sealed at the next start with a key.
@@ -61,6 +66,12 @@ describe('secrets at rest', () => {
           },
         );
       }
+      // A webhook password stored in plain text before encryption existed.
+      await engine.apiDb.query(
+        `INSERT INTO webhook_credentials (service_id, provider, credentials)
+         SELECT id, 'postmark', $credentials::jsonb FROM email_services WHERE name = 'legacy-0'`,
+        { bind: { credentials: JSON.stringify({ username: hookUsers[0], password: hookSecrets[0]!.value }) } },
+      );
       await engine.close();
 
       engine = await createTestEngine({ databaseUrl: target.url, secretKey: key, schedulerTickMs: 50, unhealthyAfter: 100 });
@@ -70,13 +81,14 @@ describe('secrets at rest', () => {
         const adminToken = await createToken(engine, admin.id);
         // 2. The programmatic API, with a DKIM key.
         for (const i of [2, 3]) {
-          await engine.services.create({
+          const created = await engine.services.create({
             name: `api-${i}`,
             transport: { host: '127.0.0.1', port: catcher.port, auth: { user: users[i]!, pass: passwords[i]!.value } },
             sendingRate: 0,
             dailyQuota: 100,
             ...(i === 2 ? { dkim: { domainName: 'api.example', keySelector: 's', privateKey: dkimKeys[1]! } } : {}),
           });
+          if (i === 2) await engine.webhooks.configure(created.id, 'mailgun', { signingKey: hookSecrets[1]!.value });
         }
         // 3. The HTTP API (create, then replace with another password).
         for (const i of [4, 5]) {
@@ -92,6 +104,18 @@ describe('secrets at rest', () => {
             },
           });
           expect(res.statusCode).toBe(201);
+          if (i === 4) {
+            // Webhook credentials through the HTTP API too.
+            const put = (provider: string, payload: Record<string, string>) =>
+              http.app.inject({
+                method: 'PUT',
+                url: `/api/services/${(res.json() as { id: number }).id}/webhooks/${provider}`,
+                headers: { authorization: `Bearer ${adminToken}` },
+                payload,
+              });
+            expect((await put('postmark', { username: hookUsers[2]!, password: hookSecrets[2]!.value })).statusCode).toBe(204);
+            expect((await put('sparkpost', { username: hookUsers[3]!, password: hookSecrets[3]!.value })).statusCode).toBe(204);
+          }
         }
         // 4. An update to a new password.
         const [s6] = await engine.models.EmailService.findAll({ where: { name: 'api-3' } });
@@ -118,6 +142,8 @@ describe('secrets at rest', () => {
       const dump = await target.dump();
       for (const [i, p] of passwords.entries())
         wanted.push({ what: `SMTP password ${i} (${JSON.stringify(p.value.slice(0, 12))}...)`, mark: p.mark });
+      for (const [i, h] of hookSecrets.entries())
+        wanted.push({ what: `webhook secret ${i} (${JSON.stringify(h.value.slice(0, 12))}...)`, mark: h.mark });
       for (const [i, k] of dkimKeys.entries()) {
         for (const line of k.split('\n').filter((l) => l.length >= 40 && !l.startsWith('-----')))
           wanted.push({ what: `DKIM key ${i}`, mark: line });
@@ -129,8 +155,9 @@ describe('secrets at rest', () => {
       expect(dump.length).toBeGreaterThan(10_000);
       // (users 3 and 6 were replaced by the updates: their rows now name user 7)
       for (const i of [0, 1, 2, 4, 5, 7]) expect([users[i], dump.includes(users[i]!)]).toEqual([users[i], true]);
+      for (const u of [hookUsers[0], hookUsers[2], hookUsers[3]]) expect([u, dump.includes(u!)]).toEqual([u, true]);
       const sealed = dump.match(/fsenc:v1:[0-9a-f]{8}:/g) ?? [];
-      expect(sealed.length).toBeGreaterThanOrEqual(6 + dkimKeys.length);
+      expect(sealed.length).toBeGreaterThanOrEqual(6 + dkimKeys.length + hookSecrets.length);
       expect(found).toEqual([]);
       await recordFigures({
         scenario: 'secrets at rest: pg_dump searched for every secret',
@@ -140,8 +167,8 @@ describe('secrets at rest', () => {
         lost: 0,
         duplicates: 0,
         duplicateBound: 0,
-        inputsTried: passwords.length + dkimKeys.length,
-        notes: `seed ${SEED}; ${passwords.length} passwords (plain rows, API, HTTP, updates), ${dkimKeys.length} DKIM keys, the key itself; ${target.label}; ${dump.length} bytes, ${sealed.length} sealed values, 0 found`,
+        inputsTried: passwords.length + dkimKeys.length + hookSecrets.length,
+        notes: `seed ${SEED}; ${passwords.length} passwords (plain rows, API, HTTP, updates), ${dkimKeys.length} DKIM keys, ${hookSecrets.length} webhook secrets (plain row, API, HTTP), the key itself; ${target.label}; ${dump.length} bytes, ${sealed.length} sealed values, 0 found`,
       });
     } finally {
       await catcher.stop();
