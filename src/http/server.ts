@@ -45,6 +45,7 @@ import { templateRoutes } from './routes/templates.js';
 import { unsubscribeRoutes } from './routes/unsubscribe.js';
 import { userRoutes } from './routes/users.js';
 import { subscriptionRoutes } from './routes/subscriptions.js';
+import { addUtf8JsonParser } from './json-body.js';
 
 export type { JobsApi, HttpServerOptions } from './options.js';
 export { HTTP_DEFAULTS } from './options.js';
@@ -221,6 +222,8 @@ async function registerRoutes(app: App, engine: Engine, ctx: RouteContext, o: Re
   const limiter = new FailureLimiter(o.authFailureLimit);
   await app.register(async (api) => {
     const scope = api as App;
+    // JSON bodies that are not UTF-8: a 400 naming the field, never U+FFFD stored (json-body.ts).
+    addUtf8JsonParser(scope);
     addAuthHook(scope, engine, { limiter, ...(o.bounceWebhookSecret !== undefined ? { webhookSecrets: o.bounceWebhookSecret } : {}) });
     schedulerRoutes(scope, ctx);
     serviceRoutes(scope, ctx);

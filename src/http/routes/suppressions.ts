@@ -14,6 +14,7 @@ import { SUPPRESSION_REASONS } from '../../../services/suppressions.js';
 import { emailSchema } from '../../../services/validation.js';
 import { ValidationError } from '../../../services/kernel/errors.js';
 import { forbidden } from '../errors.js';
+import { decodeUtf8Body } from '../json-body.js';
 import { scopeUserId, userOf } from '../auth.js';
 import type { App, RouteContext } from '../context.js';
 import { errors } from '../schemas.js';
@@ -134,7 +135,17 @@ export function suppressionRoutes(app: App, ctx: RouteContext): void {
 
   app.register(async (scope) => {
     const csvScope = scope as App;
-    csvScope.addContentTypeParser(['text/csv', 'application/csv'], { parseAs: 'string' }, (_request, body, done) => done(null, body));
+    // Bytes that are not UTF-8 are refused with their line, never decoded to U+FFFD.
+    csvScope.addContentTypeParser(['text/csv', 'application/csv'], { parseAs: 'buffer' }, (_request, body, done) => {
+      let text: string;
+      try {
+        text = decodeUtf8Body(body as Buffer);
+      } catch (err) {
+        done(err as Error, undefined);
+        return;
+      }
+      done(null, text);
+    });
     csvScope.post(
       '/api/suppressions/import',
       {
