@@ -1,7 +1,13 @@
 /**
- * W3 fairness and rate: three services at 20, 50 and 100 messages a second (sendingRate 0.05,
- * 0.02, 0.01; the 20/s one has a daily quota that runs out mid-run), 100 users with a skewed
+ * W3 fairness and rate: four services at 20, 50, 100 and 500 messages a second (sendingRate 0.05,
+ * 0.02, 0.01, 0.002; the 20/s one has a daily quota that runs out mid-run), 100 users with a skewed
  * backlog (one with 100,000 queued, quick 10,000; 99 with 100 each), one campaign each.
+ *
+ * It runs twice: alone, and with another process spinning on one core (the engine shares the
+ * machine, as it does in production). Rates are what the receiving server sees: each service sends
+ * to its own listener in the sink process (bench/sink.ts), which notes the instant it accepts each
+ * message; from those instants, each service's achieved rate and the pacing rule (at most k + 1
+ * messages in any window of k intervals lasting at least one second: paceViolations).
  *
  * From the 'sent' events (dispatch time, service, campaign -> user):
  * - Jain's index over each 1-second window while every user still has backlog, beside the best
@@ -18,6 +24,8 @@ import { benchEngine, createService, FROM, generateAll, insertContacts, TEMPLATE
 import { measure, type BenchContext, type RunRecord } from './lib/harness.js';
 import { rowOf, verdict, type Row } from './lib/report.js';
 import { fmt, jain, jainIdeal, median, sleep } from './lib/stats.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { paceViolations } from '../services/scheduler/pacer.js';
 
 const USERS = 100;
 const SMALL = 100;
@@ -25,7 +33,11 @@ const SERVICES = [
   { name: 'twenty', sendingRate: 0.05, perSecond: 20, quota: true },
   { name: 'fifty', sendingRate: 0.02, perSecond: 50, quota: false },
   { name: 'hundred', sendingRate: 0.01, perSecond: 100, quota: false },
+  { name: 'five-hundred', sendingRate: 0.002, perSecond: 500, quota: false },
 ];
+/** The two settings of each run: the machine to the benchmark alone, and one core spun by another process. */
+const SETTINGS = ['alone', 'spinning'] as const;
+type Setting = (typeof SETTINGS)[number];
 
 interface Ev {
   t: number;
@@ -33,13 +45,13 @@ interface Ev {
   user: number;
 }
 
-async function seed(engine: Engine, port: number, big: number, quota: number) {
+async function seed(engine: Engine, ports: number[], big: number, quota: number) {
   const serviceIds: number[] = [];
-  for (const s of SERVICES) {
+  for (const [k, s] of SERVICES.entries()) {
     serviceIds.push(
       await createService(engine, {
         name: s.name,
-        port,
+        port: ports[k]!,
         sendingRate: s.sendingRate,
         dailyQuota: s.quota ? quota : 10_000_000,
         maxConnections: 5,
@@ -65,6 +77,11 @@ async function seed(engine: Engine, port: number, big: number, quota: number) {
   return { serviceIds, userOfTask };
 }
 
+/** A process that keeps one core busy until killed. */
+function spinner(): ChildProcess {
+  return spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+}
+
 export async function runW3(ctx: BenchContext, runs: number): Promise<RunRecord[]> {
   const big = ctx.quick ? 10_000 : 100_000;
   const windowS = ctx.quick ? 10 : 60;
@@ -73,63 +90,104 @@ export async function runW3(ctx: BenchContext, runs: number): Promise<RunRecord[
   const quota = SERVICES[0]!.perSecond * Math.round(windowS / 2);
   const records: RunRecord[] = [];
   for (let run = 1; run <= runs; run++) {
-    const db = await ctx.server.newDatabase('w3');
-    const engine = await benchEngine(db.url);
-    try {
-      const { serviceIds, userOfTask } = await seed(engine, ctx.sink.port, big, quota);
-      const events: Ev[] = [];
-      const smallDone = new Set<number>();
-      const perUser = new Map<number, number>();
-      engine.scheduler.on('sent', (e) => {
-        const user = userOfTask.get(e.taskId)!;
-        events.push({ t: e.dispatchedAt, service: e.serviceId, user });
-        const n = (perUser.get(user) ?? 0) + 1;
-        perUser.set(user, n);
-        if (user !== 1 && n >= SMALL) smallDone.add(user);
-      });
-      let t0 = 0;
-      const m = await measure(ctx, {
-        go: async () => {
-          t0 = Date.now();
-          await engine.scheduler.start();
-          while (Date.now() - t0 < maxS * 1000) {
-            if (Date.now() - t0 >= windowS * 1000 && smallDone.size === USERS - 1) break;
-            await sleep(100);
-          }
-          await engine.scheduler.stop();
-        },
-        teardown: async () => undefined,
-      });
-      const a = analyse(events, t0, serviceIds);
-      const q = (await engine.services.quota()).find((s) => s.id === serviceIds[0])!;
-      const [rows] = (await engine.apiDb.query(`SELECT count(*)::int AS n FROM subtasks WHERE service_id = $1 AND status = 'sent'`, {
-        bind: [serviceIds[0]],
-      })) as [{ n: number }[], unknown];
-      const quotaSends = Math.max(a.sendsBy[0]!, rows[0]!.n);
-      const overshoot = Math.max(0, q.usedQuota - q.dailyQuota, quotaSends - q.dailyQuota);
-      records.push({
-        config: 'fairness',
-        run,
-        value: a.jainMedian,
-        seconds: m.seconds,
-        messages: events.length,
-        sinkAccepted: m.sinkAccepted,
-        cpu: m.cpu,
-        extra: { ...a, quota: { dailyQuota: q.dailyQuota, used: q.usedQuota, sends: quotaSends, overshoot } },
-      });
-      ctx.log(
-        `W3 run ${run}: Jain median ${a.jainMedian.toFixed(3)} over ${a.windows} windows (ideal ${a.jainIdealMedian.toFixed(3)}); rates ${a.rates
-          .map((r) => r.toFixed(2))
-          .join(
-            ' / ',
-          )} msg/s; quota ${q.usedQuota}/${q.dailyQuota} used, ${quotaSends} sends; small users' ${a.waitM}th message at ${a.waitReal.toFixed(1)} s vs ideal ${a.waitIdeal.toFixed(1)} s`,
-      );
-    } finally {
-      await engine.close();
-      await db.drop();
+    for (const setting of SETTINGS) {
+      records.push(await runOnce(ctx, run, setting, { big, windowS, maxS, quota }));
     }
   }
   return records;
+}
+
+async function runOnce(
+  ctx: BenchContext,
+  run: number,
+  setting: Setting,
+  o: { big: number; windowS: number; maxS: number; quota: number },
+): Promise<RunRecord> {
+  const db = await ctx.server.newDatabase('w3');
+  const engine = await benchEngine(db.url);
+  const tags = SERVICES.map((s) => `w3-${run}-${setting}-${s.name}`);
+  // One at a time: the sink's answers are matched by type, in order.
+  const ports: number[] = [];
+  for (const t of tags) ports.push(await ctx.sink.listen(t));
+  let closed = false;
+  const closeListeners = async () => {
+    const out: number[][] = [];
+    for (const t of tags) out.push(await ctx.sink.times(t));
+    closed = true;
+    return out;
+  };
+  let spin: ChildProcess | undefined;
+  try {
+    const { serviceIds, userOfTask } = await seed(engine, ports, o.big, o.quota);
+    const events: Ev[] = [];
+    const smallDone = new Set<number>();
+    const perUser = new Map<number, number>();
+    engine.scheduler.on('sent', (e) => {
+      const user = userOfTask.get(e.taskId)!;
+      events.push({ t: e.dispatchedAt, service: e.serviceId, user });
+      const n = (perUser.get(user) ?? 0) + 1;
+      perUser.set(user, n);
+      if (user !== 1 && n >= SMALL) smallDone.add(user);
+    });
+    if (setting === 'spinning') spin = spinner();
+    let t0 = 0;
+    const m = await measure(ctx, {
+      go: async () => {
+        t0 = Date.now();
+        await engine.scheduler.start();
+        while (Date.now() - t0 < o.maxS * 1000) {
+          if (Date.now() - t0 >= o.windowS * 1000 && smallDone.size === USERS - 1) break;
+          await sleep(100);
+        }
+        await engine.scheduler.stop();
+      },
+      teardown: async () => undefined,
+    });
+    spin?.kill('SIGKILL');
+    const received = await closeListeners();
+    const a = analyse(events, t0, serviceIds);
+    const sink = atTheSink(received);
+    const q = (await engine.services.quota()).find((s) => s.id === serviceIds[0])!;
+    const [rows] = (await engine.apiDb.query(`SELECT count(*)::int AS n FROM subtasks WHERE service_id = $1 AND status = 'sent'`, {
+      bind: [serviceIds[0]],
+    })) as [{ n: number }[], unknown];
+    const quotaSends = Math.max(a.sendsBy[0]!, rows[0]!.n, received[0]!.length);
+    const overshoot = Math.max(0, q.usedQuota - q.dailyQuota, quotaSends - q.dailyQuota);
+    ctx.log(
+      `W3 run ${run} (${setting}): Jain median ${a.jainMedian.toFixed(3)} over ${a.windows} windows (ideal ${a.jainIdealMedian.toFixed(3)}); ` +
+        `rates at the sink ${sink.rates.map((r) => r.toFixed(2)).join(' / ')} msg/s (pacing rule: ${sink.ruleExcess.map((x) => (x ? `+${x}` : 'ok')).join(' / ')}); ` +
+        `quota ${q.usedQuota}/${q.dailyQuota} used, ${quotaSends} sends; small users' ${a.waitM}th message at ${a.waitReal.toFixed(1)} s vs ideal ${a.waitIdeal.toFixed(1)} s`,
+    );
+    return {
+      config: setting,
+      run,
+      value: a.jainMedian,
+      seconds: m.seconds,
+      messages: events.length,
+      sinkAccepted: m.sinkAccepted,
+      cpu: m.cpu,
+      extra: { ...a, sink, quota: { dailyQuota: q.dailyQuota, used: q.usedQuota, sends: quotaSends, overshoot } },
+    };
+  } finally {
+    spin?.kill('SIGKILL');
+    if (!closed) await closeListeners().catch(() => undefined);
+    await engine.close();
+    await db.drop();
+  }
+}
+
+/**
+ * What the receiving server saw of each service: its achieved rate, (accepted - 1) / (last - first
+ * acceptance), and the pacing rule's worst excess over k + 1 (0 when it holds).
+ */
+function atTheSink(received: number[][]) {
+  const rates = received.map((ts) => {
+    const t = [...ts].sort((a, b) => a - b);
+    return t.length > 1 ? (t.length - 1) / ((t.at(-1)! - t[0]!) / 1000) : NaN;
+  });
+  const deviations = rates.map((r, k) => (r / SERVICES[k]!.perSecond - 1) * 100);
+  const ruleExcess = received.map((ts, k) => paceViolations(ts, SERVICES[k]!.sendingRate * 1000)?.excess ?? 0);
+  return { accepted: received.map((t) => t.length), rates, deviations, ruleExcess };
 }
 
 function analyse(events: Ev[], t0: number, serviceIds: number[]) {
@@ -197,12 +255,24 @@ function analyse(events: Ev[], t0: number, serviceIds: number[]) {
   };
 }
 
-type W3Extra = ReturnType<typeof analyse> & { quota: { dailyQuota: number; used: number; sends: number; overshoot: number } };
+type W3Extra = ReturnType<typeof analyse> & {
+  sink: ReturnType<typeof atTheSink>;
+  quota: { dailyQuota: number; used: number; sends: number; overshoot: number };
+};
 
 export function w3Rows(records: RunRecord[], quick: boolean): Row[] {
+  return SETTINGS.flatMap((setting) => {
+    const mine = records.filter((r) => r.config === setting);
+    return mine.length ? rowsOf(mine, quick, setting) : [];
+  });
+}
+
+function rowsOf(records: RunRecord[], quick: boolean, setting: Setting): Row[] {
   const ex = records.map((r) => r.extra as W3Extra);
   const rows: Row[] = [];
-  const base = `3 services (20/50/100 msg/s), 100 users (1 x ${quick ? '10,000' : '100,000'}, 99 x 100), ${quick ? '10' : '60-75'} s`;
+  const base =
+    `${setting === 'alone' ? 'alone' : 'with a process spinning on one core'}: ` +
+    `4 services (20/50/100/500 msg/s), 100 users (1 x ${quick ? '10,000' : '100,000'}, 99 x 100), ${quick ? '10' : '60-75'} s`;
   const j = rowOf(records, {
     workload: 'W3 fairness',
     config: `${base}: Jain's index, 1-s windows while all have backlog (median window; a perfect round robin reaches ${median(ex.map((e) => e.jainIdealMedian)).toFixed(3)} with these whole-send counts); worst window ${Math.min(...ex.map((e) => e.jainMin)).toFixed(3)}`,
@@ -218,23 +288,27 @@ export function w3Rows(records: RunRecord[], quick: boolean): Row[] {
       records,
       {
         workload: 'W3 rate',
-        config: `service ${s.perSecond}/s (sendingRate ${s.sendingRate})${s.quota ? ', with a daily quota that runs out mid-run' : ''}: achieved rate`,
+        config: `${setting}: service ${s.perSecond}/s (sendingRate ${s.sendingRate})${s.quota ? ', with a daily quota that runs out mid-run' : ''}: rate the receiving server saw (in its own process); pacing rule k + 1 at the server`,
         unit: 'msg/s',
         digits: 2,
-        goal: `within 1 % of ${s.perSecond}`,
+        goal: `within 0.5 % of ${s.perSecond}; rule holds`,
         met: '',
       },
-      ex.map((e) => e.rates[k]!),
+      ex.map((e) => e.sink.rates[k]!),
     );
-    const dev = Math.max(...ex.map((e) => Math.abs(e.deviations[k]!)));
-    r.met = verdict(dev <= 1, `worst run ${dev.toFixed(2)} % off`);
+    const dev = Math.max(...ex.map((e) => Math.abs(e.sink.deviations[k]!)));
+    const excess = Math.max(...ex.map((e) => e.sink.ruleExcess[k]!));
+    r.met = verdict(
+      dev <= 0.5 && excess === 0,
+      `worst run ${dev.toFixed(2)} % off; ${excess === 0 ? 'rule held' : `rule broken by up to ${excess} message(s)`}`,
+    );
     rows.push(r);
   });
   const o = rowOf(
     records,
     {
       workload: 'W3 quota',
-      config: `service 20/s with a daily quota of ${fmt(ex[0]?.quota.dailyQuota ?? 0)}: units used and sends beyond the quota`,
+      config: `${setting}: service 20/s with a daily quota of ${fmt(ex[0]?.quota.dailyQuota ?? 0)}: units used and sends beyond the quota`,
       unit: '',
       digits: 0,
       goal: '0',
@@ -250,7 +324,7 @@ export function w3Rows(records: RunRecord[], quick: boolean): Row[] {
       records,
       {
         workload: 'W3 small users',
-        config: `when the last of the 99 small users got its ${mMin === SMALL ? 'last (100th)' : `${mMin}th (of 100; the window ends before their last)`} message, / a perfect round robin over the same sends (real ${median(ex.map((e) => e.waitReal)).toFixed(1)} s, ideal ${median(ex.map((e) => e.waitIdeal)).toFixed(1)} s)`,
+        config: `${setting}: when the last of the 99 small users got its ${mMin === SMALL ? 'last (100th)' : `${mMin}th (of 100; the window ends before their last)`} message, / a perfect round robin over the same sends (real ${median(ex.map((e) => e.waitReal)).toFixed(1)} s, ideal ${median(ex.map((e) => e.waitIdeal)).toFixed(1)} s)`,
         unit: 'x',
         digits: 3,
         goal: 'report (1x = ideal)',

@@ -40,6 +40,10 @@ export interface Sink {
   port: number;
   pid: number;
   accepted(): Promise<number>;
+  /** Opens a timed listener (its own port) in the sink process: see bench/sink.ts. */
+  listen(tag: string): Promise<number>;
+  /** Closes a timed listener and returns the instants (ms) at which it accepted each message. */
+  times(tag: string): Promise<number[]>;
   stop(): Promise<void>;
 }
 
@@ -60,6 +64,14 @@ export async function startSink(): Promise<Sink> {
     accepted: async () => {
       child.send({ type: 'count' });
       return (await nextMessage<{ type: string; accepted: number }>(child, 'count', 10_000)).accepted;
+    },
+    listen: async (tag) => {
+      child.send({ type: 'listen', tag });
+      return (await nextMessage<{ type: string; port: number }>(child, 'listening', 10_000)).port;
+    },
+    times: async (tag) => {
+      child.send({ type: 'times', tag });
+      return (await nextMessage<{ type: string; times: number[] }>(child, 'times', 60_000)).times;
     },
     stop: async () => {
       if (child.exitCode !== null) return;
