@@ -41,6 +41,35 @@ export interface BreakerTrip {
 
 /** The prefix of a pause_reason written by pauseUser: resumeUser resumes those campaigns only. */
 export const USER_PAUSE_PREFIX = 'user paused: ';
+/** The prefixes of a pause_reason written by applyBreakers. */
+export const COMPLAINT_BREAKER_PREFIX = 'complaint breaker: ';
+export const HARD_BOUNCE_BREAKER_PREFIX = 'hard-bounce breaker: ';
+
+/** Why a campaign is paused, as a fixed set (for metrics labels and filters); `manual` has no reason. */
+export const PAUSE_CAUSES = ['complaint_breaker', 'hard_bounce_breaker', 'user_pause', 'manual'] as const;
+export type PauseCause = (typeof PAUSE_CAUSES)[number];
+
+export function pauseCause(reason: string | null | undefined): PauseCause {
+  if (!reason) return 'manual';
+  if (reason.startsWith(COMPLAINT_BREAKER_PREFIX)) return 'complaint_breaker';
+  if (reason.startsWith(HARD_BOUNCE_BREAKER_PREFIX)) return 'hard_bounce_breaker';
+  if (reason.startsWith(USER_PAUSE_PREFIX)) return 'user_pause';
+  return 'manual';
+}
+
+export interface PausedCampaign {
+  id: number;
+  userId: number;
+  name: string;
+  cause: PauseCause;
+  /** The breaker's or user pause's words, with the figures; null for a campaign paused by hand. */
+  reason: string | null;
+}
+export interface PausedUser {
+  id: number;
+  name: string;
+  reason: string;
+}
 
 /** Trips the breakers of `taskIds` whose rates are over the policy; returns the campaigns paused. */
 export async function applyBreakers(db: Sequelize, taskIds: number[], p: BreakerPolicy, transaction: Transaction): Promise<BreakerTrip[]> {
@@ -65,6 +94,43 @@ export async function applyBreakers(db: Sequelize, taskIds: number[], p: Breaker
     transaction,
   );
   return rows.map((r) => ({ campaignId: Number(r.id), reason: r.pause_reason }));
+}
+
+export interface PauseOverview {
+  /** Paused campaigns by cause (every cause present, 0 when none). */
+  byCause: Record<PauseCause, number>;
+  /** Campaigns a breaker paused (at most 500, oldest first). */
+  tripped: { id: number; name: string; breaker: 'complaint' | 'hard_bounce' }[];
+  /** Users paused across campaigns. */
+  usersPaused: number;
+}
+
+/** The figures metrics need, in one statement (a scrape's cost). */
+export async function pauseOverview(db: Sequelize): Promise<PauseOverview> {
+  const rows = await queryRows<{ kind: string; id: string | null; name: string | null; n: number }>(
+    db,
+    `WITH p AS (
+       SELECT id, name, CASE WHEN starts_with(pause_reason, $c) THEN 'complaint_breaker'
+                              WHEN starts_with(pause_reason, $h) THEN 'hard_bounce_breaker'
+                              WHEN starts_with(pause_reason, $u) THEN 'user_pause' ELSE 'manual' END AS cause
+         FROM tasks WHERE status = 'paused')
+     SELECT cause AS kind, NULL::bigint AS id, NULL AS name, count(*)::int AS n FROM p GROUP BY cause
+     UNION ALL
+     (SELECT cause, id, name, 1 FROM p WHERE cause IN ('complaint_breaker', 'hard_bounce_breaker') ORDER BY id LIMIT 500)
+     UNION ALL
+     SELECT 'users', NULL, NULL, count(*)::int FROM users WHERE paused_reason IS NOT NULL`,
+    { c: COMPLAINT_BREAKER_PREFIX, h: HARD_BOUNCE_BREAKER_PREFIX, u: USER_PAUSE_PREFIX },
+  );
+  const byCause = Object.fromEntries(PAUSE_CAUSES.map((c) => [c, 0])) as Record<PauseCause, number>;
+  const tripped: PauseOverview['tripped'] = [];
+  let usersPaused = 0;
+  for (const r of rows) {
+    if (r.kind === 'users') usersPaused = r.n;
+    else if (r.id !== null)
+      tripped.push({ id: Number(r.id), name: r.name ?? '', breaker: r.kind === 'complaint_breaker' ? 'complaint' : 'hard_bounce' });
+    else byCause[r.kind as PauseCause] = r.n;
+  }
+  return { byCause, tripped, usersPaused };
 }
 
 export function createBreakersApi(ctx: ServiceContext) {
@@ -119,6 +185,38 @@ export function createBreakersApi(ctx: ServiceContext) {
         );
         return { campaigns: rows.map((r) => Number(r.id)).sort((a, b) => a - b) };
       });
+    },
+
+    /**
+     * What is paused and why: campaigns with status paused (a breaker, a user pause, or by hand) and
+     * users paused across campaigns; `userId` limits both to one user. Oldest campaign first.
+     */
+    async paused(opts: { userId?: number } = {}): Promise<{ campaigns: PausedCampaign[]; users: PausedUser[] }> {
+      const userId = opts.userId ?? null;
+      const [campaigns, users] = await Promise.all([
+        queryRows<{ id: string; created_by: number; name: string; pause_reason: string | null }>(
+          db,
+          `SELECT id, created_by, name, pause_reason FROM tasks
+            WHERE status = 'paused' AND ($userId::int IS NULL OR created_by = $userId) ORDER BY id LIMIT 1000`,
+          { userId },
+        ),
+        queryRows<{ id: number; name: string; paused_reason: string }>(
+          db,
+          `SELECT id, name, paused_reason FROM users
+            WHERE paused_reason IS NOT NULL AND ($userId::int IS NULL OR id = $userId) ORDER BY id LIMIT 1000`,
+          { userId },
+        ),
+      ]);
+      return {
+        campaigns: campaigns.map((c) => ({
+          id: Number(c.id),
+          userId: Number(c.created_by),
+          name: c.name,
+          cause: pauseCause(c.pause_reason),
+          reason: c.pause_reason,
+        })),
+        users: users.map((u) => ({ id: Number(u.id), name: u.name, reason: u.paused_reason })),
+      };
     },
 
     /** Why the user is paused, or null. */

@@ -197,8 +197,22 @@ describe('dashboard in a browser', () => {
       expect(await fast.locator('.detail').textContent()).toContain('no wait between sends');
       // Live figures from the scheduler: the concurrency of each service it runs, and the engines alive.
       // In flight: sends under way now (status.services[].in_flight), none once the quota is spent.
-      expect(await fast.locator('.detail').textContent()).toMatch(/ · 1 of 1 concurrent · 0 sending now$/);
+      expect(await fast.locator('.detail').textContent()).toMatch(/ · 1 of 1 concurrent · 0 sending now · opportunistic$/); // then the TLS mode (6739498)
       expect(await page.locator('#updated').textContent()).toMatch(/ · 0 sending now · \d+ queued · 1 engine running$/);
+
+      // A safety breaker's pause (the state a trip writes: test/breaker-visibility.test.ts trips one
+      // for real) shows above the campaigns and on the campaign's row, with its figures.
+      const reason = 'complaint breaker: 4 complaints of 1000 sent (0.40 %, limit 0.3 %)';
+      await rows(engine.apiDb, "UPDATE tasks SET status = 'paused', pause_reason = $reason WHERE name = 'Product launch'", { reason });
+      const notice = page.locator('#paused-notice li', { hasText: 'Product launch' });
+      await notice.waitFor();
+      expect(await notice.textContent()).toBe(`“Product launch” paused itself: ${reason}. Resume it to re-arm the breaker.`);
+      await launch.locator('.detail', { hasText: `paused: ${reason}` }).waitFor();
+      expect(await launch.getAttribute('data-pause-cause')).toBe('complaint_breaker');
+      expect(await launch.locator('.state').getAttribute('title')).toBe(`paused: ${reason}`);
+      // Paused by hand: no notice, no reason.
+      expect(await row.getAttribute('data-pause-cause')).toBe('manual');
+      expect(await page.locator('#paused-notice li').count()).toBe(1);
 
       // Both widths: nothing wider than the viewport; bars and buttons visible inside it.
       await mkdir(artifacts, { recursive: true });
@@ -212,6 +226,7 @@ describe('dashboard in a browser', () => {
         await expectInsideWidth(page, '#campaigns .bar', width, 2);
         await expectInsideWidth(page, '#campaigns button', width, 6);
         await expectInsideWidth(page, '#forget', width, 1);
+        await expectInsideWidth(page, '#paused-notice', width, 1);
         await expectInsideWidth(page, '#rate-chart', width, 1);
         await page.screenshot({ path: `${artifacts}dashboard-${width}.png`, fullPage: true });
         expect(existsSync(`${artifacts}dashboard-${width}.png`)).toBe(true);

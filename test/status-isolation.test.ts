@@ -36,12 +36,26 @@ describe('scheduler status seen by a plain user', () => {
       contacts: bob.contactIds,
     });
     await f.engine.scheduler.processScheduledTasks();
+    // Bob's campaign tripped a breaker: Alice's status must not list it.
+    await f.engine.apiDb.query(
+      "UPDATE tasks SET status = 'paused', pause_reason = 'complaint breaker: 4 complaints of 1000 sent' WHERE name = 'bob-secret-campaign'",
+    );
 
     const res = await f.call('GET', '/api/scheduler/status', alice.token);
     expect(res.statusCode).toBe(200);
     const body = res.json<Record<string, unknown> & { services: Record<string, unknown>[] }>();
-    expect(Object.keys(body).sort()).toEqual(['active_campaigns', 'delivery_mode', 'is_running', 'queued_subtasks', 'services', 'version']);
-    expect(body.active_campaigns).toBe(0); // Bob's campaign is sending, not Alice's
+    expect(Object.keys(body).sort()).toEqual([
+      'account_pause',
+      'active_campaigns',
+      'delivery_mode',
+      'is_running',
+      'paused_campaigns',
+      'queued_subtasks',
+      'services',
+      'version',
+    ]);
+    expect(body.paused_campaigns).toEqual([]); // their own only: none of Bob's
+    expect(body.active_campaigns).toBe(0); // Bob's campaign, not Alice's
     expect(body.queued_subtasks).toBe(0);
     expect(body.services.map((s) => s.name)).toEqual(['open-relay', 'alice-private', 'alice-and-bob']);
     const byId = new Map(body.services.map((s) => [s.id, s]));

@@ -40,15 +40,29 @@ export function registerScheduler(program: Command, ctx: CliContext): void {
             ]),
           ),
         );
+        out(
+          pausedLines(
+            (s.paused_campaigns as { id: number; name: string; reason: string | null }[] | undefined) ?? [],
+            (s.paused_users as { id: number; name: string; reason: string }[] | undefined) ?? [],
+          ),
+        );
         return;
       }
       await withEngine(async (engine) => {
-        const [live, [[queued]], quota] = await Promise.all([
+        const [live, [[queued]], quota, paused] = await Promise.all([
           engine.scheduler.instances(),
           engine.apiDb.query(`SELECT count(*)::bigint AS n FROM subtasks WHERE status = 'queued'`),
           engine.services.quota(),
+          engine.breakers.paused(),
         ]);
-        if (o.json) return json({ instances: live, queuedSubtasks: Number((queued as { n: string }).n), services: quota });
+        if (o.json)
+          return json({
+            instances: live,
+            queuedSubtasks: Number((queued as { n: string }).n),
+            services: quota,
+            pausedCampaigns: paused.campaigns,
+            pausedUsers: paused.users,
+          });
         out(
           `scheduler engines alive (heartbeat in the last ${(engine.config.heartbeatMs * 3) / 1000}s): ${live.length}\n` +
             live
@@ -72,6 +86,18 @@ export function registerScheduler(program: Command, ctx: CliContext): void {
             ]),
           ),
         );
+        out(pausedLines(paused.campaigns, paused.users));
       });
     });
+}
+
+/** Paused campaigns with why (a breaker's figures, a user pause, or "by hand"), and paused users. */
+export function pausedLines(
+  campaigns: { id: number; name: string; reason: string | null }[],
+  users: { id: number; name: string; reason: string }[],
+): string {
+  return (
+    campaigns.map((c) => `paused campaign ${c.id} ${c.name}: ${c.reason ?? 'by hand'}\n`).join('') +
+    users.map((u) => `paused user ${u.id} ${u.name}: ${u.reason}\n`).join('')
+  );
 }

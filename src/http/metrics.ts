@@ -15,6 +15,9 @@
  *   fairsend_db_pool_waiting_requests{pool}                         queries waiting for a connection
  *   fairsend_scheduler_running                                       1 or 0
  *   fairsend_processing_rate_per_minute{window="1m|5m|15m"}
+ *   fairsend_campaigns_paused{cause="complaint_breaker|hard_bounce_breaker|user_pause|manual"}
+ *   fairsend_campaign_breaker_tripped{campaign_id, campaign, breaker="complaint|hard_bounce"}   1 per campaign a breaker paused
+ *   fairsend_users_paused                                            users paused across campaigns
  * plus Node's process metrics (fairsend_process_*, fairsend_nodejs_*), less prom-client's three
  * gauges named like counters (fairsend_nodejs_active_{handles,requests,resources}_total, which
  * `promtool check metrics` rejects): each is the sum of its per-type gauge without the suffix.
@@ -26,6 +29,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Engine } from '../engine.js';
 import type { SentEvent } from '../../services/scheduler/queue-scheduler.js';
+import { pauseOverview, PAUSE_CAUSES, type PauseOverview } from '../../services/breakers.js';
 
 export interface ServerMetrics {
   registry: Registry;
@@ -153,6 +157,51 @@ export function createMetrics(engine: Engine, opts: { queuedCount: () => Promise
       this.set({ window: '1m' }, r.perMinute1);
       this.set({ window: '5m' }, r.perMinute5);
       this.set({ window: '15m' }, r.perMinute15);
+    },
+  });
+
+  // Paused campaigns and users: one query per scrape, shared by the three gauges. A scrape starts
+  // every collect in one go, so the query in flight is the memo, dropped once it answers (the
+  // next scrape sees a resume at once).
+  let pauseQuery: Promise<PauseOverview> | undefined;
+  const paused = () => {
+    if (!pauseQuery) {
+      const q = pauseOverview(engine.apiDb);
+      pauseQuery = q;
+      void q.then(
+        () => (pauseQuery = pauseQuery === q ? undefined : pauseQuery),
+        () => (pauseQuery = pauseQuery === q ? undefined : pauseQuery),
+      );
+    }
+    return pauseQuery;
+  };
+  new Gauge({
+    name: 'fairsend_campaigns_paused',
+    help: 'Paused campaigns by cause: a safety breaker (complaints or hard bounces), a user pause, or by hand',
+    labelNames: ['cause'] as const,
+    registers: [registry],
+    async collect() {
+      const p = await paused();
+      for (const cause of PAUSE_CAUSES) this.set({ cause }, p.byCause[cause]);
+    },
+  });
+  new Gauge({
+    name: 'fairsend_campaign_breaker_tripped',
+    help: 'Campaigns a safety breaker paused (1 each, until resumed), with the breaker that tripped',
+    labelNames: ['campaign_id', 'campaign', 'breaker'] as const,
+    registers: [registry],
+    async collect() {
+      const p = await paused();
+      this.reset();
+      for (const t of p.tripped) this.set({ campaign_id: String(t.id), campaign: t.name, breaker: t.breaker }, 1);
+    },
+  });
+  new Gauge({
+    name: 'fairsend_users_paused',
+    help: 'Users paused across campaigns by an admin',
+    registers: [registry],
+    async collect() {
+      this.set((await paused()).usersPaused);
     },
   });
 

@@ -204,6 +204,19 @@ export const campaignSchema = z.object({
 
 export const campaignStateSchema = z.object({ id: z.number(), status: campaignSchema.shape.status });
 
+/** Paused campaigns and why: a safety breaker (with its figures), a user pause, or by hand. */
+export const pausedCampaignsSchema = z
+  .array(
+    z.object({
+      id: z.number(),
+      userId: z.number(),
+      name: z.string(),
+      cause: z.enum(['complaint_breaker', 'hard_bounce_breaker', 'user_pause', 'manual']),
+      reason: z.string().nullable().describe('The breaker or user pause, with its figures; null when paused by hand'),
+    }),
+  )
+  .describe('Paused campaigns (yours, for a user) and why, oldest first');
+
 export const statusSchema = z.object({
   uptimeSeconds: z.number(),
   version: z.string(),
@@ -266,6 +279,10 @@ export const statusSchema = z.object({
     )
     .describe('Live engine processes on this database (heartbeat within 3 x HEARTBEAT_MS) and the services each owns'),
   pools: z.object({ api: poolUsage, scheduler: poolUsage }),
+  pausedCampaigns: pausedCampaignsSchema,
+  pausedUsers: z
+    .array(z.object({ id: z.number(), name: z.string(), reason: z.string() }))
+    .describe('Users paused across campaigns (engine.breakers.pauseUser), with why'),
 });
 
 export const statsSchema = z.object({

@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import type { Engine } from '../engine.js';
 import { queryRows } from '../../services/kernel/db-query.js';
+import { pausedCampaignsSchema } from './schemas.js';
 
 export const userStatusSchema = z.object({
   version: z.string(),
@@ -15,6 +16,8 @@ export const userStatusSchema = z.object({
   deliveryMode: z.string(),
   activeCampaigns: z.number().describe('Your campaigns that are sending'),
   queuedSubtasks: z.number().describe('Your messages waiting in the database'),
+  pausedCampaigns: pausedCampaignsSchema,
+  accountPause: z.string().nullable().describe('Why an admin paused your account across campaigns; null when it is not'),
   services: z.array(
     z.object({
       id: z.number(),
@@ -34,7 +37,7 @@ export const userStatusSchema = z.object({
 
 export async function collectUserStatus(engine: Engine, version: string, userId: number): Promise<z.infer<typeof userStatusSchema>> {
   const s = engine.scheduler.status();
-  const [quota, usable, [mine]] = await Promise.all([
+  const [quota, usable, [mine], paused] = await Promise.all([
     engine.services.quota(),
     queryRows<{ id: number; shared: boolean; sending_rate: string }>(
       engine.apiDb,
@@ -50,6 +53,7 @@ export async function collectUserStatus(engine: Engine, version: string, userId:
               (SELECT count(*) FROM subtasks s JOIN tasks t ON t.id = s.task_id WHERE t.created_by = $userId AND s.status = 'queued')::int AS queued`,
       { userId },
     ),
+    engine.breakers.paused({ userId }),
   ]);
   const allowed = new Map(usable.map((u) => [Number(u.id), u]));
   const running = new Map(s.services.map((r) => [r.id, r]));
@@ -59,6 +63,8 @@ export async function collectUserStatus(engine: Engine, version: string, userId:
     deliveryMode: s.deliveryMode,
     activeCampaigns: mine!.active,
     queuedSubtasks: mine!.queued,
+    pausedCampaigns: paused.campaigns,
+    accountPause: paused.users[0]?.reason ?? null,
     services: quota
       .filter((q) => allowed.has(q.id))
       .map((q) => {

@@ -228,14 +228,41 @@ function renderCampaigns(campaigns) {
     badge.textContent = c.status;
     badge.className = `badge state ${c.status}`;
     row.dataset.status = c.status;
+    badge.title = p.pause_reason ? `paused: ${p.pause_reason}` : '';
+    if (c.status === 'paused') row.dataset.pauseCause = pauseCause(p.pause_reason);
+    else delete row.dataset.pauseCause;
     for (const b of row.querySelectorAll('button[data-action]')) b.disabled = !ACTIONS[b.dataset.action].includes(c.status);
     row.querySelector('.detail').textContent =
       `${p.percent}% · ${fmtNumber(p.sent)} sent, ${fmtNumber(p.failed)} failed, ${fmtNumber(p.cancelled)} cancelled, ` +
       `${fmtNumber(p.sending)} claimed, ${fmtNumber(p.queued)} queued of ${fmtNumber(p.total)}` +
-      (p.wait_reason ? ` · waiting: ${p.wait_reason}` : '');
+      (p.wait_reason ? ` · waiting: ${p.wait_reason}` : '') +
+      (c.status === 'paused' && p.pause_reason ? ` · paused: ${p.pause_reason}` : '');
   }
   dropRowsExcept(box, new Set(campaigns.map((c) => String(c.id))));
   $('no-campaigns').hidden = campaigns.length > 0;
+}
+
+/** Why a campaign is paused, as the status API's `cause` (services/breakers.ts pauseCause). */
+function pauseCause(reason) {
+  if (!reason) return 'manual';
+  if (reason.startsWith('complaint breaker: ')) return 'complaint_breaker';
+  if (reason.startsWith('hard-bounce breaker: ')) return 'hard_bounce_breaker';
+  if (reason.startsWith('user paused: ')) return 'user_pause';
+  return 'manual';
+}
+
+/** Campaigns a safety breaker or a user pause stopped, and paused users (the status API), above the campaigns. */
+function renderPaused(status) {
+  const items = [
+    ...(status.paused_users ?? []).map((u) => `User ${u.name} is paused across campaigns: ${u.reason}`),
+    ...(status.account_pause ? [`Your account is paused across campaigns: ${status.account_pause}`] : []),
+    ...(status.paused_campaigns ?? [])
+      .filter((c) => c.cause === 'complaint_breaker' || c.cause === 'hard_bounce_breaker')
+      .map((c) => `“${c.name}” paused itself: ${c.reason}. Resume it to re-arm the breaker.`),
+  ];
+  const box = $('paused-notice');
+  box.replaceChildren(...items.map((t) => el('li', { textContent: t })));
+  box.hidden = items.length === 0;
 }
 
 /** The latest failures, newest first (admins). */
@@ -317,6 +344,7 @@ async function poll(now = false) {
     renderServices(status.services);
     renderRate(status);
     renderCampaigns(list.campaigns);
+    renderPaused(status);
     const state = $('scheduler');
     state.textContent = status.is_running ? 'scheduler running' : 'scheduler stopped';
     state.className = `badge ${status.is_running ? 'running' : 'paused'}`;

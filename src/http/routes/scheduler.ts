@@ -15,12 +15,13 @@ import { collectUserStatus, userStatusSchema } from '../user-status.js';
 export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'version' | 'queuedCount' | 'sendHistory'>, userId?: number) {
   const s = engine.scheduler.status();
   const history = ctx.sendHistory.window(engine.clock().toMillis());
-  const [quota, extras, queued, usable, instances] = await Promise.all([
+  const [quota, extras, queued, usable, instances, paused] = await Promise.all([
     engine.services.quota(),
     serviceExtras(engine),
     userId === undefined ? ctx.queuedCount() : queuedCount(engine.apiDb, userId),
     userId === undefined ? undefined : usableServiceIds(engine.apiDb, userId),
     engine.scheduler.instances(),
+    engine.breakers.paused(userId === undefined ? {} : { userId }),
   ]);
   const running = new Map(s.services.map((r) => [r.id, r]));
   return {
@@ -59,6 +60,8 @@ export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'ver
     // Which engines run, and which services each owns: other users' services are not named to a user.
     instances: instances.map((i) => ({ ...i, services: usable ? i.services.filter((id) => usable.has(id)) : i.services })),
     pools: engine.pools(),
+    pausedCampaigns: paused.campaigns,
+    pausedUsers: paused.users,
   };
 }
 
