@@ -61,6 +61,14 @@ describe('STARTTLS', () => {
     });
   });
 
+  it("reads the same on Node 22 and 24: Node 24's --use-system-ca hint is dropped from the message", () => {
+    const err = Object.assign(
+      new Error('unable to verify the first certificate; if the root CA is installed locally, try running Node.js with --use-system-ca'),
+      { code: 'ETLS' },
+    );
+    expect(classifySendError(err).message).toBe('TLS: unable to verify the first certificate');
+  });
+
   it('refuses a certificate that does not name the server, even from the trusted CA', async () => {
     const s = await server();
     const err = await send({ host: '127.0.0.1', port: s.port, tls: { ca: pki.ca, servername: 'other.test' } });

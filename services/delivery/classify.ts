@@ -122,10 +122,19 @@ export function isTlsFailure(e: { code?: string; originalCode?: string; message?
   return e.code === 'ECONNECTION' && /does not support required STARTTLS/.test(e.message ?? '');
 }
 
+/**
+ * Node.js 24 appends this to certificate errors. fairsend drops it: the remedy here is the
+ * service's `tls.ca` (or NODE_EXTRA_CA_CERTS), and the same failure reads the same on Node 22 and 24
+ * (in a service's last error, a campaign's wait reason, the error log).
+ */
+const NODE_SYSTEM_CA_HINT = /; if the root CA is installed locally, try running Node\.js with --use-system-ca$/;
+
 /** `TLS: unable to verify the first certificate`, `TLS: the server refused STARTTLS: 500 ...`. */
 function tlsMessage(e: SmtpLikeError): string {
   const text =
-    e.code === 'ETLS' && e.command === 'STARTTLS' && e.response ? `the server refused STARTTLS: ${e.response}` : (e.message ?? '');
+    e.code === 'ETLS' && e.command === 'STARTTLS' && e.response
+      ? `the server refused STARTTLS: ${e.response}`
+      : (e.message ?? '').replace(NODE_SYSTEM_CA_HINT, '');
   return `TLS: ${text}`.slice(0, 500);
 }
 
