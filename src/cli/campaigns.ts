@@ -1,10 +1,11 @@
-/** `fairsend campaign ...`: create, list, show, status (--watch), pause, resume, cancel. */
+/** `fairsend campaign ...`: create, list, show, status (--watch), pause, resume, cancel, recipients, retry. */
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import cliProgress from 'cli-progress';
 import type { Engine } from '../engine.js';
 import { ValidationError } from '../../services/kernel/errors.js';
 import type { CampaignProgress } from '../../services/campaigns.js';
+import type { Recipient } from '../../services/campaign-recipients.js';
 import { table } from './format.js';
 import { createRateMeter, formatEta, formatRate } from './rate.js';
 import { FINAL, intArg, jsonOption, stopSignal, wait, when, type CliContext } from './context.js';
@@ -117,6 +118,71 @@ export function registerCampaigns(program: Command, ctx: CliContext): void {
         });
       });
   }
+  const statusList = (v: string) =>
+    v
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
+  campaign
+    .command('recipients')
+    .description('recipients of a campaign with their status and the server’s last reply, a page at a time (--all: every page)')
+    .argument('<id>', 'campaign id', intArg('id', 1))
+    .option('--status <list>', 'only these statuses, comma-separated (queued, sending, sent, failed, cancelled, unknown)')
+    .addOption(new Option('--limit <n>', 'recipients per page').argParser(intArg('limit', 1, 1000)).default(100))
+    .option('--cursor <cursor>', 'start after this cursor (the "next" of a previous page)')
+    .option('--all', 'every page, not just one')
+    .addOption(jsonOption())
+    .action(async (id: number, o: { status?: string; limit: number; cursor?: string; all?: boolean; json?: boolean }) => {
+      await withEngine(async (engine) => {
+        const status = o.status ? statusList(o.status) : [];
+        const items: Recipient[] = [];
+        let cursor = o.cursor;
+        let next: string | null;
+        do {
+          const page = await engine.campaigns.recipients(id, {
+            limit: o.limit,
+            ...(status.length ? { status: status as Recipient['status'][] } : {}),
+            ...(cursor ? { cursor } : {}),
+          });
+          items.push(...page.items);
+          next = page.nextCursor;
+          cursor = next ?? undefined;
+        } while (o.all && next);
+        if (o.json) return json({ recipients: items, nextCursor: next });
+        out(
+          table(
+            ['contact', 'email', 'status', 'attempts', 'last reply', 'at'],
+            items.map((r) => [
+              r.contactId,
+              r.email,
+              r.status,
+              r.attempts,
+              r.lastReply
+                ? `${r.lastReply.result}${r.lastReply.text ? `: ${r.lastReply.text.slice(0, 80)}` : ''}`
+                : (r.lastError?.slice(0, 80) ?? '-'),
+              when(r.lastReply?.at ?? r.sentAt),
+            ]),
+          ),
+        );
+        if (next) out(`more: fairsend campaign recipients ${id} --cursor ${next}${o.status ? ` --status ${o.status}` : ''}\n`);
+      });
+    });
+  campaign
+    .command('retry')
+    .description("re-queue a campaign's failed and unknown messages (needs the user's credit again; suppressed addresses are left out)")
+    .argument('<id>', 'campaign id', intArg('id', 1))
+    .option('--status <list>', 'which to retry, comma-separated: failed, unknown', 'failed,unknown')
+    .addOption(jsonOption())
+    .action(async (id: number, o: { status: string; json?: boolean }) => {
+      await withEngine(async (engine) => {
+        const r = await engine.campaigns.retry(id, { statuses: statusList(o.status) as ('failed' | 'unknown')[] });
+        if (o.json) return json(r);
+        out(
+          `campaign #${id}: ${r.status}, ${r.requeued} re-queued (${r.failed} failed, ${r.unknown} unknown), ` +
+            `${r.skippedSuppressed} suppressed and ${r.skippedInactive} inactive left out, ${r.remainingCredit} credit left\n`,
+        );
+      });
+    });
   campaign
     .command('status')
     .description('progress of a campaign; --watch shows a live bar until it completes or is cancelled')

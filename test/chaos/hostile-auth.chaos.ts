@@ -108,6 +108,14 @@ async function aliceCampaign(state: 'scheduled' | 'paused' = 'scheduled', due = 
   return c.id;
 }
 
+/** A campaign of Alice's with its queue generated, then paused (so no running scheduler sends it). */
+async function aliceGenerated(): Promise<number> {
+  const id = await aliceCampaign('scheduled', true);
+  await f.engine.scheduler.processScheduledTasks();
+  await f.engine.campaigns.pause(id);
+  return id;
+}
+
 /** A fresh unsubscribed contact of Alice's (re-activation and status history). */
 async function aliceUnsubscribed(): Promise<number> {
   const { ids } = await f.engine.contacts.bulkCreate(alice.id, [{ email: `alice-contact-u${++ipSerial}@alice.example` }]);
@@ -220,6 +228,16 @@ const MATRIX: Record<string, Row> = {
     audience: 'user',
     other: 'denied',
     request: async () => ({ url: `/api/campaigns/${await aliceCampaign()}/cancel` }),
+  },
+  'GET /api/campaigns/{id}/recipients': {
+    audience: 'user',
+    other: 'denied',
+    request: async () => ({ url: `/api/campaigns/${await aliceGenerated()}/recipients?status=queued,failed&limit=5` }),
+  },
+  'POST /api/campaigns/{id}/retry': {
+    audience: 'user',
+    other: 'denied',
+    request: async () => ({ url: `/api/campaigns/${await aliceGenerated()}/retry`, body: { statuses: ['failed', 'unknown'] } }),
   },
   'POST /api/templates': {
     audience: 'user',

@@ -1,13 +1,15 @@
 /**
  * /api/campaigns: create (the programmatic API's input and validation), list (yours; an admin's
- * all or `user_id`'s), get with progress, pause, resume, cancel. Another user's campaign answers
- * 404 everywhere, like a missing one.
+ * all or `user_id`'s), get with progress, pause, resume, cancel, its recipients page by page, retry
+ * of its failed and unknown messages. Another user's campaign answers 404 everywhere, like a
+ * missing one.
  */
 import { Op } from 'sequelize';
 import { z } from 'zod';
 import { ValidationError } from '../../../services/kernel/errors.js';
 import { toCampaignView, type CampaignProgress, type CampaignView } from '../../../services/campaigns.js';
 import { createCampaignSchema } from '../../../services/validation.js';
+import { RETRYABLE_STATUSES, SUBTASK_STATUSES, retrySchema } from '../../../services/campaign-recipients.js';
 import { scopeUserId, userOf } from '../auth.js';
 import { camelizeKeys } from '../casing.js';
 import { campaignFor, type App, type RouteContext } from '../context.js';
@@ -33,6 +35,56 @@ const fromProgress = (p: CampaignProgress) => ({
   unknown: p.unknown,
   waitReason: p.waitReason,
   pauseReason: p.pauseReason,
+});
+
+const recipientsQuery = z.strictObject({
+  status: z
+    .string()
+    .max(200)
+    .optional()
+    .describe(`Comma-separated statuses (${SUBTASK_STATUSES.join(', ')}); all when absent`),
+  cursor: z.string().max(200).optional().describe('The previous page’s next_cursor'),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
+const lastReplySchema = z
+  .object({
+    at: z.date(),
+    serviceId: z.number().nullable(),
+    provider: z.string().nullable().describe('The recipient’s domain'),
+    result: z.string().describe('accepted, transient, permanent, ambiguous, or connection (the server was never reached)'),
+    code: z.number().nullable().describe('SMTP reply code'),
+    enhancedCode: z.string().nullable().describe('RFC 3463 enhanced status code, e.g. 5.1.1'),
+    text: z.string().nullable().describe('The reply, one line, at most 300 characters'),
+    durationMs: z.number().nullable(),
+  })
+  .nullable();
+
+const recipientsPageSchema = z.object({
+  recipients: z.array(
+    z.object({
+      contactId: z.number(),
+      email: z.string(),
+      status: z.enum(SUBTASK_STATUSES),
+      attempts: z.number(),
+      sentAt: z.date().nullable(),
+      messageId: z.string().nullable(),
+      lastError: z.string().nullable(),
+      lastReply: lastReplySchema,
+    }),
+  ),
+  nextCursor: z.string().nullable().describe('Pass as `cursor` for the next page; null on the last page'),
+});
+
+const retryResultSchema = z.object({
+  campaignId: z.number(),
+  status: campaignSchema.shape.status,
+  requeued: z.number(),
+  failed: z.number(),
+  unknown: z.number(),
+  skippedSuppressed: z.number(),
+  skippedInactive: z.number(),
+  remainingCredit: z.number(),
 });
 
 export function campaignRoutes(app: App, ctx: RouteContext): void {
@@ -142,6 +194,57 @@ export function campaignRoutes(app: App, ctx: RouteContext): void {
         return { id: now.id, status: now.status, ...result } as { id: number; status: CampaignView['status']; refunded: number };
       },
     );
+  app.get(
+    '/api/campaigns/:id/recipients',
+    {
+      schema: {
+        tags,
+        summary: 'A campaign’s recipients with their status and the server’s last reply, page by page',
+        description:
+          'Keyset pages in contact order (engine.campaigns.recipients): pass `next_cursor` as `cursor` until it is null. ' +
+          '`status` filters (e.g. `failed,unknown`).',
+        params: campaignParams,
+        querystring: recipientsQuery,
+        response: { 200: recipientsPageSchema, ...errors(400, 401, 404) },
+      },
+    },
+    async (request) => {
+      const c = await campaignFor(engine, request, request.params.id);
+      const { status, cursor, limit } = request.query;
+      const statuses = status
+        ?.split(',')
+        .map((x) => x.trim())
+        .filter(Boolean) as (typeof SUBTASK_STATUSES)[number][] | undefined;
+      const page = await engine.campaigns.recipients(c.id, {
+        limit,
+        ...(statuses?.length ? { status: statuses } : {}),
+        ...(cursor !== undefined ? { cursor } : {}),
+      });
+      return { recipients: page.items, nextCursor: page.nextCursor };
+    },
+  );
+
+  app.post(
+    '/api/campaigns/:id/retry',
+    {
+      schema: {
+        tags,
+        summary: 'Re-queue a campaign’s failed and/or unknown messages',
+        description:
+          `\`statuses\` (default ${RETRYABLE_STATUSES.join(' and ')}). Needs the user’s credit for each message re-queued ` +
+          '(422 QUOTA_EXCEEDED otherwise, nothing changed); suppressed addresses and inactive contacts are left out; ' +
+          'the Message-ID stays the same. 409 for a cancelled campaign or one not generated yet.',
+        params: campaignParams,
+        body: retrySchema.optional(),
+        response: { 200: retryResultSchema, ...errors(400, 401, 404, 409, 422) },
+      },
+    },
+    async (request) => {
+      const c = await campaignFor(engine, request, request.params.id);
+      return engine.campaigns.retry(c.id, request.body ?? {});
+    },
+  );
+
   steer('pause', 'Pause a campaign (queued mail stays queued); 409 when it is not scheduled or sending');
   steer('resume', 'Resume a paused campaign; 409 when it is cancelled or completed');
   steer('cancel', 'Cancel a campaign: queued mail is cancelled and its credit refunded');
