@@ -606,3 +606,58 @@ describe('secrets', () => {
     });
   });
 });
+
+describe('what each role may see', () => {
+  it('shows each role its own data (and an admin everything), and never another user’s, route by route', async () => {
+    await aliceCampaign();
+    const aliceContact = (await f.engine.contacts.list(alice.id, { limit: 1 }))[0]!.id;
+    const { hostname } = await import('node:os');
+    const scheduler = ['pools', 'instance_id', hostname(), `"pid"`, 'processing_rate', 'buffered'];
+    const alices = ['alice-private-campaign', 'alice-contact', 'alice-template', 'alice-only-relay', 'alice@example.test'];
+    type View = { url: string; as: 'bob' | 'alice' | 'admin'; sees: string[]; never: string[]; status?: number };
+    const views: View[] = [
+      // Scheduler status: a plain user sees their own campaigns and usable services, no host, pid or pools.
+      { url: '/api/scheduler/status', as: 'bob', sees: [], never: [...alices, ...scheduler] },
+      { url: '/api/scheduler/status', as: 'alice', sees: ['alice-only-relay'], never: [...scheduler, 'spare-relay'] },
+      { url: '/api/scheduler/status', as: 'admin', sees: ['alice-only-relay', 'spare-relay', 'pools', 'instance_id'], never: [] },
+      { url: '/api/scheduler/stats', as: 'bob', sees: [], never: alices },
+      // Campaigns, contacts, templates, services: one's own; an admin names the user.
+      { url: '/api/campaigns', as: 'bob', sees: [], never: alices },
+      { url: '/api/campaigns', as: 'alice', sees: ['alice-private-campaign'], never: [] },
+      { url: `/api/campaigns?user_id=${alice.id}`, as: 'admin', sees: ['alice-private-campaign'], never: [] },
+      { url: `/api/campaigns?user_id=${alice.id}`, as: 'bob', sees: [], never: alices, status: 403 },
+      { url: '/api/contacts', as: 'bob', sees: ['bob-contact'], never: alices },
+      { url: '/api/contacts', as: 'alice', sees: ['alice-contact'], never: ['bob-contact'] },
+      { url: `/api/contacts?user_id=${alice.id}`, as: 'admin', sees: ['alice-contact'], never: ['bob-contact'] },
+      { url: `/api/contacts/${aliceContact}/status-history`, as: 'bob', sees: [], never: alices, status: 404 },
+      { url: `/api/contacts/${aliceContact}/status-history`, as: 'alice', sees: [], never: [] },
+      { url: '/api/templates', as: 'bob', sees: ['bob-template'], never: alices },
+      { url: '/api/templates', as: 'alice', sees: ['alice-template'], never: ['bob-template'] },
+      { url: '/api/services', as: 'bob', sees: [], never: ['alice-only-relay', 'spare-relay', SMTP_PASS] },
+      { url: '/api/services', as: 'alice', sees: ['alice-only-relay'], never: ['spare-relay', SMTP_PASS] },
+      { url: '/api/services', as: 'admin', sees: ['alice-only-relay', 'spare-relay'], never: [SMTP_PASS, SMTP_PASS_2] },
+      { url: '/api/me', as: 'bob', sees: [], never: alices },
+    ];
+    const token = { bob: bob.token, alice: alice.token, admin: f.adminToken };
+    const wrong: string[] = [];
+    for (const v of views) {
+      const res = await send('GET', { url: v.url }, { authorization: `Bearer ${token[v.as]}` });
+      const label = `GET ${v.url} as ${v.as}`;
+      if (res.statusCode !== (v.status ?? 200)) wrong.push(`${label}: ${res.statusCode}`);
+      for (const s of v.sees) if (!res.body.includes(s)) wrong.push(`${label}: does not show ${s}`);
+      for (const s of v.never) if (res.body.includes(s)) wrong.push(`${label}: shows ${s}`);
+    }
+    expect(wrong).toEqual([]);
+    await recordFigures({
+      scenario: `what each role may see: ${views.length} views (status, campaigns, contacts, history, templates, services, me)`,
+      faultsInjected: views.reduce((n, v) => n + v.never.length, 0),
+      faultsSurvived: views.reduce((n, v) => n + v.never.length, 0),
+      messagesSent: 0,
+      lost: 0,
+      duplicates: 0,
+      duplicateBound: 0,
+      inputsTried: views.length,
+      notes: 'plain user, owner and admin; each view checked for what it must show (controls) and what it must never show',
+    });
+  });
+});
