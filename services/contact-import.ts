@@ -57,10 +57,17 @@ export interface ImportOptions {
   maxRows?: number;
 }
 
-/** Rows per INSERT ... ON CONFLICT statement: about 20 ms of PostgreSQL each, so progress is fine-grained. */
-export const BATCH = 1000;
-/** The longest stretch of synchronous validation before the loop yields. */
-const YIELD_MS = 8;
+/**
+ * Rows per INSERT ... ON CONFLICT statement: about 10 ms of PostgreSQL each. Building a batch's
+ * JSON and reading its result are synchronous, so the batch is kept small enough for that to stay
+ * within a few milliseconds.
+ */
+export const BATCH = 500;
+/**
+ * The longest stretch of synchronous validation before the loop yields. Short, because on a loaded
+ * machine a stretch of CPU work takes several times as long in wall time (test/chaos/import-load.chaos.ts).
+ */
+const YIELD_MS = 4;
 /** Inactive contacts listed by id in a result (all are counted). */
 export const INACTIVE_LISTED = 100;
 /** Issues collected before the input stops being read. */

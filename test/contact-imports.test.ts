@@ -64,7 +64,7 @@ describe('contact imports', () => {
     expect(r).toMatchObject({ created: 2499, updated: 0 });
     expect(r.ids).toHaveLength(2500);
     expect(r.ids[2299]).toBe(r.ids[9]);
-    expect(progress).toEqual([1000, 2000, 2500, 2500]);
+    expect(progress).toEqual([500, 1000, 1500, 2000, 2500, 2500]); // one call per batch of BATCH (500) rows, then the end
     const [c] = await rows(f.engine.apiDb, 'SELECT email, timezone, attributes FROM contacts WHERE id = $id', { id: r.ids[9] });
     expect(c).toEqual({ email: 's9@stream.test', timezone: 'Asia/Tokyo', attributes: { city: 'Kyoto' } });
   });
