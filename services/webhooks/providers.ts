@@ -5,12 +5,23 @@
  *
  * | provider  | proof                                                                  | events used                                  |
  * | --------- | ---------------------------------------------------------------------- | -------------------------------------------- |
- * | mailgun   | HMAC-SHA256(signing key, timestamp + token) in the body's `signature`  | failed (permanent/temporary), complained     |
- * | sendgrid  | ECDSA P-256 over timestamp + raw body (X-Twilio-Email-Event-Webhook-*) | bounce, blocked, dropped (bounced), deferred, spamreport |
+ * | mailgun   | HMAC-SHA256(signing key, timestamp + token) in the body's `signature`  | failed (permanent), complained               |
+ * |           | (or `parent-signature`, for a subaccount checked with the main key)    |                                              |
+ * | sendgrid  | ECDSA P-256 over timestamp + raw body (X-Twilio-Email-Event-Webhook-*) | bounce (type bounce / blocked), dropped      |
+ * |           |                                                                        | (Bounced Address, Invalid, Spam Reporting    |
+ * |           |                                                                        | Address), spamreport                         |
  * | postmark  | HTTP basic auth set in the webhook URL                                 | Bounce (HardBounce, SoftBounce...), SpamComplaint |
- * | sparkpost | HTTP basic auth (or its auth token header)                             | bounce, out_of_band (bounce_class), spam_complaint |
- * | ses       | the SNS message signature (RSA over the canonical string, certificate  | Bounce (Permanent/Transient), Complaint;     |
- * |           | from an amazonaws.com URL, fetched by an injectable fetcher)           | SubscriptionConfirmation is confirmed        |
+ * | sparkpost | HTTP basic auth (its event webhooks carry no signature)                | bounce, out_of_band (bounce_class), spam_complaint |
+ * | ses       | the SNS message signature (RSA over the canonical string, certificate  | Bounce (Permanent/Transient), Complaint      |
+ * |           | from an amazonaws.com URL, fetched by an injectable fetcher)           | (not Feedback-Type not-spam);                |
+ * |           |                                                                        | SubscriptionConfirmation is confirmed        |
+ *
+ * Checked against each provider's documented payloads (test/fixtures/webhooks/README.md says what
+ * and where). Not bounces, so not counted: deferrals the provider still retries (Mailgun `failed`
+ * with severity temporary, SendGrid `deferred`): each retry would count as a soft bounce, and three
+ * retries of one message would suppress the address. A provider's "permanent" bounce whose
+ * enhanced status code the DSN policy calls soft (5.2.2 mailbox full, 5.7.x policy...: STATUS_POLICY
+ * in services/inbound/reports.ts) is a soft bounce here too, as it is by mail.
  *
  * The campaign and contact come from fairsend's Message-ID `<taskId.contactId@domain>` when the
  * provider reports it; otherwise the address is matched among the service's users' contacts.
@@ -18,6 +29,7 @@
  */
 import { createHmac, createPublicKey, createVerify, timingSafeEqual, verify as cryptoVerify } from 'node:crypto';
 import type { InboundBounceEvent } from '../bounces.js';
+import { classifyStatus } from '../inbound/reports.js';
 
 export const PROVIDERS = ['mailgun', 'sendgrid', 'postmark', 'sparkpost', 'ses'] as const;
 export type Provider = (typeof PROVIDERS)[number];
@@ -72,7 +84,8 @@ const target = (id: string | undefined | null) => {
   return t ? { campaignId: t.campaignId, contactId: t.contactId } : {};
 };
 const enhanced = (s: unknown) => /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(String(s ?? ''))?.[1];
-const soft = (s: string | undefined) => (s?.startsWith('4.') ? true : undefined);
+/** A provider's permanent failure with this status is soft all the same (4.x.x, 5.2.2, 5.7.x...: STATUS_POLICY). */
+const soft = (s: string | undefined) => (s && /^\d\.\d{1,3}\.\d{1,3}$/.test(s) ? classifyStatus(s) === 'soft_bounce' : false);
 
 function basicAuth(req: WebhookRequest, c: WebhookCredentials): boolean {
   if (!c.username || !c.password) return false;
@@ -83,7 +96,7 @@ function basicAuth(req: WebhookRequest, c: WebhookCredentials): boolean {
 
 // ---------------------------------------------------------------------------------------------- mailgun
 interface MailgunBody {
-  signature?: { timestamp?: string; token?: string; signature?: string };
+  signature?: { timestamp?: string | number; token?: string; signature?: string; 'parent-signature'?: string };
   'event-data'?: {
     event?: string;
     severity?: string;
@@ -99,12 +112,11 @@ export const mailgun = {
     const body = JSON.parse(req.rawBody) as MailgunBody;
     const s = body.signature;
     if (!s?.timestamp || !s.token || !s.signature || !fresh(Number(s.timestamp), req.now)) return false;
-    return safeEqual(
-      createHmac('sha256', c.signingKey)
-        .update(s.timestamp + s.token)
-        .digest('hex'),
-      s.signature,
-    );
+    const expected = createHmac('sha256', c.signingKey)
+      .update(String(s.timestamp) + s.token)
+      .digest('hex');
+    // A subaccount's events carry its own signature and the main account's as parent-signature.
+    return safeEqual(expected, s.signature) || (s['parent-signature'] !== undefined && safeEqual(expected, s['parent-signature']));
   },
   parse(rawBody: string): WebhookParsed {
     const e = (JSON.parse(rawBody) as MailgunBody)['event-data'];
@@ -115,8 +127,9 @@ export const mailgun = {
     const t = target(e.message?.headers?.['message-id'] ? `<${e.message.headers['message-id'].replace(/^<|>$/g, '')}>` : undefined);
     const reason = `${ds.code ?? ''} ${ds.message ?? ds.description ?? e.reason ?? ''}`.trim().slice(0, 900);
     if (e.event === 'complained') return { events: [{ type: 'complaint', email: e.recipient, ...t }] };
-    if (e.event === 'failed') {
-      const type = e.severity === 'permanent' && !soft(status) ? 'hard_bounce' : 'soft_bounce';
+    // Temporary failures are deferrals Mailgun retries; its final word is a permanent failure.
+    if (e.event === 'failed' && e.severity === 'permanent') {
+      const type = soft(status) || e.reason === 'old' ? 'soft_bounce' : 'hard_bounce'; // old: gave up after retrying
       return { events: [{ type, email: e.recipient, ...t, ...(status ? { statusCode: status } : {}), ...(reason ? { reason } : {}) }] };
     }
     return { events: [] };
@@ -134,6 +147,12 @@ interface SendgridEvent {
   smtp_id?: string;
   'smtp-id'?: string;
 }
+/** SendGrid `dropped` reasons that say something about the address (others: content, unsubscribes SendGrid keeps). */
+const SENDGRID_DROPPED: Record<string, 'hard_bounce' | 'complaint'> = {
+  'Bounced Address': 'hard_bounce',
+  Invalid: 'hard_bounce',
+  'Spam Reporting Address': 'complaint',
+};
 export const sendgrid = {
   verify(req: WebhookRequest, c: WebhookCredentials): boolean {
     const sig = header(req.headers, 'x-twilio-email-event-webhook-signature');
@@ -157,8 +176,13 @@ export const sendgrid = {
       if (e.event === 'spamreport') events.push({ type: 'complaint', email: e.email, ...t });
       else if (e.event === 'bounce' && e.type !== 'blocked' && !soft(status))
         events.push({ type: 'hard_bounce', email: e.email, ...extra });
-      else if (e.event === 'bounce' || e.event === 'blocked' || e.event === 'deferred')
-        events.push({ type: 'soft_bounce', email: e.email, ...extra });
+      else if (e.event === 'bounce')
+        events.push({ type: 'soft_bounce', email: e.email, ...extra }); // type blocked, or a soft code
+      else if (e.event === 'dropped') {
+        // Not sent: SendGrid's own suppression list or an unusable address (its documented reasons).
+        const drop = SENDGRID_DROPPED[e.reason ?? ''];
+        if (drop) events.push({ type: drop, email: e.email, ...t, reason: `dropped by SendGrid: ${e.reason}` });
+      }
     }
     return { events };
   },
@@ -176,7 +200,17 @@ interface PostmarkBody {
 }
 /** Postmark bounce types that mean the address is gone (https://postmarkapp.com/developer/api/bounce-api#bounce-types). */
 const POSTMARK_HARD = new Set(['HardBounce', 'BadEmailAddress', 'ManuallyDeactivated', 'AddressChange']);
-const POSTMARK_SOFT = new Set(['SoftBounce', 'Transient', 'DnsError', 'Blocked', 'SMTPApiError', 'ChallengeVerification']);
+const POSTMARK_SOFT = new Set([
+  'SoftBounce',
+  'Transient',
+  'DnsError',
+  'Blocked',
+  'SMTPApiError',
+  'ChallengeVerification',
+  'SpamNotification',
+  'VirusNotification',
+  'DMARCPolicy',
+]);
 export const postmark = {
   verify: basicAuth,
   parse(rawBody: string): WebhookParsed {
@@ -185,8 +219,10 @@ export const postmark = {
     const mid = b.Headers?.find((h) => h.Name.toLowerCase() === 'message-id')?.Value;
     const t = target(mid);
     const reason = (b.Details ?? b.Description ?? '').slice(0, 900);
-    if (b.RecordType === 'SpamComplaint') return { events: [{ type: 'complaint', email: b.Email, ...t }] };
-    if (b.RecordType !== 'Bounce' || !b.Type) return { events: [] };
+    if (b.RecordType === 'SpamComplaint' || (!b.RecordType && b.Type === 'SpamComplaint'))
+      return { events: [{ type: 'complaint', email: b.Email, ...t }] };
+    // Older bounce webhooks (and Postmark's own short example) carry no RecordType: Type says it all.
+    if ((b.RecordType !== undefined && b.RecordType !== 'Bounce') || !b.Type) return { events: [] };
     const status = enhanced(b.Details);
     const type = POSTMARK_HARD.has(b.Type) ? 'hard_bounce' : POSTMARK_SOFT.has(b.Type) ? 'soft_bounce' : undefined;
     if (!type) return { events: [] };
@@ -243,7 +279,7 @@ interface SesNotification {
   notificationType?: string;
   eventType?: string;
   bounce?: { bounceType?: string; bouncedRecipients?: { emailAddress: string; status?: string; diagnosticCode?: string }[] };
-  complaint?: { complainedRecipients?: { emailAddress: string }[] };
+  complaint?: { complainedRecipients?: { emailAddress: string }[]; complaintFeedbackType?: string; complaintSubType?: string | null };
   mail?: { headers?: { name: string; value: string }[]; commonHeaders?: { messageId?: string } };
 }
 /** The string SNS signs: these keys, those present, "Key\nValue\n" each, in this order (AWS SNS docs). */
@@ -301,6 +337,8 @@ export const ses = {
       };
     }
     if (kind === 'Complaint') {
+      // The ISP's Feedback-Type: not-spam is a recipient taking a complaint back, not a complaint.
+      if (n.complaint?.complaintFeedbackType === 'not-spam') return { events: [] };
       return {
         events: (n.complaint?.complainedRecipients ?? []).map((r) => ({ type: 'complaint' as const, email: r.emailAddress, ...t })),
       };
