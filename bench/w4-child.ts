@@ -8,7 +8,7 @@
  * Replies { type: 'result', usPerDecision, heapMb, bytesPerUser }.
  */
 import { CampaignState, type Claimed } from '../services/scheduler/campaign-pool.js';
-import { FairRing } from '../services/fair-ring.js';
+import { FairRing } from '../services/scheduler/fair-ring.js';
 
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
 

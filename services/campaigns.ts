@@ -19,6 +19,7 @@ import { compileTemplate, requiredAttributes } from './template-render.js';
 import { createCampaignSchema, parseId, parseInput, type CreateCampaignInput } from './validation.js';
 import { queryRows } from './kernel/db-query.js';
 import { createRecipientsApi } from './campaign-recipients.js';
+import { applyCounters } from './scheduler/sql/counters.js';
 
 /** An attribute a template prints without a `default`, and the recipients who lack it. */
 export interface MissingAttribute {
@@ -367,7 +368,12 @@ export function createCampaignsApi(ctx: ServiceContext) {
           );
           refunded = Number(c!.n);
         }
-        await q('UPDATE tasks SET cancelled_count = cancelled_count + $n WHERE id = $id', { id, n: refunded }, transaction);
+        // The shared counters fragment (no completion here: the campaign is cancelled already).
+        await q(
+          applyCounters(`(SELECT $id::bigint AS task_id, 0 AS sent, 0 AS failed, $n::int AS cancelled, 0 AS unknown)`),
+          { id, n: refunded },
+          transaction,
+        );
         await q(
           'UPDATE users SET remaining_quota = remaining_quota + $n, updated_at = now() WHERE id = $u',
           { u: t.created_by, n: refunded },

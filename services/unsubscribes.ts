@@ -16,6 +16,7 @@ import type { Sequelize, Transaction } from 'sequelize';
 import { verifyUnsubscribeToken } from './delivery/unsubscribe.js';
 import { suppress } from './suppressions.js';
 import { recordStatusEvent, type UnsubscribeMethod } from './contact-status.js';
+import { applyCounters } from './scheduler/sql/counters.js';
 
 export interface CancelResult {
   /** Queued subtasks cancelled. */
@@ -43,16 +44,8 @@ export async function cancelQueuedMail(db: Sequelize, contactIds: number[], tran
        RETURNING s.task_id),
      per_task AS (SELECT task_id, count(*)::int AS n FROM cancelled GROUP BY task_id),
      t AS (
-       UPDATE tasks SET cancelled_count = cancelled_count + p.n,
-              status = CASE WHEN tasks.status = 'sending'
-                             AND sent_count + failed_count + cancelled_count + unknown_count + p.n >= total_count
-                            THEN 'completed' ELSE tasks.status END,
-              completed_at = CASE WHEN tasks.status = 'sending'
-                             AND sent_count + failed_count + cancelled_count + unknown_count + p.n >= total_count
-                            THEN now() ELSE completed_at END,
-              updated_at = now()
-         FROM per_task p WHERE tasks.id = p.task_id
-       RETURNING tasks.id, tasks.created_by, p.n),
+       ${applyCounters(`(SELECT task_id, 0 AS sent, 0 AS failed, n AS cancelled, 0 AS unknown FROM per_task)`)}
+       RETURNING tasks.id, tasks.created_by, d.cancelled AS n),
      refund AS (
        UPDATE users SET remaining_quota = remaining_quota + r.n, updated_at = now()
          FROM (SELECT created_by, sum(n)::int AS n FROM t GROUP BY created_by) r

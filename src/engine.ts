@@ -27,7 +27,7 @@ import { handleInbound, type InboundMessage, type InboundOutcome } from '../serv
 import { startBounceListener, type BounceListener } from '../services/inbound/smtp-listener.js';
 import { startImapPoller, type ImapPoller, type PollResult } from '../services/inbound/imap-poller.js';
 import { createWebhooksApi, type WebhookDeps, type WebhooksApi } from '../services/webhooks/index.js';
-import { QueueScheduler, type InstanceInfo, type SchedulerStatus, type SentEvent } from '../services/scheduler/queue-scheduler.js';
+import { QueueScheduler, type InstanceInfo, type SchedulerStatus, type SentEvent } from '../services/scheduler/loop.js';
 import { createMaintenance, type Maintenance } from '../services/maintenance/index.js';
 import { JOB_NAMES, type JobName } from '../services/maintenance/options.js';
 

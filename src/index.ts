@@ -7,7 +7,7 @@ export type { BulkCreateResult } from '../services/contacts.js';
 export type { TemplateView } from '../services/templates.js';
 export type { CampaignView, CampaignProgress } from '../services/campaigns.js';
 export type { GenerationResult } from '../services/generation.js';
-export type { SchedulerStatus, ServiceStatus, InstanceInfo, SentEvent, DeliveryMode } from '../services/scheduler/queue-scheduler.js';
+export type { SchedulerStatus, ServiceStatus, InstanceInfo, SentEvent, DeliveryMode } from '../services/scheduler/loop.js';
 export type {
   CreateUserInput,
   CreateServiceInput,

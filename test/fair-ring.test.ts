@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { FairRing, type RingEntry } from '../services/fair-ring.js';
+import { FairRing, type RingEntry } from '../services/scheduler/fair-ring.js';
 
 /** Picks `n` times. */
 function picks(ring: FairRing, n: number): (number | undefined)[] {

@@ -1,5 +1,7 @@
 import type { Engine } from '../src/engine.js';
-import { claimFresh, flushOutcomes, type Outcome } from '../services/scheduler/sql.js';
+import { claimFresh } from '../services/scheduler/sql/claim.js';
+import { flushOutcomes, type Outcome } from '../services/scheduler/sql/outcomes.js';
+import { recoverExpiredLeases } from '../services/scheduler/sql/leases.js';
 import { startSmtpCatcher } from '../src/smtp-catcher.js';
 import { createTestEngine, plainSequelize, rows } from './helpers/db.js';
 import { until, untilLockWaiter, userWithContacts } from './helpers/scheduler.js';
@@ -71,6 +73,31 @@ describe('writing outcomes', () => {
     expect(task).toEqual({ status: 'completed', sent_count: 6 });
     // A late duplicate of an outcome changes nothing.
     expect(await flushOutcomes(engine.schedulerDb, 'engine-a', [sent(ids[3]!)])).toEqual({ applied: 0, completed: [] });
+  });
+
+  it('lease recovery completes a campaign through the same counters rule: completed_at set with completed', async () => {
+    const u = await userWithContacts(engine, 'Rec', 3);
+    const c = await engine.campaigns.create({
+      userId: u.userId,
+      name: 'r',
+      from: 'r@example.test',
+      templates: [u.templateId],
+      recipientRule: { type: 'all' },
+    });
+    await engine.scheduler.processScheduledTasks();
+    const now = new Date();
+    // Leased to an engine that never heartbeats (it died), every message dispatched (at-most-once marks).
+    const claimed = await claimFresh(engine.schedulerDb, { taskId: c.id, cursor: 0, limit: 3, now, owner: 'dead-engine', until: now });
+    expect(claimed).toHaveLength(3);
+    await engine.apiDb.query(`UPDATE subtasks SET message_id = '<m' || contact_id || '@x>' WHERE task_id = $t`, { bind: { t: c.id } });
+    const r = await recoverExpiredLeases(engine.schedulerDb, { now, ttlMs: 1000, mode: 'at-most-once' });
+    expect(r.unknown).toBeGreaterThanOrEqual(3);
+    const [task] = await rows<{ status: string; unknown_count: number; done: boolean }>(
+      engine.apiDb,
+      'SELECT status, unknown_count, completed_at IS NOT NULL AS done FROM tasks WHERE id = $t',
+      { t: c.id },
+    );
+    expect(task).toEqual({ status: 'completed', unknown_count: 3, done: true });
   });
 });
 

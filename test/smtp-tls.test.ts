@@ -55,6 +55,7 @@ describe('STARTTLS', () => {
     expect(s.mailFrom).toEqual([]);
     expect(classifySendError(err)).toEqual({
       kind: 'connection',
+      serviceFault: true,
       bounce: false,
       type: 'tls',
       message: 'TLS: unable to verify the first certificate',

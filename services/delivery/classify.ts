@@ -47,6 +47,15 @@ export type FailureKind =
 
 export interface Classified {
   kind: FailureKind;
+  /**
+   * The failure says something is wrong with the sending service, not with this message: it counts
+   * towards the service's consecutive failures (unhealthy after UNHEALTHY_AFTER in a row). True for
+   * `connection` and `ambiguous` (the server could not be reached, or dropped us), and for a
+   * transient refusal with reply code 421 (RFC 5321: "service not available, closing transmission
+   * channel": the server is shutting the session, whatever the message). A 4xx or 5xx about the
+   * message itself (mailbox full, no such user) is not the service's fault.
+   */
+  serviceFault: boolean;
   /** 550-class "no such user" on a recipient: the contact bounced. */
   bounce: boolean;
   /** Stable label for error_logs, e.g. `smtp_550`, `connection`, `ambiguous`. */
@@ -142,18 +151,31 @@ export function classifySendError(err: unknown): Classified {
   const e = (err ?? {}) as SmtpLikeError;
   const message = (e.response ?? e.message ?? String(err)).slice(0, 500);
   const code = e.responseCode;
-  if (isTlsFailure(e)) return { kind: 'connection', bounce: false, type: 'tls', message: tlsMessage(e) };
+  if (isTlsFailure(e)) return { kind: 'connection', serviceFault: true, bounce: false, type: 'tls', message: tlsMessage(e) };
   // Before the reply code too: a refused login (535) refuses the service's credentials, not the message.
-  if (e.code === 'EAUTH') return { kind: 'connection', bounce: false, type: 'auth', message };
+  if (e.code === 'EAUTH') return { kind: 'connection', serviceFault: true, bounce: false, type: 'auth', message };
   if (typeof code === 'number' && code >= 500) {
-    return { kind: 'permanent', bounce: e.command === 'RCPT TO' && NO_SUCH_USER.has(code), type: `smtp_${code}`, message };
+    return {
+      kind: 'permanent',
+      serviceFault: false,
+      bounce: e.command === 'RCPT TO' && NO_SUCH_USER.has(code),
+      type: `smtp_${code}`,
+      message,
+    };
   }
-  if (typeof code === 'number' && code >= 400) return { kind: 'transient', bounce: false, type: `smtp_${code}`, message };
+  if (typeof code === 'number' && code >= 400)
+    return { kind: 'transient', serviceFault: code === 421, bounce: false, type: `smtp_${code}`, message };
   if (
     (e.code === 'ESOCKET' || e.code === 'ECONNECTION' || e.code === 'EDNS' || e.code === 'ETIMEDOUT') &&
     CONNECT_FAILURE.test(e.message ?? '')
   ) {
-    return { kind: 'connection', bounce: false, type: 'connection', message };
+    return { kind: 'connection', serviceFault: true, bounce: false, type: 'connection', message };
   }
-  return { kind: 'ambiguous', bounce: false, type: e.code ? `ambiguous_${e.code.toLowerCase()}` : 'ambiguous', message };
+  return {
+    kind: 'ambiguous',
+    serviceFault: true,
+    bounce: false,
+    type: e.code ? `ambiguous_${e.code.toLowerCase()}` : 'ambiguous',
+    message,
+  };
 }

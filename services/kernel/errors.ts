@@ -23,6 +23,8 @@ export const ErrorCodes = {
   SECRET_KEY_UNKNOWN: 'SECRET_KEY_UNKNOWN',
   /** A stored secret does not decrypt with its key (damaged or tampered with). */
   SECRET_UNREADABLE: 'SECRET_UNREADABLE',
+  /** A state machine was asked for a transition it does not have: a bug, never bad input. */
+  INVALID_TRANSITION: 'INVALID_TRANSITION',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
@@ -83,5 +85,19 @@ export class QuotaExceededError extends FairsendError {
     this.name = 'QuotaExceededError';
     this.required = required;
     this.available = available;
+  }
+}
+
+/** A state machine (services/scheduler/state.ts) was asked for a transition it does not allow: a bug. */
+export class InvalidTransitionError extends FairsendError {
+  readonly machine: string;
+  readonly from: string;
+  readonly to: string;
+  constructor(machine: string, from: string, to: string) {
+    super(ErrorCodes.INVALID_TRANSITION, `${machine}: no transition ${from} -> ${to}`);
+    this.name = 'InvalidTransitionError';
+    this.machine = machine;
+    this.from = from;
+    this.to = to;
   }
 }

@@ -11,15 +11,26 @@
  * keeps its turns. Claims run through one p-queue with a small concurrency, so refilling thousands
  * of campaigns never takes more than a couple of the scheduler pool's connections.
  *
+ * The claim itself moves idle -> claiming -> idle, asserted (state.ts): never two claims of one
+ * campaign at once.
+ *
  * Fresh messages are claimed along the primary key after a cursor (the last contact id claimed):
  * each claim reads only new rows. When the cursor reaches the end, the campaign's outlook query
  * says whether anything behind it became sendable (recovered leases, released messages), and the
  * cursor starts over from zero if so.
+ *
+ * The pool also follows the campaigns in the database (sync: new sending campaigns join, paused or
+ * cancelled ones release their claimed messages, finished ones leave) and keeps the compiled
+ * templates they use. Where a campaign is carried (the services' rings) is the fleet's business:
+ * the pool tells it through the hooks in PoolOptions.
  */
 import PQueue from 'p-queue';
 import type { Sequelize } from 'sequelize';
 import type { StoredSendWindow } from '../../models/index.js';
-import { campaignOutlook, claimFresh, claimRetries, type ClaimedRow } from './sql.js';
+import { compileForSending, type SendableTemplate } from '../delivery/message.js';
+import { campaignOutlook, claimFresh, claimRetries, type ClaimedRow } from './sql/claim.js';
+import { loadActiveCampaigns, loadTemplates, templatesOf } from './sql/campaigns.js';
+import { StateMachine } from './state.js';
 
 export interface Claimed {
   taskId: number;
@@ -53,7 +64,7 @@ export class CampaignState {
   private buffer: Claimed[] = [];
   private head = 0;
   cursor = 0;
-  refilling = false;
+  private readonly claim = new StateMachine<'idle' | 'claiming'>('campaign claim', { idle: ['claiming'], claiming: ['idle'] }, 'idle');
   /** ms epoch at which to look for work again; null: not waiting. */
   wakeAt: number | null = null;
   /** Nothing queued and nothing in flight here: the campaign is finishing. */
@@ -75,6 +86,15 @@ export class CampaignState {
 
   get size(): number {
     return this.buffer.length - this.head;
+  }
+
+  /** A claim is in flight. */
+  get refilling(): boolean {
+    return this.claim.is('claiming');
+  }
+
+  set refilling(on: boolean) {
+    this.claim.to(on ? 'claiming' : 'idle');
   }
 
   take(): Claimed | undefined {
@@ -120,6 +140,14 @@ export interface PoolOptions {
   budget: number;
   onSendable: (c: CampaignState, sendable: boolean) => void;
   onError: (err: unknown, c: CampaignState) => void;
+  /** A campaign joined, or its status or priority changed: place it in (or out of) the rings. */
+  onPlace: (c: CampaignState) => void;
+  /** A campaign left the pool (finished, deleted): out of every ring. */
+  onGone: (c: CampaignState) => void;
+  /** Claimed messages go back to the queue (pause, shutdown) or are cancelled: written as outcomes. */
+  onRelease: (items: Claimed[], as: 'queued' | 'cancelled') => void;
+  /** Does some service of this engine carry the campaign? Only then does it claim messages. */
+  carried: (c: CampaignState) => boolean;
 }
 
 const toClaimed =
@@ -207,6 +235,93 @@ export class CampaignPool {
     // A campaign paused or cancelled while the claim ran keeps its rows until the scheduler releases them.
     c.add(rows.map(toClaimed(c.id)));
     if (wasEmpty && c.status === 'sending') this.opts.onSendable(c, true);
+  }
+
+  template(id: number): SendableTemplate | undefined {
+    return this.templates.get(id);
+  }
+
+  /**
+   * Follows the campaigns in the database: new sending ones join (their templates loaded first),
+   * status and priority changes are applied, paused or cancelled ones release their messages,
+   * finished or deleted ones leave.
+   */
+  async sync(): Promise<void> {
+    const rows = await loadActiveCampaigns(this.opts.db, [...this.campaigns.keys()]);
+    await this.loadTemplates(rows.filter((r) => r.status === 'sending' && !this.campaigns.has(Number(r.id))).map((r) => Number(r.id)));
+    const seen = new Set<number>();
+    for (const row of rows) {
+      const id = Number(row.id);
+      seen.add(id);
+      let c = this.campaigns.get(id);
+      if (!c) {
+        if (row.status !== 'sending') continue;
+        c = new CampaignState({
+          id,
+          name: row.name,
+          userId: row.created_by,
+          priority: row.priority,
+          status: row.status,
+          fromAddress: row.from_address,
+          fromName: row.from_name,
+          sendWindow: row.send_window,
+          waitReason: row.wait_reason,
+        });
+        c.remaining = row.remaining;
+        this.campaigns.set(id, c);
+        this.opts.onPlace(c);
+        continue;
+      }
+      c.remaining = row.remaining;
+      const changed = c.status !== row.status || c.priority !== row.priority;
+      c.status = row.status;
+      c.priority = row.priority;
+      if (changed) this.opts.onPlace(c);
+      if (row.status !== 'sending') this.retire(c, row.status === 'cancelled' ? 'cancelled' : 'queued');
+    }
+    // Completed (or deleted) campaigns: nothing left to hold.
+    for (const c of [...this.campaigns.values()]) {
+      if (!seen.has(c.id) || (c.status !== 'sending' && c.size === 0)) {
+        if (c.size) this.retire(c, 'queued');
+        this.opts.onGone(c);
+        this.campaigns.delete(c.id);
+      }
+    }
+  }
+
+  private readonly templates = new Map<number, SendableTemplate>();
+
+  private async loadTemplates(taskIds: number[]): Promise<void> {
+    if (!taskIds.length) return;
+    const missing = (await templatesOf(this.opts.db, taskIds)).filter((id) => !this.templates.has(id));
+    if (!missing.length) return;
+    for (const t of await loadTemplates(this.opts.db, missing)) this.templates.set(t.id, compileForSending(t));
+  }
+
+  /** Releases a paused campaign's claimed messages (back to queued) or cancels a cancelled one's. */
+  retire(c: CampaignState, as: 'queued' | 'cancelled'): void {
+    const items = c.drain();
+    if (items.length) this.opts.onRelease(items, as);
+  }
+
+  /** Wakes campaigns whose wait is over and refills low buffers (of carried campaigns only). */
+  refillDue(): void {
+    const nowMs = this.opts.now().getTime();
+    const low = this.lowWater();
+    for (const c of this.campaigns.values()) {
+      if (c.status !== 'sending' || !this.opts.carried(c)) continue;
+      if (c.wakeAt !== null && c.wakeAt <= nowMs) this.refill(c, true);
+      // A drained campaign with messages left (retried by engine.campaigns.retry while it was
+      // finishing here) looks again; `remaining` comes from the tick's reload of the campaigns.
+      else if (c.wakeAt === null && (!c.drained || c.remaining > 0) && c.size <= low) this.refill(c);
+    }
+  }
+
+  /** Messages held in the buffers. */
+  get buffered(): number {
+    let n = 0;
+    for (const c of this.campaigns.values()) n += c.size;
+    return n;
   }
 
   /** Waits until the claims queued so far have landed. */

@@ -3,27 +3,44 @@
  * t0 + k x interval), its own pooled SMTP transport, its own share of its daily quota, and its own
  * FairRing of the campaigns it may carry.
  *
- * The runner owns its send slots end to end. A slot: takes one quota unit (reserved from
- * PostgreSQL in small batches, never beyond the daily quota; the next batch is reserved while half
- * of this one is left, so a fast service never waits on the database in front of its schedule),
- * asks the host for the next message in fair order (decided at slot time, so pauses and new
- * campaigns count at once), waits in the pacer for its slot, sends, and hands the result back. At
- * most `concurrency` slots run at once, and at most LOOKAHEAD of them have picked a message and
- * wait for their slot: a message is never picked much before it can go.
+ * The runner owns its send slots end to end: unit -> pick -> pace -> send -> apply the Decision.
+ * A slot takes one quota unit (reserved from PostgreSQL in small batches, never beyond the daily
+ * quota; the next batch is reserved while half of this one is left, so a fast service never waits
+ * on the database in front of its schedule), asks for the next message in fair order (pick.ts,
+ * through the host; decided at slot time, so pauses and new campaigns count at once), checks and
+ * composes it (send.ts), waits in the pacer for its slot, sends, and applies the Decision send.ts
+ * makes of the result: the unit is spent or returned here, the health recorded here, the outcome,
+ * bounce, error count and events handed to the host. At most `concurrency` slots run at once, and
+ * at most LOOKAHEAD of them have picked a message and wait for their slot: a message is never
+ * picked much before it can go.
  *
- * States: running -> exhausted (quota used up; until the next local midnight) -> running;
- * running -> unhealthy (after N consecutive connection or server failures; probed with
- * transport.verify() on a doubling backoff) -> running; disabled and deleted services stop.
+ * A slot's states, asserted (state.ts):
+ *
+ *   idle -> unit (a quota unit held) -> picked -> paced (waiting in the pacer) -> sending -> done
+ *   idle -> done (no unit: exhausted, unusable); unit -> done (nothing to pick: unit returned);
+ *   picked -> done (decided before the send); paced -> done (not dispatched: the service stopped)
+ *
+ * The service's states: running -> exhausted (quota used up; until the next local midnight) ->
+ * running; running -> unhealthy (after N consecutive failures that are the service's fault, see
+ * classify's serviceFault; probed with transport.verify() on a doubling backoff) -> running;
+ * disabled and deleted services stop.
  */
 import type { Transporter } from 'nodemailer';
 import { DateTime } from 'luxon';
 import { classifySendError } from '../delivery/classify.js';
+import type { MessageOptions, SendableTemplate } from '../delivery/message.js';
 import { createServiceTransport } from '../delivery/transport.js';
 import { ConcurrencyController, type ConcurrencyOptions } from './concurrency.js';
 import { Pacer, preciseNow } from './pacer.js';
-import { FairRing } from '../fair-ring.js';
+import { FairRing } from './fair-ring.js';
 import { nextQuotaReset, quotaDayOf } from '../quota-day.js';
-import { releaseQuota, reserveQuota, saveServiceHealth, type ServiceRow, type SpentUnits } from './sql.js';
+import { releaseQuota, reserveQuota, type SpentUnits } from './sql/quota.js';
+import { saveServiceHealth, type ServiceRow } from './sql/services.js';
+import { markDispatched } from './sql/outcomes.js';
+import { afterSend, beforeSend, checkDecision, compose, notDispatched, type Decision, type SendPolicy } from './send.js';
+import type { Picked } from './pick.js';
+import type { CampaignState, Claimed } from './campaign-pool.js';
+import { StateMachine, type Transitions } from './state.js';
 import type { Sequelize } from 'sequelize';
 import type { Keyring } from '../kernel/secrets.js';
 
@@ -32,6 +49,22 @@ import type { Keyring } from '../kernel/secrets.js';
  * instant and the send's result, or null when the service stopped first (nothing was sent).
  */
 export type Dispatch = <T>(send: () => Promise<T>) => Promise<{ at: number; result: Promise<T> } | null>;
+
+type SlotState = 'idle' | 'unit' | 'picked' | 'paced' | 'sending' | 'done';
+const SLOT: Transitions<SlotState> = {
+  idle: ['unit', 'done'],
+  unit: ['picked', 'done'],
+  picked: ['paced', 'done'],
+  paced: ['sending', 'done'],
+  sending: ['done'],
+  done: [],
+};
+
+/** What the host learns of a dispatched send besides the Decision (for the 'sent' event). */
+export interface SendInfo {
+  dispatchedAt: number;
+  messageId: string;
+}
 
 export interface RunnerHost {
   db: Sequelize;
@@ -44,12 +77,16 @@ export interface RunnerHost {
   unhealthyAfter: number;
   probeBackoffMs: number;
   concurrency: ConcurrencyOptions;
-  /**
-   * Sends one message through this runner (dispatching it through `dispatch`); resolves when its
-   * outcome is known. False: nothing was sent and the slot's quota unit is still unused (the
-   * runner keeps it); true: the unit is accounted for (spent, or given back with giveBackUnit).
-   */
-  sendOne(runner: ServiceRunner, dispatch: Dispatch): Promise<boolean>;
+  /** The next message for this runner in fair order (pick.ts over the engine's campaigns). */
+  pick(runner: ServiceRunner): Picked | undefined;
+  /** What a send needs from the engine. */
+  policy: SendPolicy;
+  messageOptions: MessageOptions;
+  template(id: number): SendableTemplate | undefined;
+  /** May this engine send on its leases now (its last heartbeat is fresh enough)? */
+  leaseValid(): boolean;
+  /** The engine's part of a Decision: outcome, error count, bounce, put back or wake, events. */
+  record(runner: ServiceRunner, c: CampaignState, item: Claimed, d: Decision, info: SendInfo | null): void;
   onError(err: unknown, where: string): void;
   onStateChange(runner: ServiceRunner): void;
   onConcurrencyChange(runner: ServiceRunner, from: number): void;
@@ -272,8 +309,9 @@ export class ServiceRunner {
   private async slot(): Promise<void> {
     this.active++;
     this.ahead++;
+    const slot = new StateMachine<SlotState>('service slot', SLOT, 'idle');
     let dispatched = false;
-    let didSend = false;
+    let pumpAfter = false;
     const dispatch: Dispatch = (send) =>
       new Promise((resolve) => {
         this.pacer.schedule((at) => {
@@ -294,11 +332,22 @@ export class ServiceRunner {
         });
       });
     try {
-      if (!this.usable || !(await this.takeUnit())) return;
+      if (!this.usable || !(await this.takeUnit())) return slot.to('done');
+      slot.to('unit');
       this.inFlight++;
       try {
-        didSend = await this.host.sendOne(this, dispatch);
-        if (!didSend) this.giveBackUnit(); // nothing was sent: the unit is kept for the next slot
+        const picked = this.host.pick(this);
+        if (!picked) {
+          this.giveBackUnit(); // nothing to send: the unit is kept for the next slot
+          return slot.to('done');
+        }
+        slot.to('picked');
+        const { decision, info } = await this.sendPicked(picked, slot, dispatch);
+        // Nothing went out and the message is back in its buffer: no new slot at once (it would
+        // pick the same message again before anything changed).
+        pumpAfter = !(decision.putBack && info === null);
+        this.apply(picked, decision, info);
+        slot.to('done');
       } finally {
         this.inFlight--;
       }
@@ -308,8 +357,61 @@ export class ServiceRunner {
       if (!dispatched) this.ahead--;
       this.active--;
       if (this.active === 0) for (const done of this.drained.splice(0)) done();
-      if (didSend) this.pump();
+      if (pumpAfter) this.pump();
     }
+  }
+
+  /** picked -> (checks, compose, mark) -> paced -> sending: the Decision of one message. */
+  private async sendPicked(
+    { c, item }: Picked,
+    slot: StateMachine<SlotState>,
+    dispatch: Dispatch,
+  ): Promise<{ decision: Decision; info: SendInfo | null }> {
+    const now = this.host.clock();
+    const early = beforeSend({ item, campaign: c, now, leaseValid: this.host.leaseValid() });
+    if (early) return { decision: early, info: null };
+    const composed = compose({
+      template: this.host.template(item.templateId),
+      campaign: c,
+      item,
+      options: this.host.messageOptions,
+      serviceId: this.id,
+      at: now.toJSDate(),
+    });
+    if (composed.decision) return { decision: composed.decision, info: null };
+    const { mail } = composed;
+    if (this.host.policy.mode === 'at-most-once') {
+      const marked = await markDispatched(this.host.db, {
+        taskId: item.taskId,
+        contactId: item.contactId,
+        messageId: mail.messageId,
+        owner: this.host.instanceId,
+      });
+      if (!marked) return { decision: notDispatched('lease lost'), info: null };
+    }
+    slot.to('paced');
+    const sent = await dispatch(() => this.transport.sendMail(mail));
+    if (!sent) return { decision: notDispatched('stopped'), info: null };
+    slot.to('sending');
+    const info = { dispatchedAt: sent.at, messageId: mail.messageId };
+    const base = { item, serviceId: this.id, messageId: mail.messageId, policy: this.host.policy };
+    const took = () => preciseNow() - sent.at;
+    try {
+      const accepted = (await sent.result) as { response?: unknown } | undefined;
+      const at = this.host.clock().toJSDate();
+      return { decision: afterSend({ ...base, at, failed: false, response: accepted?.response, durationMs: took() }), info };
+    } catch (error) {
+      return { decision: afterSend({ ...base, at: this.host.clock().toJSDate(), failed: true, error, durationMs: took() }), info };
+    }
+  }
+
+  /** Applies a Decision: the unit and the health here, the rest through the host. */
+  private apply({ c, item }: Picked, d: Decision, info: SendInfo | null): void {
+    checkDecision(d);
+    if (d.unit === 'returned') this.giveBackUnit();
+    if (d.health === 'ok') this.recordSuccess(d.outcome!.at);
+    else if (d.health === 'fault') this.recordFailure(d.error?.message ?? 'failure');
+    this.host.record(this, c, item, d, info);
   }
 
   /** Takes one unit of the daily quota; reserves a batch from PostgreSQL when none is left locally. */
@@ -407,7 +509,7 @@ export class ServiceRunner {
   }
 
   /** A send the server definitely did not take gives its unit back (used by the next send). */
-  giveBackUnit(): void {
+  private giveBackUnit(): void {
     this.units++;
     this.spend(-1);
   }

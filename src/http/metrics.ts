@@ -28,7 +28,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Engine } from '../engine.js';
-import type { SentEvent } from '../../services/scheduler/queue-scheduler.js';
+import type { SentEvent } from '../../services/scheduler/loop.js';
 import { pauseOverview, PAUSE_CAUSES, type PauseOverview } from '../../services/breakers.js';
 
 export interface ServerMetrics {

@@ -13,7 +13,7 @@
  * window / bucket + 1 of them.
  */
 import type { Engine } from '../engine.js';
-import type { SentEvent } from '../../services/scheduler/queue-scheduler.js';
+import type { SentEvent } from '../../services/scheduler/loop.js';
 
 export const HISTORY_BUCKET_MS = 10_000;
 export const HISTORY_WINDOW_MS = 15 * 60_000;

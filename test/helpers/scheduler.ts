@@ -1,6 +1,6 @@
 import type { Sequelize } from 'sequelize';
 import type { Engine } from '../../src/engine.js';
-import type { SentEvent } from '../../services/scheduler/queue-scheduler.js';
+import type { SentEvent } from '../../services/scheduler/loop.js';
 
 /** Collects the scheduler's 'sent' events in order. */
 export function recordSends(engine: Engine): SentEvent[] {
