@@ -12,6 +12,7 @@ import { seedAll } from './migrator.js';
 import { startSmtpCatcher, type SmtpCatcher } from './smtp-catcher.js';
 import { createHttpServer, type HttpServer } from './http/server.js';
 import { createToken } from '../services/auth.js';
+import { createRepeatLevel } from './progress-log.js';
 
 async function readySummary(engine: Engine, catcher: SmtpCatcher): Promise<string> {
   const services = await engine.models.EmailService.findAll({ order: [['id', 'ASC']] });
@@ -31,22 +32,24 @@ async function readySummary(engine: Engine, catcher: SmtpCatcher): Promise<strin
   return lines.join('\n');
 }
 
-/** One log line per campaign that is still moving, every few seconds. */
+/**
+ * One log line per campaign that is still moving, and a scheduler summary, every few seconds; a
+ * line whose figures did not move since the last is written at debug (src/progress-log.ts).
+ */
+const levelOf = createRepeatLevel();
 async function logProgress(engine: Engine): Promise<void> {
   try {
     const active = (await engine.campaigns.list()).filter((c) => c.status === 'sending' || c.status === 'scheduled');
     for (const c of active) {
       const p = await engine.campaigns.progress(c.id);
-      engine.logger.info(
+      engine.logger[levelOf(`campaign ${c.id}`, [p.status, p.sent, p.failed, p.waitReason])](
         { campaign: c.id, name: c.name, status: p.status, sent: p.sent, total: p.total, failed: p.failed, waitReason: p.waitReason },
         'progress',
       );
     }
     const st = engine.scheduler.status();
-    engine.logger.info(
-      { perMinute: st.processingRate.perMinute1, services: st.services.map((s) => `${s.name}:${s.state}:${s.sent}`) },
-      'scheduler',
-    );
+    const services = st.services.map((s) => `${s.name}:${s.state}:${s.sent}`);
+    engine.logger[levelOf('scheduler', services)]({ perMinute: st.processingRate.perMinute1, services }, 'scheduler');
   } catch (err) {
     engine.logger.warn({ err }, 'progress report failed');
   }

@@ -7,6 +7,7 @@ import { loadConfig } from '../services/kernel/config.js';
 import { ConfigError } from '../services/kernel/errors.js';
 import { componentLogger, createLogger, isPretty } from '../services/kernel/logger.js';
 import { createHttpServer, isRoutineRequest } from '../src/http/server.js';
+import { createRepeatLevel } from '../src/progress-log.js';
 import { startSmtpCatcher } from '../src/smtp-catcher.js';
 import { createToken } from '../services/auth.js';
 import { createTestEngine } from './helpers/db.js';
@@ -112,6 +113,20 @@ describe('log format', () => {
     expect(isRoutineRequest('GET', 503)).toBe(false);
     expect(isRoutineRequest('POST', 200)).toBe(false);
     expect(isRoutineRequest('DELETE', 204)).toBe(false);
+  });
+});
+
+describe("npm start's progress lines", () => {
+  it('are info when their figures move and debug while they repeat, per campaign and for the scheduler', () => {
+    const levelOf = createRepeatLevel();
+    expect(levelOf('campaign 1', ['sending', 4, 0, null])).toBe('info');
+    expect(levelOf('campaign 2', ['sending', 4, 0, null])).toBe('info'); // another key
+    expect(levelOf('campaign 1', ['sending', 4, 0, null])).toBe('debug');
+    expect(levelOf('campaign 1', ['sending', 4, 0, null])).toBe('debug');
+    expect(levelOf('campaign 1', ['sending', 5, 0, null])).toBe('info');
+    expect(levelOf('scheduler', ['relay:running:5'])).toBe('info');
+    expect(levelOf('scheduler', ['relay:running:5'])).toBe('debug');
+    expect(levelOf('scheduler', ['relay:paused:5'])).toBe('info');
   });
 });
 
