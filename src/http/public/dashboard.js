@@ -1,11 +1,12 @@
-/* global document, window, localStorage, fetch, clearTimeout */
+/* global document, window, localStorage, fetch, clearTimeout, URLSearchParams */
 /**
  * fairsend dashboard: plain JS, no framework, no build. It polls the API every POLL_MS with the token
  * kept in localStorage and updates the page in place (rows are keyed by id, so buttons stay put
  * under the pointer): one quota bar per sending service with its sends under way, the send rate of
  * each service over the last 15 minutes (from the status API's rate_history, so it is there from
  * the first poll and a pause shows as a drop to zero) as inline SVG lines, one progress bar per
- * campaign with its owner, creation time, pause, resume and cancel, and for admins the latest
+ * campaign with its owner, creation time, pause, resume and cancel, a campaign's recipients (failed
+ * and unknown first) with the server's last reply and a retry button, and for admins the latest
  * failures (error_logs) and the maintenance jobs.
  *
  * Every text from the server goes through textContent, never innerHTML: campaign and service
@@ -49,8 +50,10 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, method = 'GET') {
-  const res = await fetch(path, { method, headers: { authorization: `Bearer ${token()}`, accept: 'application/json' } });
+async function api(path, method = 'GET', payload = undefined) {
+  const headers = { authorization: `Bearer ${token()}`, accept: 'application/json' };
+  if (payload !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(path, { method, headers, ...(payload !== undefined ? { body: JSON.stringify(payload) } : {}) });
   const body = res.headers.get('content-type')?.includes('json') ? await res.json() : undefined;
   if (!res.ok) throw new ApiError(res.status, body);
   return body;
@@ -201,6 +204,7 @@ function renderCampaigns(campaigns) {
           dataset: { action: verb },
         }),
       );
+      buttons.push(el('button', { type: 'button', textContent: 'Recipients', dataset: { open: 'recipients' } }));
       const row = el(
         'div',
         { class: 'row campaign' },
@@ -213,6 +217,7 @@ function renderCampaigns(campaigns) {
       row.addEventListener('click', (ev) => {
         const verb = ev.target?.dataset?.action;
         if (verb) act(row.dataset.id, verb, row.querySelector('.name').textContent);
+        if (ev.target?.dataset?.open === 'recipients') openRecipients(row.dataset.id, row.querySelector('.name').textContent);
       });
       return row;
     });
@@ -241,6 +246,87 @@ function renderCampaigns(campaigns) {
   dropRowsExcept(box, new Set(campaigns.map((c) => String(c.id))));
   $('no-campaigns').hidden = campaigns.length > 0;
 }
+
+/** The recipients view: one campaign at a time, a page of 50, "More" for the next (keyset cursor). */
+const recipientsView = { id: null, name: '', cursor: null };
+
+function openRecipients(id, name) {
+  recipientsView.id = id;
+  recipientsView.name = name;
+  $('recipients-name').textContent = `“${name}”`;
+  $('recipients-result').textContent = '';
+  $('recipients-section').hidden = false;
+  loadRecipients(true);
+  $('recipients-section').scrollIntoView?.({ block: 'nearest' });
+}
+
+async function loadRecipients(fresh) {
+  const { id } = recipientsView;
+  if (id === null) return;
+  if (fresh) {
+    recipientsView.cursor = null;
+    $('recipients').replaceChildren();
+  }
+  const status = $('recipients-status').value;
+  const query = new URLSearchParams({ limit: '50' });
+  if (status) query.set('status', status);
+  if (recipientsView.cursor) query.set('cursor', recipientsView.cursor);
+  try {
+    const page = await api(`/api/campaigns/${id}/recipients?${query}`);
+    if (recipientsView.id !== id) return;
+    $('recipients').append(
+      ...page.recipients.map((r) => {
+        const reply = r.last_reply;
+        const said = reply
+          ? `${reply.result}${reply.text ? `: ${reply.text}` : reply.code ? ` ${reply.code}` : ''}`
+          : (r.last_error ?? 'no attempt yet');
+        const at = reply?.at ?? r.sent_at;
+        return el(
+          'div',
+          { class: 'entry recipient', dataset: { contact: String(r.contact_id), status: r.status } },
+          el(
+            'span',
+            { class: 'what' },
+            `${r.email} · ${r.status}${r.attempts ? ` · ${r.attempts} attempt${r.attempts === 1 ? '' : 's'}` : ''}`,
+          ),
+          el('span', { class: 'when muted', title: at ? new Date(at).toISOString() : '' }, at ? fmtAgo(at) : ''),
+          el('span', { class: 'message' }, said),
+        );
+      }),
+    );
+    recipientsView.cursor = page.next_cursor;
+    $('recipients-more').hidden = !page.next_cursor;
+    $('no-recipients').hidden = $('recipients').childElementCount > 0;
+  } catch (err) {
+    $('recipients-result').textContent = `Could not load the recipients: ${err.message}`;
+  }
+}
+
+async function retryRecipients() {
+  const { id, name } = recipientsView;
+  if (id === null) return;
+  if (!window.confirm(`Retry the failed and unknown messages of “${name}”? Each one re-queued uses one credit again.`)) return;
+  try {
+    const r = await api(`/api/campaigns/${id}/retry`, 'POST', { statuses: ['failed', 'unknown'] });
+    $('recipients-result').textContent =
+      `${fmtNumber(r.requeued)} re-queued (${fmtNumber(r.failed)} failed, ${fmtNumber(r.unknown)} unknown)` +
+      (r.skipped_suppressed ? `, ${fmtNumber(r.skipped_suppressed)} suppressed left out` : '') +
+      (r.skipped_inactive ? `, ${fmtNumber(r.skipped_inactive)} inactive left out` : '') +
+      ` · ${fmtNumber(r.remaining_credit)} credit left`;
+  } catch (err) {
+    $('recipients-result').textContent = `Could not retry: ${err.message}`;
+  }
+  loadRecipients(true);
+  poll(true);
+}
+
+$('recipients-status').addEventListener('change', () => loadRecipients(true));
+$('recipients-more').addEventListener('click', () => loadRecipients(false));
+$('recipients-retry').addEventListener('click', () => retryRecipients());
+$('recipients-close').addEventListener('click', () => {
+  recipientsView.id = null;
+  $('recipients-section').hidden = true;
+});
 
 /** Why a campaign is paused, as the status API's `cause` (services/breakers.ts pauseCause). */
 function pauseCause(reason) {
