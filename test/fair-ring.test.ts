@@ -579,3 +579,49 @@ describe('FairRing', () => {
     });
   });
 });
+
+describe('fairness lag (turns owed while sendable minus turns got)', () => {
+  const ringOf = (users: number[]) => {
+    const ring = new FairRing();
+    for (const u of users) ring.upsert({ campaignId: u * 10, userId: u, priority: 0 });
+    return ring;
+  };
+
+  it('stays below one turn in a round robin, and is zero after each full round', () => {
+    const ring = ringOf([1, 2, 3]);
+    for (let turn = 1; turn <= 30; turn++) {
+      ring.served(ring.next()!);
+      expect(ring.worstLag()).toBeLessThan(1);
+      if (turn % 3 === 0) for (const u of [1, 2, 3]) expect(ring.lagOf(u)).toBeCloseTo(0, 9);
+    }
+  });
+
+  it('grows for a user whose turns go to others, and owes nothing while a user has no sendable work', () => {
+    const ring = ringOf([1, 2]);
+    // User 2 is passed over four times (served() says who really got the turn).
+    for (let i = 0; i < 4; i++) ring.served(10);
+    expect(ring.lagOf(2)).toBeCloseTo(2, 9);
+    expect(ring.lagOf(1)).toBeCloseTo(-2, 9);
+    expect(ring.worstLag()).toBeCloseTo(2, 9);
+    // Out of work: user 2 is owed nothing for the turns user 1 takes meanwhile.
+    ring.setSendable(20, false);
+    for (let i = 0; i < 5; i++) ring.served(10);
+    expect(ring.lagOf(2)).toBeCloseTo(2, 9);
+    ring.setSendable(20, true);
+    ring.served(20);
+    ring.served(20);
+    expect(ring.lagOf(2)).toBeCloseTo(1, 9);
+  });
+
+  it('counts turns per user, not per campaign: a user with three campaigns is owed as much as one with one', () => {
+    const ring = new FairRing();
+    ring.upsert({ campaignId: 1, userId: 1, priority: 0 });
+    ring.upsert({ campaignId: 2, userId: 1, priority: 0 });
+    ring.upsert({ campaignId: 3, userId: 1, priority: 0 });
+    ring.upsert({ campaignId: 4, userId: 2, priority: 0 });
+    for (let i = 0; i < 40; i++) {
+      ring.served(ring.next()!);
+      expect(ring.worstLag()).toBeLessThan(1);
+    }
+  });
+});

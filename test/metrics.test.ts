@@ -88,6 +88,7 @@ describe('/metrics', () => {
     const text = (await f.call('GET', '/metrics', f.adminToken)).body;
     expect(text).toContain('fairsend_nodejs_active_handles{');
     expect(text).not.toMatch(/^fairsend_nodejs_active_\w+_total/m);
+    expect(text).toContain('# TYPE fairsend_service_fairness_lag_turns gauge');
     expect(await promtool(text)).toEqual({ code: 0, output: '' });
     // The check can fail: a gauge named like a counter is reported.
     const bad = '# HELP x_total A gauge.\n# TYPE x_total gauge\nx_total 1\n';

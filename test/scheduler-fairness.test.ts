@@ -42,8 +42,16 @@ describe('fair order through one serial service', () => {
     const C1 = await campaign(c, 'C1', 3);
     await serialService();
     const sent = recordSends(engine);
+    // The fairness lag in status (turns owed while sendable minus turns got), sampled at each send.
+    let worstLag = -Infinity;
+    const sample = () => (worstLag = Math.max(worstLag, ...engine.scheduler.status().services.map((s) => s.fairnessLag)));
+    engine.scheduler.on('sent', sample);
     await engine.scheduler.start();
     await until(() => sent.length >= 20, 20000, '20 sends');
+    engine.scheduler.off('sent', sample);
+    // A round robin: someone is always owed part of a turn, nobody a whole one.
+    expect(worstLag).toBeGreaterThan(0);
+    expect(worstLag).toBeLessThan(1);
     const names = new Map([
       [A1.id, 'A1'],
       [A2.id, 'A2'],

@@ -26,6 +26,14 @@
  * Unlinking the node a cursor points at moves the cursor on to the next node, so everyone else
  * keeps their order.
  *
+ * Fairness you can see: each user's lag behind an ideal round robin. A turn (served(), called
+ * when a pick really takes a message) owes every user in the ring 1/N of a turn, N the users in
+ * the ring at that moment; the served user gets 1. A user's lag is the turns owed while it was in
+ * the ring (had sendable work) minus the turns it got: 0 after each full round of a perfect round
+ * robin, below 1 between. `owedAcc` sums 1/N over all turns, so owing every user is O(1): a user
+ * remembers the sum when it joins the ring and banks the difference when it leaves.
+ * worstLag() (O(users), for status and metrics) is the largest lag of a known user.
+ *
  * Cost: every operation is O(1) except finding, creating or dropping a level, which is O(P) in
  * the number of distinct sendable priorities of that one user (a handful in practice). `steps`
  * counts that work so tests can check it without a clock.
@@ -69,6 +77,11 @@ class UserNode {
   known = 0;
   levels: Level[] = [];
   inRing = false;
+  /** Turns owed while in the ring, banked when it left; `joinedAcc`: owedAcc when it joined. */
+  owedBase = 0;
+  joinedAcc = 0;
+  /** Turns got (messages picked for this user). */
+  got = 0;
   prev: UserNode = this;
   next: UserNode = this;
 
@@ -84,6 +97,8 @@ export class FairRing {
   private sendableTotal = 0;
   private usersInRing = 0;
   private work = 0;
+  /** The sum, over every turn served, of 1 / (users in the ring at that turn): see the header. */
+  private owedAcc = 0;
 
   get size(): number {
     return this.campaigns.size;
@@ -208,6 +223,34 @@ export class FairRing {
   }
 
   /**
+   * A turn was really taken from this campaign (a message picked, not a pass over an empty
+   * buffer): the campaign's user got one turn, and every user in the ring was owed 1/N.
+   */
+  served(campaignId: number): void {
+    const node = this.campaigns.get(campaignId);
+    if (!node) return;
+    if (this.usersInRing > 0) this.owedAcc += 1 / this.usersInRing;
+    node.user.got++;
+  }
+
+  /** A user's lag behind the ideal round robin, in turns (negative: ahead). */
+  lagOf(userId: number): number {
+    const u = this.users.get(userId);
+    return u ? this.lag(u) : 0;
+  }
+
+  private lag(u: UserNode): number {
+    return u.owedBase + (u.inRing ? this.owedAcc - u.joinedAcc : 0) - u.got;
+  }
+
+  /** The largest lag of a known user, in turns (0 with no users). O(users): status and metrics only. */
+  worstLag(): number {
+    let worst = 0;
+    for (const u of this.users.values()) worst = Math.max(worst, this.lag(u));
+    return worst;
+  }
+
+  /**
    * Users in rotation order (the next one first), each with its sendable campaigns: highest
    * priority first, each level in its own rotation order. O(n): for status and debugging only.
    */
@@ -300,6 +343,7 @@ export class FairRing {
   private joinRing(user: UserNode): void {
     if (user.inRing) return;
     user.inRing = true;
+    user.joinedAcc = this.owedAcc;
     this.usersInRing++;
     const cursor = this.cursor;
     if (!cursor) {
@@ -316,6 +360,7 @@ export class FairRing {
 
   private leaveRingIfIdle(user: UserNode): void {
     if (!user.inRing || user.levels.length > 0) return;
+    user.owedBase += this.owedAcc - user.joinedAcc;
     user.inRing = false;
     this.usersInRing--;
     if (user.next === user) {

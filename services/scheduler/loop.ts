@@ -70,6 +70,11 @@ export interface ServiceStatus {
   consecutiveFailures: number;
   exhaustedUntil: Date | null;
   lastSentAt: Date | null;
+  /**
+   * Fairness: the largest lag of a user behind an ideal round robin on this service, in turns
+   * (turns owed while the user had sendable work, minus turns got). Below 1 for a perfect round robin.
+   */
+  fairnessLag: number;
   /** Dynamic concurrency: current concurrent sends, its bound (maxConnections), the backlog it was decided on. */
   concurrency: ConcurrencySnapshot;
   /** How the connection is protected: implicit TLS, STARTTLS required, or STARTTLS when offered. */
@@ -385,6 +390,7 @@ export class QueueScheduler extends EventEmitter {
       campaigns: r.ring.size,
       sendableCampaigns: r.ring.sendableCount,
       activeUsers: r.ring.activeUsers,
+      fairnessLag: r.ring.worstLag(),
       consecutiveFailures: r.failures,
       exhaustedUntil: r.exhaustedUntil !== null ? new Date(r.exhaustedUntil) : null,
       lastSentAt: r.lastSentAt,

@@ -20,7 +20,7 @@ export const MAX_TRIES = 16;
 
 export interface PickEnv {
   serviceId: number;
-  ring: Pick<FairRing, 'next' | 'remove'>;
+  ring: Pick<FairRing, 'next' | 'remove' | 'served'>;
   campaign(id: number): CampaignState | undefined;
   /** Is another usable service (of this engine) carrying the campaign? */
   otherCarrier(c: CampaignState): boolean;
@@ -49,6 +49,8 @@ export function pick(env: PickEnv): Picked | undefined {
       c.add([item]);
       continue;
     }
+    // A real turn: counted for the fairness lag before the campaign may leave the ring.
+    env.ring.served(c.id);
     if (c.size <= env.lowWater) env.refill(c);
     if (c.size === 0) env.setSendable(c, false);
     return { c, item };

@@ -148,6 +148,16 @@ export function createMetrics(engine: Engine, opts: { queuedCount: () => Promise
     },
   });
   new Gauge({
+    name: 'fairsend_service_fairness_lag_turns',
+    help: 'Largest lag of a user behind an ideal round robin on the service, in turns (below 1 for a perfect round robin)',
+    labelNames: ['service_id', 'service'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of engine.scheduler.status().services) this.set({ service_id: String(s.id), service: s.name }, s.fairnessLag);
+    },
+  });
+  new Gauge({
     name: 'fairsend_processing_rate_per_minute',
     help: 'Emails sent a minute by this process, averaged over a window',
     labelNames: ['window'] as const,
