@@ -51,7 +51,18 @@ async function waitForPort(host: string, port: number, ms: number, alive: () => 
   }
 }
 
+/** Starts Dovecot on a free port; tries another port when one was taken between the look and the bind. */
 export async function startDovecot(): Promise<TestDovecot> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDovecotOnce();
+    } catch (err) {
+      if (attempt >= 3 || !/exited during start-up/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startDovecotOnce(): Promise<TestDovecot> {
   if (!existsSync(DOVECOT))
     throw new Error(`the IMAP tests need Dovecot (${DOVECOT}): apt-get install dovecot-imapd (.ci/run installs it)`);
   const dir = mkdtempSync(join(tmpdir(), 'fairsend-dovecot-'));
@@ -120,7 +131,9 @@ service stats {
     await waitForPort('127.0.0.1', port, 20_000, () => !exited);
   } catch (err) {
     child.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}\n${stderr}\n${log()}`, { cause: err });
+    const message = `${(err as Error).message}\n${stderr}\n${log()}`;
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(message, { cause: err });
   }
   return {
     host: '127.0.0.1',
