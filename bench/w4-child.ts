@@ -47,6 +47,7 @@ process.once('message', (m: { users: number; decisions: number }) => {
         contactActive: true,
         suppressed: null,
         lastServiceId: null,
+        provider: 'other:example.test',
       });
     }
     c.add(items);

@@ -31,6 +31,7 @@ const item = (taskId: number, contactId: number, over: Partial<Claimed> = {}): C
   contactActive: true,
   suppressed: null,
   lastServiceId: null,
+  provider: 'other:example.test',
   ...over,
 });
 

@@ -27,6 +27,7 @@ const item = (over: Partial<Claimed> = {}): Claimed => ({
   contactActive: true,
   suppressed: null,
   lastServiceId: null,
+  provider: 'other:example.test',
   ...over,
 });
 const at = new Date('2026-11-30T10:00:00Z');
@@ -45,6 +46,7 @@ describe('the send Decision', () => {
       at,
       serviceId: 5,
       provider: 'example.test',
+      mailboxProvider: 'other:example.test',
       result: 'accepted',
       code: 250,
       enhanced: '2.0.0',

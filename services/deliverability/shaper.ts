@@ -53,6 +53,15 @@ export interface ScopeStatus {
   blocked: BlockReason | null;
 }
 
+export interface WarmupStatus {
+  /** null: the schedule covers the service overall. */
+  provider: Provider | null;
+  day: number;
+  date: string;
+  cap: number | null;
+  sentToday: number;
+}
+
 interface Pair {
   provider: Provider;
   limits: PairLimits;
@@ -231,7 +240,7 @@ export class ServiceShaper {
   }
 
   /** Each warm-up schedule of the service: today's day of the ramp, its cap and the sends counted. */
-  warmupStatus(): { provider: Provider | null; day: number; date: string; cap: number | null; sentToday: number }[] {
+  warmupStatus(): WarmupStatus[] {
     const now = this.opts.clock();
     return this.opts.shaping.warmup.map((w) => {
       const d = this.warmupKey(w, now);

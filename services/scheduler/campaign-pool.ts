@@ -31,6 +31,7 @@ import { compileForSending, type SendableTemplate } from '../delivery/message.js
 import { campaignOutlook, claimFresh, claimRetries, type ClaimedRow } from './sql/claim.js';
 import { loadActiveCampaigns, loadTemplates, templatesOf } from './sql/campaigns.js';
 import { StateMachine } from './state.js';
+import { builtinProvider, otherProvider, type Provider } from '../deliverability/providers.js';
 
 export interface Claimed {
   taskId: number;
@@ -46,6 +47,8 @@ export interface Claimed {
   suppressed: string | null;
   /** The service that made the last attempt; a retry prefers another one. */
   lastServiceId: number | null;
+  /** The recipient's mailbox provider (deliverability/providers.ts): the throttle scope of a send. */
+  provider: Provider;
 }
 
 export class CampaignState {
@@ -121,6 +124,32 @@ export class CampaignState {
     this.buffer.push(...items);
   }
 
+  /**
+   * Takes the first of the next `scan` buffered messages that `ok` accepts, keeping the others in
+   * order (a campaign's next message for a provider that is not throttled).
+   */
+  takeWhere(ok: (item: Claimed) => boolean, scan: number): Claimed | undefined {
+    const end = Math.min(this.buffer.length, this.head + scan);
+    for (let i = this.head; i < end; i++) {
+      if (!ok(this.buffer[i]!)) continue;
+      const [item] = this.buffer.splice(i, 1);
+      return item;
+    }
+    return undefined;
+  }
+
+  /** Removes and returns every buffered message that `match` accepts (deferred for a suspended provider). */
+  removeWhere(match: (item: Claimed) => boolean): Claimed[] {
+    const out: Claimed[] = [];
+    const keep: Claimed[] = [];
+    for (let i = this.head; i < this.buffer.length; i++) (match(this.buffer[i]!) ? out : keep).push(this.buffer[i]!);
+    if (out.length) {
+      this.buffer = keep;
+      this.head = 0;
+    }
+    return out;
+  }
+
   /** Empties the buffer (pause, cancel, shutdown), returning what it held. */
   drain(): Claimed[] {
     const out = this.buffer.slice(this.head);
@@ -164,6 +193,8 @@ const toClaimed =
     contactActive: r.contact_status === 'active',
     suppressed: r.suppressed ?? null,
     lastServiceId: r.service_id,
+    // Rows generated before the provider column have none: the built-in table, without DNS.
+    provider: (r.provider as Provider | null) ?? builtinProvider(r.email) ?? otherProvider(r.email),
   });
 
 /** How often a campaign with nothing queued but messages in flight looks for work again. */

@@ -15,7 +15,8 @@ import type { ServiceContext } from '../context.js';
 import type { CampaignPool, CampaignState, Claimed } from './campaign-pool.js';
 import type { OutcomeWriter } from './outcomes.js';
 import { pick, type Picked } from './pick.js';
-import type { DeliveryMode, Decision } from './send.js';
+import { deferred, type DeliveryMode, type Decision } from './send.js';
+import { loadShapingFile, type ShapingTableInput } from '../deliverability/shaping.js';
 import { ServiceRunner, type RunnerHost, type SendInfo } from './service-runner.js';
 import type { ServiceLocks } from './service-locks.js';
 import { loadServices, type ServiceRow } from './sql/services.js';
@@ -61,8 +62,14 @@ export class Fleet {
   readonly meter = new RateMeter();
   /** Messages released unsent because their lease might have lapsed (the engine was stalled). */
   leaseLapses = 0;
+  /** Messages sent back to the queue because their (service, provider) pair was blocked for a while. */
+  deferred = 0;
+  /** DELIVERABILITY_SHAPING_FILE, read once (a bad file stops the engine at start with the field named). */
+  private readonly shapingFile: ShapingTableInput;
 
-  constructor(private readonly opts: FleetOptions) {}
+  constructor(private readonly opts: FleetOptions) {
+    this.shapingFile = loadShapingFile(opts.ctx.config.shapingFile);
+  }
 
   private phase(r: ServiceRunner): StateMachine<RunnerPhase> {
     let m = this.phases.get(r);
@@ -105,6 +112,18 @@ export class Fleet {
       record: (r, c, item, d, info) => this.record(r, c, item, d, info),
       onError: (err, where) => this.opts.onError(err, where),
       onStateChange: (r) => ctx.logger.info({ serviceId: r.id, state: r.state }, 'service state changed'),
+      shapingFile: this.shapingFile,
+      onThrottle: (r, provider, rule) =>
+        ctx.logger.warn(
+          {
+            serviceId: r.id,
+            provider,
+            rule: rule.rule?.name,
+            effect: rule.effect,
+            ...(rule.retryAt ? { until: new Date(rule.retryAt) } : {}),
+          },
+          'deliverability rule matched a reply',
+        ),
       onConcurrencyChange: (r, from) =>
         ctx.logger.info({ serviceId: r.id, from, to: r.concurrency.current, ...r.concurrency.snapshot() }, 'service concurrency changed'),
     };
@@ -120,7 +139,17 @@ export class Fleet {
       lowWater: this.pool.lowWater(),
       setSendable: (c, on) => this.setSendable(c, on),
       refill: (c) => this.pool.refill(c),
+      blocked: (provider) => r.shaper.blocked(provider),
+      defer: (c, items, until) => this.defer(r, c, items, until),
+      now: () => this.opts.ctx.clock().toMillis(),
     });
+  }
+
+  /** Messages of a pair blocked for a while go back to the queue until it opens (pick.ts): an outcome each. */
+  private defer(r: ServiceRunner, c: CampaignState, items: Claimed[], until: number): void {
+    const at = this.opts.ctx.clock().toJSDate();
+    for (const item of items) this.record(r, c, item, deferred(at, new Date(until)), null);
+    this.deferred += items.length;
   }
 
   /** The engine's part of a runner's Decision (the runner has applied the unit and the health). */

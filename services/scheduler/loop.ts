@@ -45,6 +45,7 @@ import { Fleet } from './fleet.js';
 import { OutcomeWriter } from './outcomes.js';
 import type { DeliveryMode } from './send.js';
 import { ServiceLocks } from './service-locks.js';
+import type { ScopeStatus, WarmupStatus } from '../deliverability/shaper.js';
 import { heartbeat, liveInstances, recoverExpiredLeases, unregister } from './sql/leases.js';
 import { returnQuotaHolds } from './sql/quota.js';
 import { StateMachine } from './state.js';
@@ -81,6 +82,12 @@ export interface ServiceStatus {
   tlsMode: TlsMode;
   /** False when certificate checking is off (`tlsInsecure` or `tls.rejectUnauthorized: false`). */
   certificateChecking: boolean;
+  /**
+   * Per mailbox provider this service has sent to: its state (normal, slowed, suspended until ...),
+   * rate in force against configured, last deferral reply, deferrals, caps and counts; and the
+   * service's warm-up schedules with today's day and cap (docs/deliverability.md).
+   */
+  deliverability: { providers: ScopeStatus[]; warmup: WarmupStatus[] };
 }
 
 export interface SchedulerStatus {
@@ -94,6 +101,8 @@ export interface SchedulerStatus {
   pendingOutcomes: number;
   /** Messages released unsent because their lease might have lapsed (the engine was stalled). */
   leaseLapses: number;
+  /** Messages sent back to the queue (not_before) because their (service, provider) pair was blocked for a while. */
+  deferredByThrottle: number;
   processingRate: { perMinute1: number; perMinute5: number; perMinute15: number };
   services: ServiceStatus[];
 }
@@ -397,6 +406,7 @@ export class QueueScheduler extends EventEmitter {
       concurrency: r.concurrency.snapshot(),
       tlsMode: tlsModeOf(r.row.transport),
       certificateChecking: checksCertificates(r.row.transport),
+      deliverability: { providers: r.shaper.status(), warmup: r.shaper.warmupStatus() },
     }));
     const { meter } = this.fleet;
     return {
@@ -409,6 +419,7 @@ export class QueueScheduler extends EventEmitter {
       bufferedMessages: this.pool.buffered,
       pendingOutcomes: this.outcomes.pending,
       leaseLapses: this.fleet.leaseLapses,
+      deferredByThrottle: this.fleet.deferred,
       processingRate: { perMinute1: meter.perMinute(1), perMinute5: meter.perMinute(5), perMinute15: meter.perMinute(15) },
       services,
     };

@@ -10,13 +10,32 @@
  *   - a retry whose last attempt was on this service goes to the back of its buffer when another
  *     usable service carries the campaign (the failure may be this service's: a server that
  *     times out, or refuses this recipient), and the next campaign is asked;
- *   - a buffer at or below the low-water mark starts a refill, so a campaign with work keeps its turns.
+ *   - a buffer at or below the low-water mark starts a refill, so a campaign with work keeps its turns;
+ *   - a message for a mailbox provider that this service may not send to now (deliverability:
+ *     suspended, slowed, at a cap; see deliverability/shaper.ts) stays in its buffer, and the
+ *     campaign's next message for another provider goes instead (among the next SCAN). When there
+ *     is none, the campaign is skipped but stays sendable: it keeps its place in the ring and is
+ *     asked again on its next turn. Messages of a pair blocked for longer than LONG_BLOCK_MS
+ *     (suspended, or at an hourly, daily or warm-up cap) that no other service of this engine
+ *     carries go back to the queue until the block ends (`defer`, with not_before): never dropped,
+ *     and the claim does not bring them back before then.
  * At most MAX_TRIES campaigns are asked per pick.
  */
 import type { FairRing } from './fair-ring.js';
 import type { CampaignState, Claimed } from './campaign-pool.js';
+import type { Block } from '../deliverability/shaper.js';
+import type { Provider } from '../deliverability/providers.js';
 
 export const MAX_TRIES = 16;
+/** Buffered messages looked at for one for another provider. */
+export const SCAN = 64;
+/** A block at least this long sends its messages back to the queue (with not_before). */
+export const LONG_BLOCK_MS = 2000;
+/**
+ * A campaign whose buffered messages are all for a briefly blocked provider (slowed, at its
+ * concurrency) claims more to reach its other providers' messages, up to this many buffered.
+ */
+export const MAX_BUFFER_FOR_OTHERS = 4 * SCAN;
 
 export interface PickEnv {
   serviceId: number;
@@ -27,6 +46,11 @@ export interface PickEnv {
   lowWater: number;
   setSendable(c: CampaignState, sendable: boolean): void;
   refill(c: CampaignState): void;
+  /** Why this service may not send to the provider now; undefined when it may (deliverability). */
+  blocked?(provider: Provider): Block | undefined;
+  /** Messages back to the queue until `until` (ms epoch), unsent and never dropped. */
+  defer?(c: CampaignState, items: Claimed[], until: number): void;
+  now?(): number;
 }
 
 export interface Picked {
@@ -39,11 +63,16 @@ export function pick(env: PickEnv): Picked | undefined {
     const id = env.ring.next();
     if (id === undefined) return undefined;
     const c = env.campaign(id);
-    const item = c?.take();
+    let item = c?.take();
     if (!c || !item) {
       if (c) env.setSendable(c, false);
       else env.ring.remove(id);
       continue;
+    }
+    const block = env.blocked?.(item.provider);
+    if (block) {
+      item = instead(env, c, item, block);
+      if (!item) continue;
     }
     if (item.attempts > 0 && item.lastServiceId === env.serviceId && env.otherCarrier(c)) {
       c.add([item]);
@@ -56,4 +85,35 @@ export function pick(env: PickEnv): Picked | undefined {
     return { c, item };
   }
   return undefined;
+}
+
+/**
+ * The campaign's next message for a provider that is not blocked, with the blocked one kept (in
+ * the buffer, or deferred to the queue when the block is long and no other service carries the
+ * campaign). Undefined when the next SCAN messages are all blocked.
+ */
+function instead(env: PickEnv, c: CampaignState, item: Claimed, block: Block): Claimed | undefined {
+  const known = new Map<Provider, boolean>([[item.provider, true]]);
+  const open = (i: Claimed) => {
+    let b = known.get(i.provider);
+    if (b === undefined) known.set(i.provider, (b = env.blocked!(i.provider) !== undefined));
+    return !b;
+  };
+  const alt = c.takeWhere(open, SCAN);
+  const now = env.now?.() ?? Date.now();
+  const long = block.until !== null && block.until - now >= LONG_BLOCK_MS && block.reason !== 'rate' && block.reason !== 'concurrency';
+  if (long && env.defer && !env.otherCarrier(c)) {
+    env.defer(c, [item, ...c.removeWhere((i) => i.provider === item.provider)], block.until!);
+  } else {
+    c.putBack(item);
+  }
+  if (!alt && c.size === 0) {
+    env.setSendable(c, false);
+    env.refill(c);
+  } else if (!alt && c.size < MAX_BUFFER_FOR_OTHERS) {
+    // Everything buffered is for a blocked provider: claim more, so the campaign's messages for
+    // other providers come in (the buffer grows by one claim at a time, up to the bound).
+    env.refill(c);
+  }
+  return alt;
 }

@@ -25,6 +25,7 @@ import { isInsideWindow, nextSendTime } from '../send-window.js';
 import type { CampaignState, Claimed } from './campaign-pool.js';
 import type { Attempt, Outcome } from './sql/outcomes.js';
 import { InvalidTransitionError } from '../kernel/errors.js';
+import type { ReplyDecision } from '../deliverability/shaper.js';
 
 export type DeliveryMode = 'at-least-once' | 'at-most-once';
 
@@ -189,6 +190,7 @@ export function afterSend(p: {
       at,
       serviceId,
       provider: recipientDomain(item.email),
+      mailboxProvider: item.provider,
       result,
       code: reply.code,
       enhanced: reply.enhanced,
@@ -231,6 +233,43 @@ export function afterSend(p: {
         ? { ...none, ...common, outcome: { ...base, notBefore }, wakeAt: notBefore.getTime(), unit: 'spent' }
         : { ...none, ...common, outcome: { ...base, status: 'unknown', messageId: p.messageId }, unit: 'spent' };
   }
+}
+
+/**
+ * Messages of a (service, provider) pair blocked for a while (pick.ts) go back to the queue until
+ * the block ends: unsent, no attempt counted, never dropped.
+ */
+export function deferred(at: Date, until: Date): Decision {
+  return { ...none, outcome: released(0, at, { serviceId: null, notBefore: until }) };
+}
+
+/**
+ * A deliverability rule's verdict on a failed send's reply (deliverability/shaper.ts onReply)
+ * applied to afterSend's Decision. Only replies with a code reach a rule (transient or permanent):
+ *   - the pair slowed, held or suspended: the receiver throttles this service's mail to the
+ *     provider, not this message and not the service: no service fault (other providers keep
+ *     their full rate), and the message is retried (after the suspension, when there is one)
+ *     whatever its retry count: a throttled message is never dropped;
+ *   - retry (this message only): its usual backoff, no service fault;
+ *   - fail: failed for good, even for a 4xx (Yahoo's TS03: "retrying will NOT succeed").
+ */
+export function applyReplyRule(d: Decision, rule: ReplyDecision, p: { at: Date; retryDelayMs: number }): Decision {
+  if (rule.effect === 'none' || !d.outcome || !d.attempt || !['transient', 'permanent'].includes(d.attempt.result)) return d;
+  if (rule.effect === 'fail') {
+    return { ...d, health: null, wakeAt: null, outcome: { ...d.outcome, status: 'failed', notBefore: null }, event: 'failed' };
+  }
+  if (rule.effect === 'retry') return { ...d, health: null };
+  const backoff = p.at.getTime() + p.retryDelayMs;
+  const until = new Date(Math.max(backoff, rule.retryAt ?? 0, d.outcome.notBefore?.getTime() ?? 0));
+  return {
+    ...d,
+    health: null,
+    bounce: false,
+    // No campaign wake-up: the campaign's other providers' messages must not wait for this one.
+    wakeAt: null,
+    outcome: { ...d.outcome, status: 'queued', notBefore: until },
+    event: 'retry',
+  };
 }
 
 /**

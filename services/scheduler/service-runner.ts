@@ -43,6 +43,9 @@ import type { CampaignState, Claimed } from './campaign-pool.js';
 import { StateMachine, type Transitions } from './state.js';
 import type { Sequelize } from 'sequelize';
 import type { Keyring } from '../kernel/secrets.js';
+import { ServiceShaper, type ReplyDecision, type ShaperOptions } from '../deliverability/shaper.js';
+import { resolveShaping, serviceShapingSchema, type ShapingTableInput } from '../deliverability/shaping.js';
+import { applyReplyRule } from './send.js';
 
 /**
  * Hands one message to the transport when the pacer's slot comes: resolves with the dispatch
@@ -90,6 +93,10 @@ export interface RunnerHost {
   onError(err: unknown, where: string): void;
   onStateChange(runner: ServiceRunner): void;
   onConcurrencyChange(runner: ServiceRunner, from: number): void;
+  /** The install-wide shaping table (DELIVERABILITY_SHAPING_FILE), under each service's own settings. */
+  shapingFile: ShapingTableInput;
+  /** A deliverability rule matched a reply: the pair slowed, suspended, or the message alone. */
+  onThrottle(runner: ServiceRunner, provider: string, rule: ReplyDecision): void;
 }
 
 /** Sends reserved from the database at once: about one second's worth, at least 1, at most 100. */
@@ -110,6 +117,9 @@ export class ServiceRunner {
   readonly ring = new FairRing();
   readonly pacer: Pacer;
   readonly concurrency: ConcurrencyController;
+  /** Throttles per mailbox provider: adaptive, capped, warmed up (deliverability/shaper.ts). */
+  readonly shaper: ServiceShaper;
+  private shaperKey: string;
   transport: Transporter;
   private transportKey: string;
   private timer: NodeJS.Timeout | undefined;
@@ -166,6 +176,25 @@ export class ServiceRunner {
     this.pacer = new Pacer(this.intervalMs, undefined, this.firstSlot(row));
     this.transportKey = this.keyOf(row);
     this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim, this.host.secrets);
+    this.shaperKey = this.shaperKeyOf(row);
+    this.shaper = new ServiceShaper(this.shaperOptions(row));
+  }
+
+  private shaperKeyOf(r: ServiceRow): string {
+    return JSON.stringify([r.deliverability, r.sending_rate, r.quota_timezone]);
+  }
+
+  /** The service's shaping: its own settings (validated when stored; re-checked here) over the install's. */
+  private shaperOptions(row: ServiceRow): ShaperOptions {
+    const own = serviceShapingSchema.safeParse(row.deliverability ?? {});
+    if (!own.success) this.host.onError(own.error, `service ${row.id} deliverability settings (ignored)`);
+    const rate = Number(row.sending_rate);
+    return {
+      shaping: resolveShaping(this.host.shapingFile, own.success ? own.data : null),
+      serviceRate: rate > 0 ? 1 / rate : null,
+      quotaZone: row.quota_timezone,
+      clock: this.host.clock,
+    };
   }
 
   get rate(): number {
@@ -226,6 +255,10 @@ export class ServiceRunner {
     const quotaChanged = row.daily_quota !== this.row.daily_quota || row.quota_timezone !== this.row.quota_timezone;
     const transportChanged = this.keyOf(row) !== this.transportKey;
     this.row = row;
+    if (this.shaperKeyOf(row) !== this.shaperKey) {
+      this.shaperKey = this.shaperKeyOf(row);
+      this.shaper.update(this.shaperOptions(row));
+    }
     this.concurrency.setMax(row.max_connections);
     // The schedule keeps its anchor: the next slot is one new interval after the last one.
     if (rateChanged) this.pacer.setInterval(this.intervalMs);
@@ -342,11 +375,18 @@ export class ServiceRunner {
           return slot.to('done');
         }
         slot.to('picked');
-        const { decision, info } = await this.sendPicked(picked, slot, dispatch);
-        // Nothing went out and the message is back in its buffer: no new slot at once (it would
-        // pick the same message again before anything changed).
-        pumpAfter = !(decision.putBack && info === null);
-        this.apply(picked, decision, info);
+        // The pair's pace, concurrency and caps count from here (pick.ts asked shaper.blocked).
+        const provider = picked.item.provider;
+        this.shaper.begin(provider);
+        try {
+          const { decision, info } = await this.sendPicked(picked, slot, dispatch);
+          // Nothing went out and the message is back in its buffer: no new slot at once (it would
+          // pick the same message again before anything changed).
+          pumpAfter = !(decision.putBack && info === null);
+          this.apply(picked, decision, info);
+        } finally {
+          this.shaper.end(provider);
+        }
         slot.to('done');
       } finally {
         this.inFlight--;
@@ -401,7 +441,15 @@ export class ServiceRunner {
       const at = this.host.clock().toJSDate();
       return { decision: afterSend({ ...base, at, failed: false, response: accepted?.response, durationMs: took() }), info };
     } catch (error) {
-      return { decision: afterSend({ ...base, at: this.host.clock().toJSDate(), failed: true, error, durationMs: took() }), info };
+      const at = this.host.clock().toJSDate();
+      const d = afterSend({ ...base, at, failed: true, error, durationMs: took() });
+      // The receiver's reply, read against the deliverability rules: may slow or suspend the pair.
+      const e = error as { response?: unknown; responseCode?: unknown } | null;
+      if (typeof e?.responseCode !== 'number' && typeof e?.response !== 'string') return { decision: d, info };
+      const reply = typeof e.response === 'string' ? e.response : String(e.responseCode);
+      const rule = this.shaper.onReply(item.provider, reply, typeof e.responseCode === 'number' ? e.responseCode : undefined);
+      if (rule.effect !== 'none') this.host.onThrottle(this, item.provider, rule);
+      return { decision: applyReplyRule(d, rule, { at, retryDelayMs: this.host.policy.retryDelayMs }), info };
     }
   }
 

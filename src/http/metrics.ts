@@ -214,6 +214,63 @@ export function createMetrics(engine: Engine, opts: { queuedCount: () => Promise
       this.set((await paused()).usersPaused);
     },
   });
+  // Deliverability (docs/deliverability.md): per service and mailbox provider this process sends to.
+  const scopes = () =>
+    engine.scheduler.status().services.flatMap((svc) => svc.deliverability.providers.map((p) => ({ service_id: String(svc.id), ...p })));
+  new Gauge({
+    name: 'fairsend_provider_rate_per_second',
+    help: 'Rate in force (current) and configured for a (service, mailbox provider) pair; no current series while the pair has no pace of its own',
+    labelNames: ['service_id', 'provider', 'kind'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of scopes()) {
+        if (p.rate !== null) this.set({ service_id: p.service_id, provider: p.provider, kind: 'current' }, p.rate);
+        if (p.configuredRate !== null) this.set({ service_id: p.service_id, provider: p.provider, kind: 'configured' }, p.configuredRate);
+      }
+    },
+  });
+  new Gauge({
+    name: 'fairsend_provider_state',
+    help: '1 for the state of a (service, mailbox provider) pair: normal, slowed or suspended',
+    labelNames: ['service_id', 'provider', 'state'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of scopes())
+        for (const state of ['normal', 'slowed', 'suspended'] as const)
+          this.set({ service_id: p.service_id, provider: p.provider, state }, p.state === state ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'fairsend_provider_suspended_until_seconds',
+    help: 'End of the suspension of a (service, mailbox provider) pair, Unix time; 0 when not suspended',
+    labelNames: ['service_id', 'provider'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of scopes())
+        this.set({ service_id: p.service_id, provider: p.provider }, p.suspendedUntil ? Date.parse(p.suspendedUntil) / 1000 : 0);
+    },
+  });
+  new Gauge({
+    name: 'fairsend_provider_deferrals',
+    help: 'Deferral replies matched by a throttling rule for a (service, mailbox provider) pair since the process started',
+    labelNames: ['service_id', 'provider'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of scopes()) this.set({ service_id: p.service_id, provider: p.provider }, p.deferrals);
+    },
+  });
+  new Gauge({
+    name: 'fairsend_deferred_by_throttle',
+    help: 'Messages sent back to the queue (not_before) because their (service, provider) pair was blocked for a while, since the process started',
+    registers: [registry],
+    collect() {
+      this.set(engine.scheduler.status().deferredByThrottle);
+    },
+  });
 
   const onSent = (e: SentEvent) => {
     countSend(String(e.serviceId), 'sent');

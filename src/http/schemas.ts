@@ -263,6 +263,42 @@ export const statusSchema = z.object({
       sentPerBucket: z
         .array(z.number())
         .describe('Sends accepted by this process in each bucket of rate_history, oldest first: the last 15 minutes in 10 s buckets'),
+      deliverability: z
+        .object({
+          providers: z.array(
+            z.object({
+              provider: z.string().describe('google, microsoft, yahoo, apple or other:<domain>'),
+              state: z.enum(['normal', 'slowed', 'suspended']),
+              rate: z.number().nullable().describe('msg/s in force for the pair; null: no pace of its own (the service pace only)'),
+              configuredRate: z.number().nullable(),
+              suspendedUntil: z.string().nullable(),
+              lastDeferral: z.object({ rule: z.string(), reply: z.string(), at: z.string() }).nullable(),
+              deferrals: z.number(),
+              inFlight: z.number(),
+              limits: z.object({
+                ratePerSecond: z.number().nullable(),
+                concurrency: z.number().nullable(),
+                hourly: z.number().nullable(),
+                daily: z.number().nullable(),
+              }),
+              sentThisHour: z.number(),
+              sentToday: z.number(),
+              warmup: z.object({ day: z.number(), cap: z.number().nullable(), sentToday: z.number() }).nullable(),
+              blocked: z.string().nullable().describe('why the pair may not send now: suspended, rate, concurrency, hourly, daily, warmup'),
+            }),
+          ),
+          warmup: z.array(
+            z.object({
+              provider: z.string().nullable(),
+              day: z.number(),
+              date: z.string(),
+              cap: z.number().nullable(),
+              sentToday: z.number(),
+            }),
+          ),
+        })
+        .nullable()
+        .describe('Throttles per mailbox provider (admins; null for users and when this process does not run the service)'),
     }),
   ),
   instances: z

@@ -18,6 +18,8 @@ export interface ClaimedRow {
   service_id: number | null;
   /** Why the address is suppressed now (the reason of a suppression entry of the user's or the global list), null when not. */
   suppressed: string | null;
+  /** The recipient's mailbox provider, stored at generation (null on rows generated before the column). */
+  provider: string | null;
 }
 
 // The suppression list is re-checked here, at claim: an address suppressed after the queue was
@@ -26,7 +28,7 @@ export interface ClaimedRow {
 const CLAIM_RETURNING = `
   FROM picked LEFT JOIN contacts c ON c.id = picked.contact_id
  WHERE s.task_id = picked.task_id AND s.contact_id = picked.contact_id
-RETURNING s.contact_id, s.email, s.template_id, s.attempts, s.timezone, s.service_id, c.name, c.attributes, c.status AS contact_status,
+RETURNING s.contact_id, s.email, s.template_id, s.attempts, s.timezone, s.service_id, s.provider, c.name, c.attributes, c.status AS contact_status,
           (SELECT sp.reason || CASE WHEN sp.user_id IS NULL THEN ' (global list)' ELSE '' END FROM suppressions sp
             WHERE sp.email = lower(s.email) AND (sp.user_id = s.user_id OR sp.user_id IS NULL)
             ORDER BY sp.user_id NULLS LAST LIMIT 1) AS suppressed`;

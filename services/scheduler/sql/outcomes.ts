@@ -34,6 +34,8 @@ export interface Attempt {
   serviceId: number;
   /** The recipient's domain. */
   provider: string | null;
+  /** The recipient's mailbox provider (`google`, `other:acme.com`), as stored at generation. */
+  mailboxProvider: string | null;
   result: AttemptResult;
   code: number | null;
   enhanced: string | null;
@@ -90,8 +92,8 @@ export async function flushOutcomes(
  * attempt happened even if another engine recovered the lease meanwhile.
  */
 const ATTEMPTS_CTE = `att AS (
-       INSERT INTO send_attempts (task_id, contact_id, attempted_at, service_id, provider, result, smtp_code, enhanced_code, reply, duration_ms)
-       SELECT * FROM unnest($aTask::bigint[], $aContact::bigint[], $aAt::timestamptz[], $aSvc::int[], $aProv::text[], $aRes::text[],
+       INSERT INTO send_attempts (task_id, contact_id, attempted_at, service_id, provider, mailbox_provider, result, smtp_code, enhanced_code, reply, duration_ms)
+       SELECT * FROM unnest($aTask::bigint[], $aContact::bigint[], $aAt::timestamptz[], $aSvc::int[], $aProv::text[], $aMbx::text[], $aRes::text[],
                             $aCode::smallint[], $aEnh::text[], $aReply::text[], $aMs::int[]))`;
 
 function attemptBinds(attempts: Attempt[]): Record<string, unknown[]> {
@@ -102,6 +104,7 @@ function attemptBinds(attempts: Attempt[]): Record<string, unknown[]> {
     aAt: col('at'),
     aSvc: col('serviceId'),
     aProv: col('provider'),
+    aMbx: col('mailboxProvider'),
     aRes: col('result'),
     aCode: col('code'),
     aEnh: col('enhanced'),

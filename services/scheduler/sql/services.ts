@@ -15,6 +15,8 @@ export interface ServiceRow {
   open_to_all: boolean;
   enabled: boolean;
   dkim: import('../../../models/index.js').DkimConfig | null;
+  /** Shaping per mailbox provider, rules, warm-up (deliverability/shaping.ts); null: the defaults. */
+  deliverability: unknown;
   is_healthy: boolean;
   consecutive_failures: number;
   last_sent_at: Date | null;

@@ -55,6 +55,8 @@ export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'ver
           certificateChecking: r?.certificateChecking ?? x?.certificateChecking ?? true,
           ...quotaView(q, r?.lastSentAt ?? x?.lastSentAt ?? null),
           sentPerBucket: history.of(q.id),
+          // Per mailbox provider: state, rates, the last deferral reply (admins; docs/deliverability.md).
+          deliverability: userId === undefined ? (r?.deliverability ?? null) : null,
         };
       }),
     // Which engines run, and which services each owns: other users' services are not named to a user.
