@@ -120,8 +120,12 @@ describe('throttles per mailbox provider in the send path', () => {
     expect(paceViolations(others, 20, 0)).toBeNull(); // never faster than the service allows
     const span = (Math.max(...others) - Math.min(...others)) / 1000;
     const rate = (others.length - 1) / span;
-    // Generous against a loaded machine: the point is that google's suspension does not hold them back.
-    expect(rate).toBeGreaterThan(15);
+    // Against the service's own achieved rate over the same run (a shared, loaded machine may not
+    // reach 50/s at all): google's suspension must not hold the others back. Figures in bench/.
+    const all = sent.map((e) => e.dispatchedAt);
+    const overall = (all.length - 1) / ((Math.max(...all) - Math.min(...all)) / 1000);
+    expect(rate).toBeGreaterThan(0.7 * overall);
+    expect(rate).toBeGreaterThan(5);
 
     // The google messages wait in the queue for the end of the suspension, not lost, not sent.
     const waiting = await rows<{ n: number; earliest: Date }>(
