@@ -215,4 +215,35 @@ describe('throttles per mailbox provider in the send path', () => {
     expect(after.length).toBeGreaterThan(5);
     expect(paceViolations(after, 100, 0)).toBeNull();
   });
+
+  it('a warm-up ramp caps the day: the rest waits in the queue for the next day, then goes', async () => {
+    await campaign('wendy', addresses('w', 'example.net', 10));
+    const today = clock().toUTC().toISODate()!;
+    await engine.services.create({
+      name: 'relay',
+      transport: { host: '127.0.0.1', port: smtp.port },
+      sendingRate: 0.02,
+      dailyQuota: 100_000,
+      maxConnections: 2,
+      deliverability: { warmup: [{ start: today, zone: 'UTC', caps: [4, 100] }] },
+    });
+    await engine.scheduler.start();
+    await until(() => smtp.messages.length === 4, 20_000, 'the first day cap');
+    await until(
+      async () =>
+        (
+          await rows<{ n: number }>(engine.apiDb, "SELECT count(*)::int AS n FROM subtasks WHERE status = 'queued' AND not_before > now()")
+        )[0]!.n === 6,
+      20_000,
+      'the rest deferred to the next day',
+    );
+    const st = (await engine.scheduler.status()).services[0]!.deliverability;
+    expect(st.warmup).toEqual([{ provider: null, day: 1, date: today, cap: 4, sentToday: 4 }]);
+    expect(st.providers.find((p) => p.provider === 'other:example.net')).toMatchObject({ blocked: 'warmup' });
+    expect(smtp.messages).toHaveLength(4);
+    const midnight = clock().toUTC().startOf('day').plus({ days: 1 });
+    offset += midnight.toMillis() - clock().toMillis() + 1000;
+    await allDeliveredOnce(10);
+    expect((await engine.scheduler.status()).services[0]!.deliverability.warmup[0]).toMatchObject({ day: 2, cap: 100, sentToday: 6 });
+  });
 });
