@@ -102,6 +102,20 @@ describe('pick with throttled providers', () => {
     expect(a.size + c.size).toBe(0);
   });
 
+  it("a skipped campaign hands its user's turn to the same user's next campaign", () => {
+    const a1 = campaign(1, 10);
+    a1.add([item(1, 1, 'google'), item(1, 2, 'google')]);
+    const a2 = campaign(2, 10);
+    a2.add([item(2, 3, 'yahoo'), item(2, 4, 'yahoo'), item(2, 5, 'yahoo')]);
+    const b = campaign(3, 20);
+    b.add([item(3, 6, 'yahoo'), item(3, 7, 'yahoo'), item(3, 8, 'yahoo')]);
+    const blocks = new Map<Provider, Block>([['google', { reason: 'rate', until: 1_000_100 }]]);
+    const { env } = setup([a1, a2, b], blocks);
+    // Alternating users, one turn each: user 10 sends from its other campaign when a1 cannot.
+    expect(seq(env, 6)).toEqual(['2:3', '3:6', '2:4', '3:7', '2:5', '3:8']);
+    expect(a1.size).toBe(2);
+  });
+
   it('a suspended provider stays in the buffer when another service carries the campaign', () => {
     const a = campaign(1, 10);
     a.add([item(1, 1, 'google')]);

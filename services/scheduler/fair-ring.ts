@@ -223,6 +223,22 @@ export class FairRing {
   }
 
   /**
+   * Another campaign of the same user, in the same turn: the one `next` returned cannot send now
+   * (its messages are all for a throttled mailbox provider; see pick.ts), so the user's top level
+   * gives its next campaign, advancing only that level's cursor (the user cursor has moved on
+   * already). Undefined when the level comes back round to `first` (each campaign asked once).
+   */
+  nextOfUser(userId: number, first: number): number | undefined {
+    this.work++;
+    const user = this.users.get(userId);
+    const level = user?.inRing ? user.levels[0] : undefined;
+    if (!level || level.cursor.id === first) return undefined;
+    const picked = level.cursor;
+    level.cursor = picked.next;
+    return picked.id;
+  }
+
+  /**
    * A turn was really taken from this campaign (a message picked, not a pass over an empty
    * buffer): the campaign's user got one turn, and every user in the ring was owed 1/N.
    */

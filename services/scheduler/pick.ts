@@ -15,7 +15,8 @@
  *     suspended, slowed, at a cap; see deliverability/shaper.ts) stays in its buffer, and the
  *     campaign's next message for another provider goes instead (among the next SCAN). When there
  *     is none, the campaign is skipped but stays sendable: it keeps its place in the ring and is
- *     asked again on its next turn. Messages of a pair blocked for longer than LONG_BLOCK_MS
+ *     asked again on its next turn; the same user's next campaign takes the turn instead (the
+ *     ring's nextOfUser), so a user loses no turn they could use. Messages of a pair blocked for longer than LONG_BLOCK_MS
  *     (suspended, or at an hourly, daily or warm-up cap) that no other service of this engine
  *     carries go back to the queue until the block ends (`defer`, with not_before): never dropped,
  *     and the claim does not bring them back before then.
@@ -39,7 +40,7 @@ export const MAX_BUFFER_FOR_OTHERS = 4 * SCAN;
 
 export interface PickEnv {
   serviceId: number;
-  ring: Pick<FairRing, 'next' | 'remove' | 'served'>;
+  ring: Pick<FairRing, 'next' | 'remove' | 'served'> & Partial<Pick<FairRing, 'nextOfUser'>>;
   campaign(id: number): CampaignState | undefined;
   /** Is another usable service (of this engine) carrying the campaign? */
   otherCarrier(c: CampaignState): boolean;
@@ -59,9 +60,20 @@ export interface Picked {
 }
 
 export function pick(env: PickEnv): Picked | undefined {
+  // A campaign skipped because its messages are all for a throttled provider hands the turn to
+  // the same user's next campaign (nextOfUser), so that user loses no turn they could use.
+  let sameUser: { userId: number; first: number } | undefined;
   for (let tries = 0; tries < MAX_TRIES; tries++) {
-    const id = env.ring.next();
-    if (id === undefined) return undefined;
+    const id = sameUser ? env.ring.nextOfUser?.(sameUser.userId, sameUser.first) : env.ring.next();
+    if (id === undefined) {
+      if (sameUser) {
+        sameUser = undefined;
+        continue;
+      }
+      return undefined;
+    }
+    const turn = sameUser ?? { userId: env.campaign(id)?.userId ?? -1, first: id };
+    sameUser = undefined;
     const c = env.campaign(id);
     let item = c?.take();
     if (!c || !item) {
@@ -72,7 +84,10 @@ export function pick(env: PickEnv): Picked | undefined {
     const block = env.blocked?.(item.provider);
     if (block) {
       item = instead(env, c, item, block);
-      if (!item) continue;
+      if (!item) {
+        if (env.ring.nextOfUser) sameUser = turn;
+        continue;
+      }
     }
     if (item.attempts > 0 && item.lastServiceId === env.serviceId && env.otherCarrier(c)) {
       c.add([item]);
