@@ -7,6 +7,7 @@
  * importing the same address twice updates the contact instead of duplicating it: attributes
  * are merged, tags and name replaced when given.
  */
+import { jsonRows, type JsonRowsOptions } from './contact-json.js';
 import { Op } from 'sequelize';
 import { ConflictError, ValidationError } from './kernel/errors.js';
 import { unsubscribeContact } from './unsubscribes.js';
@@ -31,7 +32,10 @@ export interface ContactView {
 }
 
 /** What a background import reads: a CSV file (bytes, text or a stream), or contact rows. */
-export type ImportInput = { csv: CsvSource; bytesTotal?: number } | { contacts: ContactInput[] };
+export type ImportInput =
+  | { csv: CsvSource; bytesTotal?: number }
+  | { contacts: ContactInput[] }
+  | { json: Uint8Array; mapRow?: JsonRowsOptions['mapRow'] };
 
 function* arrayRows(rows: unknown[]): Generator<SourceRow> {
   for (let i = 0; i < rows.length; i++) yield { at: ['contacts', i], input: rows[i] };
@@ -65,11 +69,25 @@ export function createContactsApi(ctx: ServiceContext) {
     },
 
     /**
+     * Imports a JSON body (`[...]` or `{ "contacts": [...] }`, as bytes) read contact by contact
+     * (services/contact-json.ts): a large body never holds the event loop as a whole parse would.
+     */
+    async importJson(userId: number, json: Uint8Array, opts: ImportOptions & Pick<JsonRowsOptions, 'mapRow'> = {}): Promise<BulkCreateResult> {
+      parseId(userId, 'userId');
+      return importContacts(ctx, userId, jsonRows(json, opts.mapRow ? { mapRow: opts.mapRow } : {}), opts);
+    },
+
+    /**
      * Starts a background import and resolves once it is recorded (status `running`); poll it with
      * getImport. Bad input is reported by the job (status `failed`, with its issues), not thrown.
      */
     async startImport(userId: number, input: ImportInput, opts: ImportOptions = {}): Promise<ImportJobView> {
       parseId(userId, 'userId');
+      if ('json' in input) {
+        const bytes = { bytes: 0 };
+        const rows = jsonRows(input.json, { counter: bytes, ...(input.mapRow ? { mapRow: input.mapRow } : {}) });
+        return jobs.start(userId, { format: 'json', rows, bytes, bytesTotal: input.json.length }, opts);
+      }
       if ('csv' in input) {
         const bytes = { bytes: 0 };
         const total =

@@ -13,6 +13,30 @@ import { ValidationError } from '../../services/kernel/errors.js';
 import { NOT_UTF8, Utf8Checker } from '../../services/utf8.js';
 import type { App } from './context.js';
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * A JSON body larger than this many bytes is not parsed here: the route gets `{ json: JsonUpload }`
+     * and reads it element by element (POST /api/contacts: services/contact-json.ts).
+     */
+    streamJsonAbove?: number;
+  }
+}
+
+/**
+ * A large JSON body as received, parsed later by the route, piece by piece. A class with a private
+ * field, so the request walks of the HTTP layer (nesting depth, key renaming) see nothing inside it.
+ */
+export class JsonUpload {
+  readonly #bytes: Buffer;
+  constructor(bytes: Buffer) {
+    this.#bytes = bytes;
+  }
+  get bytes(): Buffer {
+    return this.#bytes;
+  }
+}
+
 const fatal = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const lossy = new TextDecoder('utf-8', { ignoreBOM: true });
 
@@ -99,6 +123,11 @@ export function addUtf8JsonParser(app: App): void {
   const parse = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request: FastifyRequest, body, done) => {
     const bytes = body as Buffer;
+    const above = request.routeOptions.config.streamJsonAbove;
+    if (above !== undefined && bytes.length > above) {
+      done(null, { json: new JsonUpload(bytes) }); // checked for UTF-8 element by element, by the route
+      return;
+    }
     let text: string;
     try {
       text = fatal.decode(bytes);

@@ -17,6 +17,9 @@ import { LIMITS } from '../../../services/validation.js';
 import { isAdmin, scopeUserId } from '../auth.js';
 import type { App, RouteContext } from '../context.js';
 import type { CsvRequestInfo } from '../errors.js';
+import { camelizeKeys, depthOf, DuplicateKeyError, MAX_DEPTH } from '../casing.js';
+import { JsonUpload } from '../json-body.js';
+import { ValidationError } from '../../../services/kernel/errors.js';
 import { campaignParams, contactSchema, errors, importJobSchema, importResultSchema, pageQuery, userQuery } from '../schemas.js';
 
 declare module 'fastify' {
@@ -54,8 +57,26 @@ export const importBodySchema = z
       .custom<CsvUpload>((v) => v instanceof CsvUpload, 'is set from a text/csv body only')
       .optional()
       .describe('(a text/csv body arrives here; not a JSON field)'),
+    json: z
+      .custom<JsonUpload>((v) => v instanceof JsonUpload, 'is set from a large JSON body only')
+      .optional()
+      .describe('(a JSON body above background_import_bytes arrives here, read contact by contact; not a JSON field)'),
   })
-  .refine((b) => b.contacts !== undefined || b.csv !== undefined, { message: 'is required', path: ['contacts'] });
+  .refine((b) => b.contacts !== undefined || b.csv !== undefined || b.json !== undefined, { message: 'is required', path: ['contacts'] });
+
+/**
+ * One contact of a large JSON body, as the HTTP layer treats a whole small one: nesting bounded,
+ * snake_case keys renamed (one field given twice refused), errors naming `contacts[i]`.
+ */
+function contactFromWire(row: unknown, path: string): unknown {
+  if (depthOf(row) > MAX_DEPTH - 2) throw new ValidationError([{ path, message: `is nested more than ${MAX_DEPTH} levels deep` }]);
+  try {
+    return camelizeKeys(row);
+  } catch (err) {
+    if (!(err instanceof DuplicateKeyError)) throw err;
+    throw new ValidationError([{ path: `${path}.${err.path}`, message: `is given twice (${err.keys.join(' and ')})` }]);
+  }
+}
 
 const importQuery = userQuery.extend({
   background: z
@@ -78,6 +99,8 @@ export function contactRoutes(app: App, ctx: RouteContext): void {
     '/api/contacts',
     {
       bodyLimit: ctx.options.importBodyLimit,
+      // Above the background threshold, JSON is read contact by contact, never parsed whole.
+      config: { streamJsonAbove: ctx.options.backgroundImportBytes },
       schema: {
         tags,
         summary: 'Import contacts (JSON or CSV); existing addresses are updated; large files run in the background',
@@ -98,14 +121,16 @@ export function contactRoutes(app: App, ctx: RouteContext): void {
     async (request, reply) => {
       const userId = scopeUserId(request, request.query.userId);
       const csv = request.body.csv?.bytes;
+      const json = request.body.json?.bytes;
       const contacts = (request.body.contacts ?? []) as never[];
-      const size = csv ? csv.length : Number(request.headers['content-length'] ?? 0);
+      const size = csv ? csv.length : json ? json.length : Number(request.headers['content-length'] ?? 0);
       const background = request.query.background ?? size > ctx.options.backgroundImportBytes;
       if (background) {
-        const job = await engine.contacts.startImport(userId, csv ? { csv } : { contacts });
+        const job = await engine.contacts.startImport(userId, csv ? { csv } : json ? { json, mapRow: contactFromWire } : { contacts });
         return reply.code(202).header('location', `/api/contacts/imports/${job.id}`).send({ import: job });
       }
-      return csv ? engine.contacts.importCsv(userId, csv) : engine.contacts.bulkCreate(userId, contacts);
+      if (csv) return engine.contacts.importCsv(userId, csv);
+      return json ? engine.contacts.importJson(userId, json, { mapRow: contactFromWire }) : engine.contacts.bulkCreate(userId, contacts);
     },
   );
 
