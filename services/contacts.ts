@@ -33,9 +33,7 @@ export interface ContactView {
 
 /** What a background import reads: a CSV file (bytes, text or a stream), or contact rows. */
 export type ImportInput =
-  | { csv: CsvSource; bytesTotal?: number }
-  | { contacts: ContactInput[] }
-  | { json: Uint8Array; mapRow?: JsonRowsOptions['mapRow'] };
+  { csv: CsvSource; bytesTotal?: number } | { contacts: ContactInput[] } | { json: Uint8Array; mapRow?: JsonRowsOptions['mapRow'] };
 
 function* arrayRows(rows: unknown[]): Generator<SourceRow> {
   for (let i = 0; i < rows.length; i++) yield { at: ['contacts', i], input: rows[i] };
@@ -72,7 +70,11 @@ export function createContactsApi(ctx: ServiceContext) {
      * Imports a JSON body (`[...]` or `{ "contacts": [...] }`, as bytes) read contact by contact
      * (services/contact-json.ts): a large body never holds the event loop as a whole parse would.
      */
-    async importJson(userId: number, json: Uint8Array, opts: ImportOptions & Pick<JsonRowsOptions, 'mapRow'> = {}): Promise<BulkCreateResult> {
+    async importJson(
+      userId: number,
+      json: Uint8Array,
+      opts: ImportOptions & Pick<JsonRowsOptions, 'mapRow'> = {},
+    ): Promise<BulkCreateResult> {
       parseId(userId, 'userId');
       return importContacts(ctx, userId, jsonRows(json, opts.mapRow ? { mapRow: opts.mapRow } : {}), opts);
     },
