@@ -153,12 +153,17 @@ export class Fleet {
   }
 
   /** The engine's part of a runner's Decision (the runner has applied the unit and the health). */
-  private record(r: ServiceRunner, c: CampaignState, item: Claimed, d: Decision, info: SendInfo | null): void {
+  private record(r: ServiceRunner, c: CampaignState, item: Claimed, d: Decision, info: SendInfo | null): Promise<void> | undefined {
     const { outcomes, events } = this.opts;
     const at = d.outcome?.at ?? this.opts.ctx.clock().toJSDate();
     if (d.error) outcomes.countError(d.error.type, d.error.message, r.id, at);
     if (d.attempt && this.opts.ctx.config.attemptRecords) outcomes.pushAttempt(item, d.attempt);
-    if (d.outcome) outcomes.push(item, d.outcome);
+    // The outcome of a dispatched send: its slot waits for the commit (see OutcomeWriter.pushCommitted).
+    const committed = d.outcome
+      ? info
+        ? outcomes.pushCommitted(item, d.outcome)
+        : (outcomes.push(item, d.outcome), undefined)
+      : undefined;
     if (d.bounce) outcomes.bounce(item.contactId);
     if (d.leaseLapse) this.leaseLapses++;
     if (d.wakeAt !== null) c.wakeAt = Math.min(c.wakeAt ?? Infinity, d.wakeAt);
@@ -173,6 +178,7 @@ export class Fleet {
       events.emit('sent', ev);
     } else if (d.event === 'retry') events.emit('retry', { ...ids, error: d.error?.message });
     else if (d.event === 'failed') events.emit('failed', { ...ids, error: d.error?.message, bounce: d.bounce });
+    return committed;
   }
 
   async syncServices(): Promise<void> {

@@ -45,6 +45,8 @@ export interface OutcomeWriterOptions {
 
 export class OutcomeWriter {
   private outcomes: Outcome[] = [];
+  /** Waiting for the commit of an outcome (parallel to `outcomes`: the same index). */
+  private waiters: ((() => void) | undefined)[] = [];
   /** Attempt records not written yet: they go with the outcomes, in the same statement. */
   private attempts: Attempt[] = [];
   private errors = new Map<string, ErrorCount>();
@@ -66,7 +68,23 @@ export class OutcomeWriter {
 
   push(item: Pick<Claimed, 'taskId' | 'contactId'>, o: OutcomeFields): void {
     this.outcomes.push({ taskId: item.taskId, contactId: item.contactId, ...o });
+    this.waiters.push(undefined);
     this.kick();
+  }
+
+  /**
+   * Pushes an outcome and resolves once it is committed. A send slot waits for this before it
+   * ends (service-runner.ts), so a message is held by its slot from the pick until its outcome is
+   * in the database: what a crash can resend is at most the slots of the services (their
+   * concurrency), whether the message was on the wire, waiting for the write, or in the write
+   * under way. A failed write keeps the outcome, and the slot waits for the write that succeeds.
+   */
+  pushCommitted(item: Pick<Claimed, 'taskId' | 'contactId'>, o: OutcomeFields): Promise<void> {
+    return new Promise((resolve) => {
+      this.outcomes.push({ taskId: item.taskId, contactId: item.contactId, ...o });
+      this.waiters.push(resolve);
+      this.kick();
+    });
   }
 
   /** Keeps the record of one attempt (written by the next outcome write, in its statement). */
@@ -155,6 +173,7 @@ export class OutcomeWriter {
       for (const t of taken) t.undo();
     };
     const batch = this.outcomes.splice(0, WRITE_BATCH);
+    const waiting = this.waiters.splice(0, WRITE_BATCH);
     const attempts = this.attempts.splice(0, WRITE_BATCH);
     const errors = [...this.errors.values()];
     this.errors.clear();
@@ -163,6 +182,7 @@ export class OutcomeWriter {
       if (batch.length || spent.length || attempts.length) {
         const res = await flushOutcomes(this.opts.db, this.opts.owner, batch, spent, attempts);
         this.opts.onWritten(batch.length);
+        for (const done of waiting) done?.();
         if (res.applied < batch.length) {
           this.opts.logger.warn({ lost: batch.length - res.applied }, 'outcomes not applied: leases were recovered by another engine');
         }
@@ -173,6 +193,7 @@ export class OutcomeWriter {
     } catch (err) {
       // Kept for the next write: an outcome is never dropped because the database blinked.
       this.outcomes.unshift(...batch);
+      this.waiters.unshift(...waiting);
       this.attempts.unshift(...attempts);
       for (const e of errors) this.errors.set(`${e.type}\u0000${e.message}`, e);
       this.bounced.push(...bounced);

@@ -16,7 +16,8 @@
  *
  * A slot's states, asserted (state.ts):
  *
- *   idle -> unit (a quota unit held) -> picked -> paced (waiting in the pacer) -> sending -> done
+ *   idle -> unit (a quota unit held) -> picked -> paced (waiting in the pacer) -> sending
+ *        -> committing (the outcome written, waiting for its commit) -> done
  *   idle -> done (no unit: exhausted, unusable); unit -> done (nothing to pick: unit returned);
  *   picked -> done (decided before the send); paced -> done (not dispatched: the service stopped)
  *
@@ -53,13 +54,14 @@ import { applyReplyRule } from './send.js';
  */
 export type Dispatch = <T>(send: () => Promise<T>) => Promise<{ at: number; result: Promise<T> } | null>;
 
-type SlotState = 'idle' | 'unit' | 'picked' | 'paced' | 'sending' | 'done';
+type SlotState = 'idle' | 'unit' | 'picked' | 'paced' | 'sending' | 'committing' | 'done';
 const SLOT: Transitions<SlotState> = {
   idle: ['unit', 'done'],
   unit: ['picked', 'done'],
   picked: ['paced', 'done'],
   paced: ['sending', 'done'],
-  sending: ['done'],
+  sending: ['committing', 'done'],
+  committing: ['done'],
   done: [],
 };
 
@@ -88,8 +90,11 @@ export interface RunnerHost {
   template(id: number): SendableTemplate | undefined;
   /** May this engine send on its leases now (its last heartbeat is fresh enough)? */
   leaseValid(): boolean;
-  /** The engine's part of a Decision: outcome, error count, bounce, put back or wake, events. */
-  record(runner: ServiceRunner, c: CampaignState, item: Claimed, d: Decision, info: SendInfo | null): void;
+  /**
+   * The engine's part of a Decision: outcome, error count, bounce, put back or wake, events.
+   * For a dispatched send, resolves once its outcome is committed (the slot waits for it).
+   */
+  record(runner: ServiceRunner, c: CampaignState, item: Claimed, d: Decision, info: SendInfo | null): Promise<void> | undefined;
   onError(err: unknown, where: string): void;
   onStateChange(runner: ServiceRunner): void;
   onConcurrencyChange(runner: ServiceRunner, from: number): void;
@@ -378,14 +383,20 @@ export class ServiceRunner {
         // The pair's pace, concurrency and caps count from here (pick.ts asked shaper.blocked).
         const provider = picked.item.provider;
         this.shaper.begin(provider);
+        let committed: Promise<void> | undefined;
         try {
           const { decision, info } = await this.sendPicked(picked, slot, dispatch);
           // Nothing went out and the message is back in its buffer: no new slot at once (it would
           // pick the same message again before anything changed).
           pumpAfter = !(decision.putBack && info === null);
-          this.apply(picked, decision, info);
+          committed = this.apply(picked, decision, info);
         } finally {
           this.shaper.end(provider);
+        }
+        if (committed) {
+          // Held until the outcome is in the database: the crash bound (see OutcomeWriter.pushCommitted).
+          slot.to('committing');
+          await committed;
         }
         slot.to('done');
       } finally {
@@ -454,12 +465,12 @@ export class ServiceRunner {
   }
 
   /** Applies a Decision: the unit and the health here, the rest through the host. */
-  private apply({ c, item }: Picked, d: Decision, info: SendInfo | null): void {
+  private apply({ c, item }: Picked, d: Decision, info: SendInfo | null): Promise<void> | undefined {
     checkDecision(d);
     if (d.unit === 'returned') this.giveBackUnit();
     if (d.health === 'ok') this.recordSuccess(d.outcome!.at);
     else if (d.health === 'fault') this.recordFailure(d.error?.message ?? 'failure');
-    this.host.record(this, c, item, d, info);
+    return this.host.record(this, c, item, d, info);
   }
 
   /** Takes one unit of the daily quota; reserves a batch from PostgreSQL when none is left locally. */
