@@ -145,15 +145,26 @@ describe('applyReplyRule', () => {
   it('a suspension retries the message after it, even with no retries left, and is no fault of the service', () => {
     const d = afterSend({ ...base, error: err(421, '421 4.7.28 rate limited') });
     expect(d.outcome?.status).toBe('failed'); // maxRetries 0: the plain policy would give up
-    const r = applyReplyRule(d, { effect: 'suspended', retryAt: at.getTime() + 900_000 }, { at, retryDelayMs: 1000 });
+    const rule = {
+      name: 'g',
+      provider: 'google',
+      enhanced: '4.7.28',
+      scope: 'provider',
+      action: { type: 'suspend', seconds: 900 },
+    } as const;
+    const r = applyReplyRule(d, { rule, effect: 'suspended', retryAt: at.getTime() + 900_000 }, { at, retryDelayMs: 1000 });
     expect(r).toMatchObject({
       health: null,
       wakeAt: null,
       event: 'retry',
       outcome: { status: 'queued', notBefore: new Date(at.getTime() + 900_000) },
     });
-    const slowed = applyReplyRule(d, { effect: 'slowed' }, { at, retryDelayMs: 1000 });
+    const slowed = applyReplyRule(d, { rule, effect: 'slowed' }, { at, retryDelayMs: 1000 });
     expect(slowed.outcome).toMatchObject({ status: 'queued', notBefore: new Date(at.getTime() + 1000) });
+    // A generic rule (no provider) slows the pair only: the message keeps the usual policy, the
+    // failure counts for the service's health (it may be the relay's own trouble).
+    const generic = { name: 'x', code: 421, scope: 'provider', action: { type: 'slow', factor: 0.5 } } as const;
+    expect(applyReplyRule(d, { rule: generic, effect: 'slowed' }, { at, retryDelayMs: 1000 })).toBe(d);
   });
 
   it('fail ends the message; retry keeps the usual policy; no rule changes nothing', () => {

@@ -246,7 +246,7 @@ export function deferred(at: Date, until: Date): Decision {
 /**
  * A deliverability rule's verdict on a failed send's reply (deliverability/shaper.ts onReply)
  * applied to afterSend's Decision. Only replies with a code reach a rule (transient or permanent):
- *   - the pair slowed, held or suspended: the receiver throttles this service's mail to the
+ *   - the pair slowed, held or suspended by a provider's rule: the receiver throttles this service's mail to the
  *     provider, not this message and not the service: no service fault (other providers keep
  *     their full rate), and the message is retried (after the suspension, when there is one)
  *     whatever its retry count: a throttled message is never dropped;
@@ -259,6 +259,10 @@ export function applyReplyRule(d: Decision, rule: ReplyDecision, p: { at: Date; 
     return { ...d, health: null, wakeAt: null, outcome: { ...d.outcome, status: 'failed', notBefore: null }, event: 'failed' };
   }
   if (rule.effect === 'retry') return { ...d, health: null };
+  // A generic rule (no provider: any 421, a 451 "try later") may be the relay's own trouble: it
+  // slows the pair, but the message keeps the usual policy and the failure counts for the
+  // service's health as classify says.
+  if (!rule.rule?.provider) return d;
   const backoff = p.at.getTime() + p.retryDelayMs;
   const until = new Date(Math.max(backoff, rule.retryAt ?? 0, d.outcome.notBefore?.getTime() ?? 0));
   return {
