@@ -5,6 +5,11 @@
  * two processes, graphile-worker (plain and batched), pg-boss (fetch/complete loop). BullMQ is
  * reported as skipped. Configurations take turns inside each run, so a slow patch of the machine
  * hits them all.
+ *
+ * The attempt record's cost: fairsend in one process also runs with ATTEMPT_RECORDS=false
+ * (`fairsendNoAttempts`), and the row reports the throughput lost per message, against a goal of
+ * 5 %. `BENCH_W1_CONFIGS=fairsend,fairsendNoAttempts` runs only the named configurations (the
+ * comparison alone, without the peers).
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -24,6 +29,7 @@ export const IN_FLIGHT = 10;
 export const W1_CONFIGS = {
   ceiling: `nodemailer pool alone, ${CONNECTIONS} connections, ${IN_FLIGHT} in flight, pre-rendered, no database`,
   fairsend: `fairsend, 1 process, sendingRate 0, maxConnections ${CONNECTIONS}`,
+  fairsendNoAttempts: `fairsend, 1 process, ATTEMPT_RECORDS=false (no attempt record)`,
   fairsend2: `fairsend, 2 processes (same database), maxConnections ${CONNECTIONS} each`,
   graphile: 'graphile-worker 0.17, one job per message, concurrency 25',
   graphileBatched: 'graphile-worker 0.17, concurrency 50, localQueue 500, completeJobBatchDelay 0',
@@ -37,9 +43,14 @@ interface Shape {
   perCampaign: number;
 }
 
-async function prepareFairsend(ctx: BenchContext, shape: Shape, processes: 1 | 2): Promise<Prepared & { total: number }> {
+async function prepareFairsend(
+  ctx: BenchContext,
+  shape: Shape,
+  processes: 1 | 2,
+  attemptRecords = true,
+): Promise<Prepared & { total: number }> {
   const db = await ctx.server.newDatabase('w1');
-  const engine: Engine = await benchEngine(db.url);
+  const engine: Engine = await benchEngine(db.url, { attemptRecords });
   const total = await seedCampaigns(engine, {
     ...shape,
     service: { name: 'sink', port: ctx.sink.port, sendingRate: 0, dailyQuota: 100_000_000, maxConnections: CONNECTIONS },
@@ -87,14 +98,17 @@ export async function runW1(ctx: BenchContext, runs: number): Promise<RunRecord[
       return { go: () => sendAll(ctx.sink.port, mails, CONNECTIONS, IN_FLIGHT), teardown: async () => undefined };
     },
     fairsend: () => prepareFairsend(ctx, shape, 1),
+    fairsendNoAttempts: () => prepareFairsend(ctx, shape, 1, false),
     fairsend2: () => prepareFairsend(ctx, shape, 2),
     graphile: () => peerDb('gw', (url) => prepareGraphile(url, recipients, ctx.sink.port, CONNECTIONS, { concurrency: 25 })),
     graphileBatched: () =>
       peerDb('gwb', (url) => prepareGraphile(url, recipients, ctx.sink.port, CONNECTIONS, { concurrency: 50, localQueueSize: 500 })),
     pgboss: () => peerDb('pgboss', (url) => preparePgBoss(url, recipients, ctx.sink.port, CONNECTIONS, { loops: 2, batchSize: 100 })),
   };
+  const only = process.env.BENCH_W1_CONFIGS?.split(',').map((x) => x.trim());
+  const configs = (Object.keys(prepare) as W1Config[]).filter((c) => !only || only.includes(c));
   for (let run = 1; run <= runs; run++) {
-    for (const config of Object.keys(prepare) as W1Config[]) {
+    for (const config of configs) {
       const p = await prepare[config]();
       const m = await measure(ctx, p);
       const rate = N / m.seconds;
@@ -133,6 +147,21 @@ export function w1Rows(records: RunRecord[]): Row[] {
       const ahead = median(perRunRatio(records, 'fairsend', (run) => Math.max(...peers.map((p) => valueOf(p, run) ?? 0))));
       goal = '>= 95 % of ceiling; ahead of every peer';
       met = verdict(vsCeiling >= 0.95 && ahead > 1, `${(vsCeiling * 100).toFixed(0)} % of ceiling, ${ahead.toFixed(2)}x best peer`);
+    } else if (config === 'fairsendNoAttempts') {
+      // Per run: the share of throughput the attempt record costs (1 - with / without), and the
+      // engine CPU it adds per message.
+      const cost = 1 - median(perRunRatio(records, 'fairsend', (run) => valueOf('fairsendNoAttempts', run)));
+      const cpuWith = median(records.filter((r) => r.config === 'fairsend').map((r) => (r.cpu!.engine * 1000) / r.messages!));
+      const pgWith = median(records.filter((r) => r.config === 'fairsend').map((r) => (r.cpu!.postgres * 1000) / r.messages!));
+      const pgWithout = median(rs.map((r) => (r.cpu!.postgres * 1000) / r.messages!));
+      goal = 'the attempt record costs <= 5 % of throughput';
+      met = Number.isNaN(cost)
+        ? 'not measured (fairsend not run)'
+        : verdict(
+            cost <= 0.05,
+            `costs ${(cost * 100).toFixed(1)} % of throughput; engine CPU ${(cpuWith - cpuPerMsg).toFixed(3)} ms/msg, ` +
+              `postgres CPU ${(pgWith - pgWithout).toFixed(3)} ms/msg more with it`,
+          );
     } else if (config === 'fairsend2') {
       const scale = median(perRunRatio(records, 'fairsend2', (run) => valueOf('fairsend', run)));
       goal = '>= 1.15x one process';

@@ -59,9 +59,9 @@ export function render(r: Recipient): SendMailOptions {
 /** Scheduler errors seen by bench engines (logged by the engine at 'error'; counted here, first few kept). */
 export const engineErrors = { count: 0, first: [] as string[] };
 
-export async function benchEngine(url: string): Promise<Engine> {
+export async function benchEngine(url: string, overrides: { attemptRecords?: boolean } = {}): Promise<Engine> {
   // Logs off: a benchmark prints figures; scheduler errors are counted and reported instead.
-  const engine = await createEngine({ databaseUrl: url, logger: createLogger('silent'), maintenanceEnabled: false });
+  const engine = await createEngine({ databaseUrl: url, logger: createLogger('silent'), maintenanceEnabled: false, ...overrides });
   engine.scheduler.on('error', (err) => {
     engineErrors.count++;
     if (engineErrors.first.length < 5) engineErrors.first.push(err instanceof Error ? err.message : String(err));
