@@ -144,9 +144,9 @@ describe('engine.campaigns.retry through a real SMTP server', () => {
     const refusedIds = new Map<string, string>();
     const messageIdOf = (raw: Buffer) => /^Message-ID:\s*(\S+)/im.exec(raw.toString('utf8'))?.[1] ?? '';
     smtp = await startSmtpCatcher({
-      // r2: refused at DATA (554, permanent). r3: refused at RCPT (451; MAX_RETRIES 0, so failed).
+      // r2: refused at DATA (554, permanent). r3: refused at RCPT (554, permanent, not a bounce).
       // r4: the connection drops after the data (unknown). r5: refused, then suppressed. Each only the first time.
-      rcptReply: (a) => (a === 'ret3@example.test' && once(a) ? { code: 451, message: '4.3.0 try later' } : undefined),
+      rcptReply: (a) => (a === 'ret3@example.test' && once(a) ? { code: 554, message: '5.7.1 relay access denied' } : undefined),
       dataReply: (m) => {
         const a = m.to[0]!;
         if ((a === 'ret2@example.test' || a === 'ret5@example.test') && once(a)) {
@@ -180,7 +180,15 @@ describe('engine.campaigns.retry through a real SMTP server', () => {
       maxConnections: 1,
     });
     await engine.scheduler.start();
-    await until(async () => (await engine.campaigns.get(c.id)).status === 'completed', 30_000, 'the first pass to complete');
+    await until(async () => (await engine.campaigns.get(c.id)).status === 'completed', 30_000, 'the first pass to complete').catch(
+      async (err: unknown) => {
+        throw new Error(
+          `${String(err)}: ${JSON.stringify(await engine.campaigns.progress(c.id))} ${JSON.stringify(
+            await rows(engine.apiDb, 'SELECT email, status, attempts, last_error FROM subtasks WHERE task_id = $t ORDER BY 1', { t: c.id }),
+          )}`,
+        );
+      },
+    );
     await engine.scheduler.flush();
     expect(await engine.campaigns.progress(c.id)).toMatchObject({ sent: 2, failed: 3, unknown: 1 });
     await engine.suppressions.add({ userId: u.userId, emails: ['ret5@example.test'], reason: 'complaint' });

@@ -106,7 +106,16 @@ describe('the attempt record and the suppression re-check at claim, through a re
     for (const a of got) {
       expect(a.service_id).toBe(svc.id);
       expect(a.provider).toBe('example.test');
-      expect(a.mailbox_provider).toBeNull();
+      // The subtask's mailbox provider (subtasks.provider, set at generation by the deliverability change).
+      const [sub] = await rows<{ provider: string | null }>(
+        engine.apiDb,
+        'SELECT provider FROM subtasks WHERE task_id = $t AND contact_id = $c',
+        {
+          t: c.id,
+          c: a.contact_id,
+        },
+      );
+      expect(a.mailbox_provider).toBe(sub!.provider);
       expect(a.duration_ms).toBeGreaterThanOrEqual(0);
     }
     expect(got[1]!.reply).toMatch(/^550 5\.1\.1 no such user here/);
