@@ -49,6 +49,7 @@ describe('dashboard in a browser', () => {
   let browser: Browser | undefined;
   let address: string;
   let adminToken: string;
+  let aliceToken: string;
   let paused: number;
   let relayId: number;
 
@@ -60,6 +61,7 @@ describe('dashboard in a browser', () => {
     adminToken = await createToken(engine, admin.id);
     const alice = await userWithContacts(engine, 'Alice', 10);
     const bob = await userWithContacts(engine, 'Bob', 5);
+    aliceToken = await createToken(engine, alice.userId);
     const relay = await engine.services.create({
       name: 'relay-fast',
       transport: { host: '127.0.0.1', port: smtp.port },
@@ -232,6 +234,34 @@ describe('dashboard in a browser', () => {
         expect(existsSync(`${artifacts}dashboard-${width}.png`)).toBe(true);
       }
       expect(errors).toEqual([]);
+    },
+  );
+
+  (hasChromium ? it : it.skip)(
+    'works for a plain user: their own campaigns and what is left of each service, no process-wide figures, no error',
+    async () => {
+      const page = await browser!.newPage({ viewport: { width: 390, height: 900 } });
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(address);
+      await page.locator('#token').fill(aliceToken);
+      await page.locator('#token-form button[type=submit]').click();
+      await page.locator('#who', { hasText: 'Alice' }).waitFor();
+      // Her campaign, not Bob's; the services she may send through, each with what is left today.
+      await page.locator('#campaigns .campaign', { hasText: 'Autumn newsletter' }).waitFor();
+      expect(await page.locator('#campaigns .campaign').count()).toBe(1);
+      const services = page.locator('#services .service');
+      await services.nth(1).waitFor();
+      for (const detail of await services.locator('.detail').allTextContents()) {
+        expect(detail).toMatch(/(left today \(shared service\)|used, \d+ left of \d+)/);
+        expect(detail).not.toMatch(/undefined|NaN/);
+      }
+      // The rate chart, engines and sends under way are process-wide: not shown to her.
+      expect(await page.locator('#rate-section').isHidden()).toBe(true);
+      expect(await page.locator('#updated').textContent()).toMatch(/^Updated .* · \d+ queued$/);
+      expect(await page.locator('#error').textContent()).toBe('');
+      expect(errors).toEqual([]);
+      await page.close();
     },
   );
 });

@@ -108,16 +108,21 @@ function renderServices(services) {
       ),
     );
     row.querySelector('.name').textContent = s.name;
-    row.querySelector('.bar > span').style.width = `${Math.min(100, s.usage_percentage)}%`;
+    // A shared service shows a plain user only what is left of its quota (issue 17).
+    const known = s.daily_quota !== undefined && s.used_quota !== undefined;
+    const usage = s.usage_percentage ?? (known && s.daily_quota > 0 ? (100 * s.used_quota) / s.daily_quota : 0);
+    row.querySelector('.bar > span').style.width = `${Math.min(100, usage)}%`;
     const badge = row.querySelector('.badge');
     badge.textContent = s.is_healthy ? s.state : 'unhealthy';
     badge.className = `badge ${s.is_healthy ? s.state : 'unhealthy'}`;
     row.querySelector('.detail').textContent =
-      `${fmtNumber(s.used_quota)} used, ${fmtNumber(s.remaining_quota)} left of ${fmtNumber(s.daily_quota)}` +
+      (known
+        ? `${fmtNumber(s.used_quota)} used, ${fmtNumber(s.remaining_quota)} left of ${fmtNumber(s.daily_quota)}`
+        : `${fmtNumber(s.remaining_quota)} left today (shared service)`) +
       ` · resets in ${fmtDuration(new Date(s.resets_at).getTime() - now)}` +
       (s.sending_rate > 0 ? ` · one send every ${fmtNumber(s.sending_rate)} s` : ' · no wait between sends') +
       (s.concurrency ? ` · ${s.concurrency.current} of ${s.concurrency.max} concurrent` : '') +
-      ` · ${fmtNumber(s.in_flight)} sending now` +
+      (s.in_flight !== undefined ? ` · ${fmtNumber(s.in_flight)} sending now` : '') +
       (s.tls_mode
         ? ` · ${TLS_LABEL[s.tls_mode] ?? s.tls_mode}${s.certificate_checking === false ? ', certificates NOT CHECKED' : ''}`
         : '');
@@ -132,6 +137,9 @@ function svg(tag, attrs) {
 }
 
 function renderRate(status) {
+  // A plain user's status has no process-wide figures (issue 17's isolation): no chart for them.
+  $('rate-section').hidden = !status.rate_history;
+  if (!status.rate_history) return;
   const chart = $('rate-chart');
   // Stretched to the chart's box (preserveAspectRatio none, strokes that do not scale): the
   // labels are HTML around it, so they keep their size at any width.
@@ -434,11 +442,14 @@ async function poll(now = false) {
     const state = $('scheduler');
     state.textContent = status.is_running ? 'scheduler running' : 'scheduler stopped';
     state.className = `badge ${status.is_running ? 'running' : 'paused'}`;
-    const engines = status.instances.length;
-    const sendingNow = status.services.reduce((n, s) => n + s.in_flight, 0);
+    // Engines and sends under way are process-wide: an admin's view only.
+    const engines = status.instances?.length;
+    const sendingNow = status.services.reduce((n, s) => n + (s.in_flight ?? 0), 0);
     $('updated').textContent =
-      `Updated ${new Date().toLocaleTimeString()} · ${fmtNumber(sendingNow)} sending now · ${fmtNumber(status.queued_subtasks)} queued` +
-      ` · ${engines} engine${engines === 1 ? '' : 's'} running`;
+      `Updated ${new Date().toLocaleTimeString()}` +
+      (engines !== undefined ? ` · ${fmtNumber(sendingNow)} sending now` : '') +
+      ` · ${fmtNumber(status.queued_subtasks)} queued` +
+      (engines !== undefined ? ` · ${engines} engine${engines === 1 ? '' : 's'} running` : '');
     if (!$('error').textContent.startsWith('Could not')) $('error').textContent = '';
   } catch (err) {
     if (err.status === 401) {
