@@ -67,6 +67,22 @@ describe('pacer', () => {
     expect(released).toEqual([0, 10, 24, 30, 40, 50]);
   });
 
+  it('re-anchors on the server’s answer: a hold, then the next slot one interval after the anchor', () => {
+    const clock = new FakeClock();
+    const p = new Pacer(10, clock);
+    const released: number[] = [];
+    p.schedule((at) => {
+      released.push(at!);
+      p.holdUntil(at! + 30_000); // the first send: nothing more until the server answers
+    });
+    for (let i = 0; i < 3; i++) p.schedule((at) => released.push(at!));
+    clock.runUntil(37);
+    expect(released).toEqual([0]);
+    p.anchor(37); // the server accepted the first message at 37
+    clock.runUntil(1000);
+    expect(released).toEqual([0, 47, 57, 67]);
+  });
+
   it('banks nothing after idle: sends after a pause come one interval apart', () => {
     const clock = new FakeClock();
     const p = new Pacer(10, clock);

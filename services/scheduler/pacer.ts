@@ -114,6 +114,16 @@ export class Pacer {
     this.rearm();
   }
 
+  /**
+   * Re-anchors the schedule on an instant the receiving server saw (pacing on the server's
+   * acceptance): the next slot is one interval after `at`, earlier or later than planned.
+   */
+  anchor(at: number): void {
+    this.lastSlot = at;
+    this.next = at + this.intervalMs;
+    this.rearm();
+  }
+
   /** No slot before `at` (a takeover learned of a later send by the previous owner). */
   holdUntil(at: number): void {
     if (at > this.next) {

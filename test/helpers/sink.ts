@@ -1,0 +1,50 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+/**
+ * The SMTP sink of the benchmarks (bench/sink.ts) in a process of its own, for tests that judge
+ * timing at the receiving server: the server's acceptance instants are not delayed by the test's
+ * own event loop (which runs the engine). listen() opens a timed listener; times() closes it and
+ * returns the instants (epoch ms, sub-millisecond) at which it accepted each message.
+ */
+export interface SinkProcess {
+  listen(tag: string): Promise<number>;
+  times(tag: string): Promise<number[]>;
+  stop(): Promise<void>;
+}
+
+export async function startSinkProcess(): Promise<SinkProcess> {
+  const proc: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'bench/sink.ts'], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  const lines = createInterface({ input: proc.stdout! });
+  await new Promise<void>((resolve, reject) => {
+    lines.on('line', (l) => l.startsWith('port ') && resolve());
+    proc.once('exit', (code) => reject(new Error(`sink exited with ${code}`)));
+  });
+  const answer = <T>(type: string, tag: string, pick: (m: Record<string, unknown>) => T) =>
+    new Promise<T>((resolve) => {
+      const on = (m: Record<string, unknown>) => {
+        if (m.type !== type || m.tag !== tag) return;
+        proc.off('message', on);
+        resolve(pick(m));
+      };
+      proc.on('message', on);
+    });
+  return {
+    listen(tag) {
+      const p = answer('listening', tag, (m) => m.port as number);
+      proc.send({ type: 'listen', tag });
+      return p;
+    },
+    times(tag) {
+      const p = answer('times', tag, (m) => m.times as number[]);
+      proc.send({ type: 'times', tag });
+      return p;
+    },
+    async stop() {
+      if (proc.exitCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.send({ type: 'stop' });
+      await exited;
+    },
+  };
+}
