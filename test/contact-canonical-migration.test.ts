@@ -32,16 +32,24 @@ describe('the canonical-address migration: repair()', () => {
   });
 });
 
+/** A fresh database migrated up to the migration before the canonical-address one. */
+async function migratedToJustBefore() {
+  const s = plainSequelize(await createEmptyDatabase());
+  const before = readdirSync(migrationsDir)
+    .filter((f) => f.endsWith('.cjs') && f < MIGRATION)
+    .sort()
+    .at(-1)!;
+  await migrateUp(s, undefined, { to: before }).catch(async (err: unknown) => {
+    await s.close();
+    throw err;
+  });
+  return s;
+}
+
 describe('the canonical-address migration on a database', () => {
   it('rewrites, merges duplicates into the oldest row with the most restrictive status, and moves history', async () => {
-    const url = await createEmptyDatabase();
-    const s = plainSequelize(url);
+    const s = await migratedToJustBefore();
     try {
-      const before = readdirSync(migrationsDir)
-        .filter((f) => f.endsWith('.cjs') && f < MIGRATION)
-        .sort()
-        .at(-1)!;
-      await migrateUp(s, undefined, { to: before });
       const q = (sql: string, bind?: Record<string, unknown>) => rows<Record<string, unknown>>(s, sql, bind);
 
       await q(`INSERT INTO users (id, name, email, remaining_quota) VALUES (1, 'a', 'a@example.com', 100), (2, 'b', 'b@example.com', 100)`);
@@ -126,14 +134,8 @@ describe('the canonical-address migration on a database', () => {
   });
 
   it('merges an active duplicate into an active kept row without a status event, and moves its queued mail', async () => {
-    const url = await createEmptyDatabase();
-    const s = plainSequelize(url);
+    const s = await migratedToJustBefore();
     try {
-      const before = readdirSync(migrationsDir)
-        .filter((f) => f.endsWith('.cjs') && f < MIGRATION)
-        .sort()
-        .at(-1)!;
-      await migrateUp(s, undefined, { to: before });
       const q = (sql: string) => rows<Record<string, unknown>>(s, sql);
       await q(`INSERT INTO users (id, name, email, remaining_quota) VALUES (1, 'a', 'a@example.com', 0)`);
       await q(`INSERT INTO templates (id, user_id, name, subject, text) VALUES (1, 1, 't', 's', 'x')`);
