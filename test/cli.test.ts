@@ -236,6 +236,9 @@ describe('fairsend CLI', () => {
     expect(status).toMatchObject({ code: 0, err: '' });
     expect(status.out).toMatch(/^scheduler stopped \(.+, version 0\.1\.0, up .+\)\nqueued subtasks: \d+, buffered: 0, rate: 0\/min \(1m\)/);
     expect(status.out).toMatch(/relay-eu\s+stopped\s+960\s+1000/);
+    // Not running here: no fairness lag to show.
+    expect(status.out).toMatch(/\bfair lag\n/);
+    expect(status.out).toMatch(/relay-eu\s+stopped\s+.*\s-\n/);
     const jobs = await run(['jobs', 'list'], { FAIRSEND_URL: address!, FAIRSEND_TOKEN: token });
     expect(jobs.code).toBe(0);
     expect(jobs.out).toMatch(/^name\s+schedule\s+state\s+next run\s+last run\s+outcome\n/);

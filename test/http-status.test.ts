@@ -94,11 +94,20 @@ describe('scheduler status, stats and metrics over real deliveries', () => {
     expect(started.statusCode).toBe(200);
     expect(started.json()).toMatchObject({ is_running: true, instance_id: f.engine.scheduler.instanceId });
     const running = await f.call('GET', '/api/scheduler/status', f.adminToken);
-    const r = running.json<{ instances: { id: string; pid: number; self: boolean }[]; services: { concurrency: unknown }[] }>();
+    const r = running.json<{
+      instances: { id: string; pid: number; self: boolean }[];
+      services: { concurrency: unknown; fairness_lag: number | null }[];
+    }>();
     expect(r).toMatchObject({ is_running: true });
     // This engine is listed among the live instances, and each service it runs shows its concurrency.
     expect(r.instances).toEqual([expect.objectContaining({ id: f.engine.scheduler.instanceId, pid: process.pid, self: true })]);
     for (const svc of r.services) expect(svc.concurrency).toMatchObject({ current: expect.any(Number), max: expect.any(Number) });
+    // And its users' worst lag behind a round robin, in turns: never a whole turn.
+    for (const svc of r.services) {
+      expect(svc.fairness_lag).toEqual(expect.any(Number));
+      expect(svc.fairness_lag).toBeGreaterThanOrEqual(0);
+      expect(svc.fairness_lag).toBeLessThan(1);
+    }
     // Quota is reserved in chunks ahead of the sends: wait for the mail itself.
     await smtp.waitFor(20);
     await until(async () => (await f.engine.services.quota()).every((q) => q.remainingQuota === 0), 30_000, 'both quotas spent');
@@ -174,6 +183,7 @@ describe('scheduler status, stats and metrics over real deliveries', () => {
     // Stopped: this engine unregistered, and no service runs here.
     expect(s.instances).toEqual([]);
     for (const x of s.services) expect(x.concurrency).toBeNull();
+    for (const x of s.services) expect(x.fairness_lag).toBeNull();
     const db = await rows<{ id: number; used_quota: number; daily_quota: number; is_healthy: boolean; last_sent_at: Date }>(
       f.engine.apiDb,
       'SELECT id, used_quota, daily_quota, is_healthy, last_sent_at FROM email_services ORDER BY id',

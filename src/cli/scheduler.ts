@@ -27,7 +27,7 @@ export function registerScheduler(program: Command, ctx: CliContext): void {
         );
         out(
           table(
-            ['id', 'name', 'state', 'remaining', 'daily', 'resets at', 'health', 'tls', 'certificates'],
+            ['id', 'name', 'state', 'remaining', 'daily', 'resets at', 'health', 'tls', 'certificates', 'fair lag'],
             s.services.map((x) => [
               Number(x.id),
               String(x.name),
@@ -37,6 +37,8 @@ export function registerScheduler(program: Command, ctx: CliContext): void {
               when(x.resets_at),
               x.is_healthy ? 'ok' : 'unhealthy',
               ...tlsCells({ tlsMode: x.tls_mode as TlsMode, certificateChecking: x.certificate_checking !== false }),
+              // The worst user's lag behind a round robin, in turns; '-' where this server does not run the service.
+              typeof x.fairness_lag === 'number' ? x.fairness_lag.toFixed(2) : '-',
             ]),
           ),
         );

@@ -259,6 +259,12 @@ export const statusSchema = z.object({
         .describe(
           'Concurrent sends now, their bound (maxConnections), and the backlog and latency they were decided on; null when this process does not run the service',
         ),
+      fairnessLag: z
+        .number()
+        .nullable()
+        .describe(
+          "The worst user's lag behind an ideal round robin on this service, in turns (owed while sendable minus got; goal at most one); null when this process does not run the service",
+        ),
       ...quotaFields,
       sentPerBucket: z
         .array(z.number())

@@ -51,6 +51,7 @@ export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'ver
           sendingRate: r?.sendingRate ?? x?.sendingRate ?? 0,
           inFlight: r?.inFlight ?? 0,
           concurrency: r?.concurrency ?? null,
+          fairnessLag: r?.fairnessLag ?? null,
           tlsMode: r?.tlsMode ?? x?.tlsMode ?? 'opportunistic',
           certificateChecking: r?.certificateChecking ?? x?.certificateChecking ?? true,
           ...quotaView(q, r?.lastSentAt ?? x?.lastSentAt ?? null),
