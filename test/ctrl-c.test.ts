@@ -95,7 +95,20 @@ describe('npm start stops on Ctrl-C, SIGINT and SIGTERM', () => {
     );
     const deadline = Date.now() + 150_000;
     while (!plain(text).includes(until)) {
-      if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`not ready:\n${text}`);
+      if (proc.exitCode !== null || Date.now() > deadline) {
+        // Never ready: stop what it started (the engine and its embedded PostgreSQL) before failing,
+        // or they outlive the test run.
+        if (proc.exitCode === null) {
+          if (how === 'group') process.kill(-proc.pid!, 'SIGKILL');
+          else proc.kill('SIGKILL');
+        }
+        const pid = await readFile(join(dir, 'pg', 'postmaster.pid'), 'utf8').then(
+          (t) => Number(t.split('\n')[0]),
+          () => 0,
+        );
+        if (pid > 0 && alive(pid)) process.kill(pid, 'SIGQUIT');
+        throw new Error(`not ready:\n${text}`);
+      }
       await new Promise((r) => setTimeout(r, 200));
     }
     const pidFile = join(dir, 'pg', 'postmaster.pid');
