@@ -3,7 +3,9 @@
  * is downloaded). A real server on a loopback port, real deliveries to an SMTP server on loopback
  * until a small quota is spent, then: enter the admin token, see each service's quota, the rate
  * history, each campaign's owner and creation time, the latest failures and the maintenance jobs;
- * pause a campaign, see it paused; then at 390 px (a phone) and 1440 px wide, check that nothing
+ * pause a campaign, see it paused; see a (service, mailbox provider) pair suspended by a server that
+ * answers Gmail's 421 4.7.28, with its last deferral reply and the service's warm-up day and cap;
+ * then at 390 px (a phone) and 1440 px wide, check that nothing
  * is wider than the viewport and that the bars and buttons are visible inside it. Leaves
  * screenshots in test-artifacts/dashboard-390.png and dashboard-1440.png.
  *
@@ -12,6 +14,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { DateTime } from 'luxon';
 import type { Browser, Page } from 'playwright-core';
 import type { Engine } from '../src/engine.js';
 import { createLogger } from '../services/kernel/logger.js';
@@ -45,6 +48,9 @@ async function expectInsideWidth(page: Page, selector: string, width: number, at
 describe('dashboard in a browser', () => {
   let engine: Engine;
   let smtp: SmtpCatcher;
+  /** Answers Gmail's "421 4.7.28" to every gmail.com recipient (as test/deliverability-scheduler.test.ts). */
+  let throttler: SmtpCatcher;
+  let warmupStart: string;
   let server: HttpServer;
   let browser: Browser | undefined;
   let address: string;
@@ -56,6 +62,12 @@ describe('dashboard in a browser', () => {
   beforeAll(async () => {
     if (!hasChromium) return;
     smtp = await startSmtpCatcher();
+    throttler = await startSmtpCatcher({
+      rcptReply: (to) =>
+        to.endsWith('@gmail.com')
+          ? { code: 421, message: '4.7.28 [127.0.0.1] Our system has detected an unusual rate of unsolicited mail - gsmtp' }
+          : undefined,
+    });
     engine = await createTestEngine({ schedulerTickMs: 50 });
     const admin = await engine.users.create({ name: 'Ada Admin', email: 'ada@example.test', quota: 1000, role: 'admin' });
     adminToken = await createToken(engine, admin.id);
@@ -76,6 +88,30 @@ describe('dashboard in a browser', () => {
       dailyQuota: 80,
       quotaTimezone: 'Asia/Tokyo',
       maxConnections: 1,
+    });
+    // Gina's mail is all for Gmail, through a service listed for her alone, on its warm-up's third day.
+    const gina = await engine.users.create({ name: 'Gina', email: 'gina@example.test', quota: 100 });
+    const ginaContacts = await engine.contacts.bulkCreate(
+      gina.id,
+      [1, 2, 3, 4].map((i) => ({ email: `gina${i}@gmail.com` })),
+    );
+    const ginaTemplate = await engine.templates.create(gina.id, { name: 't', subject: 'Hi', text: 'Hello' });
+    warmupStart = DateTime.utc().minus({ days: 2 }).toISODate()!;
+    await engine.services.create({
+      name: 'relay-gmail',
+      transport: { host: '127.0.0.1', port: throttler.port },
+      sendingRate: 0.02, // 50 a second
+      dailyQuota: 100,
+      maxConnections: 1,
+      userIds: [gina.id],
+      deliverability: { warmup: [{ start: warmupStart, zone: 'UTC', caps: [50, 100, 500, 1000] }] },
+    });
+    await engine.campaigns.create({
+      userId: gina.id,
+      name: 'Gmail only',
+      from: 'gina@example.test',
+      templates: [ginaTemplate.id],
+      contacts: ginaContacts.ids,
     });
     const news = await engine.campaigns.create({
       userId: alice.userId,
@@ -108,6 +144,16 @@ describe('dashboard in a browser', () => {
     await engine.scheduler.start();
     await smtp.waitFor(6);
     await until(async () => (await engine.services.quota())[0]!.remainingQuota === 0, 20_000, 'relay-fast quota spent');
+    // relay-gmail's google pair is suspended by the 421 4.7.28 (15 min, the built-in rule).
+    await until(
+      () =>
+        engine.scheduler
+          .status()
+          .services.find((s) => s.name === 'relay-gmail')
+          ?.deliverability.providers.some((p) => p.provider === 'google' && p.state === 'suspended') === true,
+      20_000,
+      'google suspended on relay-gmail',
+    );
 
     const { chromium } = await import('playwright-core');
     browser = await chromium.launch({
@@ -130,6 +176,7 @@ describe('dashboard in a browser', () => {
     await server?.close();
     await engine?.close();
     await smtp?.stop();
+    await throttler?.stop();
   });
 
   (hasChromium ? it : it.skip)(
@@ -154,8 +201,8 @@ describe('dashboard in a browser', () => {
 
       // One bar per service, with used and remaining quota and the time to reset.
       const services = page.locator('#services .service');
-      await services.nth(1).waitFor();
-      expect(await services.count()).toBe(2);
+      await services.nth(2).waitFor();
+      expect(await services.count()).toBe(3);
       const fast = page.locator('#services .service', { hasText: 'relay-fast' });
       await fast.locator('.detail', { hasText: '6 used, 0 left of 6' }).waitFor();
       expect(await fast.locator('.detail').textContent()).toMatch(/resets in (\d+ h )?\d+ min/);
@@ -166,14 +213,37 @@ describe('dashboard in a browser', () => {
       // The send rate chart draws the status API's 15-minute history: one line per service, the
       // six sends of relay-fast already there on the first poll.
       await page.locator('#rate-chart polyline[data-service="relay-fast"]').waitFor({ state: 'attached' });
-      expect(await page.locator('#rate-chart polyline').count()).toBe(2);
+      expect(await page.locator('#rate-chart polyline').count()).toBe(3);
       expect(await page.locator('#rate-legend li[data-service="relay-fast"]').textContent()).toBe('relay-fast: 6 sent in 15 min');
       expect(await page.locator('#rate-now').textContent()).toMatch(/a minute over the last minute/);
+
+      // Per mailbox provider: relay-gmail's google pair suspended by the server's 421 4.7.28, until
+      // when, its rate against configured, the deferrals and the reply; the warm-up's day and cap.
+      const gmailRelay = page.locator('#services .service', { hasText: 'relay-gmail' });
+      const google = gmailRelay.locator('.providers li[data-provider="google"]');
+      await google.waitFor();
+      expect(await google.getAttribute('data-state')).toBe('suspended');
+      const googleText = (await google.textContent())!;
+      const suspendedUntil = engine.scheduler.status().services.find((s) => s.name === 'relay-gmail')!.deliverability.providers[0]!
+        .suspendedUntil!;
+      expect(Date.parse(suspendedUntil) - Date.now()).toBeGreaterThan(10 * 60_000);
+      expect(googleText).toMatch(/^google suspended until \S/);
+      expect(googleText).toMatch(/ 25\/s of 50\/s · [1-9]\d* deferred · [1-9]\d* sent today · warm-up day 3, cap 500 ?last deferral/);
+      expect(await google.locator('.reply').textContent()).toMatch(/^last deferral just now: 421 4\.7\.28 \[127\.0\.0\.1\] Our system/);
+      expect(await google.locator('.reply').getAttribute('title')).toMatch(/^gmail-4\.7\.28-rate-limited at /);
+      expect(await gmailRelay.locator('.providers li.warmup').textContent()).toMatch(
+        /^Warm-up \(all providers\): day 3, cap 500, [1-9]\d* sent today$/,
+      );
+      // A pair that was never deferred: relay-fast's recipients at example.test, at full rate.
+      const plain = fast.locator('.providers li[data-provider="other:example.test"]');
+      expect(await plain.getAttribute('data-state')).toBe('normal');
+      expect(await plain.textContent()).toMatch(/^other:example\.test normal full rate · 0 deferred · \d+ sent today$/);
 
       // Owner and creation time of each campaign; the latest failures; the maintenance jobs.
       const launch = page.locator('#campaigns .campaign', { hasText: 'Product launch' });
       expect(await launch.locator('.meta').textContent()).toMatch(/^Bob · created \S/);
-      const failure = page.locator('#failures .failure').first();
+      // (relay-gmail's 421 is on record too.)
+      const failure = page.locator('#failures .failure', { hasText: 'smtp_550' });
       await failure.waitFor();
       expect(await failure.textContent()).toContain('smtp_550 · relay-fast · ×3');
       expect(await failure.textContent()).toContain('550 5.1.1 no such user');
@@ -186,7 +256,7 @@ describe('dashboard in a browser', () => {
       // One progress bar per campaign; pause one and see it paused.
       const row = page.locator(`#campaigns .campaign[data-id="${paused}"]`);
       await row.locator('.state', { hasText: 'sending' }).waitFor();
-      expect(await page.locator('#campaigns .campaign').count()).toBe(2);
+      expect(await page.locator('#campaigns .campaign').count()).toBe(3);
       expect(await row.locator('button[data-action="resume"]').isDisabled()).toBe(true);
       await row.locator('button[data-action="pause"]').click();
       await page.locator(`#campaigns .campaign[data-id="${paused}"][data-status="paused"]`).waitFor();
@@ -224,9 +294,10 @@ describe('dashboard in a browser', () => {
           () => (globalThis as unknown as { document: { documentElement: { scrollWidth: number } } }).document.documentElement.scrollWidth,
         );
         expect([width, scrollWidth]).toEqual([width, width]);
-        await expectInsideWidth(page, '#services .bar', width, 2);
-        await expectInsideWidth(page, '#campaigns .bar', width, 2);
-        await expectInsideWidth(page, '#campaigns button', width, 6);
+        await expectInsideWidth(page, '#services .bar', width, 3);
+        await expectInsideWidth(page, '#services .providers > li', width, 3);
+        await expectInsideWidth(page, '#campaigns .bar', width, 3);
+        await expectInsideWidth(page, '#campaigns button', width, 9);
         await expectInsideWidth(page, '#forget', width, 1);
         await expectInsideWidth(page, '#paused-notice', width, 1);
         await expectInsideWidth(page, '#rate-chart', width, 1);
@@ -256,6 +327,13 @@ describe('dashboard in a browser', () => {
         expect(detail).toMatch(/(left today \(shared service\)|used, \d+ left of \d+)/);
         expect(detail).not.toMatch(/undefined|NaN/);
       }
+      // The throttles of the shared services she may use, without their send counts or reply texts.
+      const pair = page
+        .locator('#services .service', { hasText: 'relay-fast' })
+        .locator('.providers li[data-provider="other:example.test"]');
+      await pair.waitFor();
+      expect(await pair.textContent()).toMatch(/^other:example\.test normal full rate · 0 deferred$/);
+      expect(await page.locator('#services .service', { hasText: 'relay-gmail' }).count()).toBe(0);
       // The rate chart, engines and sends under way are process-wide: not shown to her.
       expect(await page.locator('#rate-section').isHidden()).toBe(true);
       expect(await page.locator('#updated').textContent()).toMatch(/^Updated .* · \d+ queued$/);

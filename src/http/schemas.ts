@@ -217,6 +217,55 @@ export const pausedCampaignsSchema = z
   )
   .describe('Paused campaigns (yours, for a user) and why, oldest first');
 
+const scopeStatusSchema = z.object({
+  provider: z.string().describe('google, microsoft, yahoo, apple or other:<domain>'),
+  state: z.enum(['normal', 'slowed', 'suspended']),
+  rate: z.number().nullable().describe('msg/s in force for the pair; null: no pace of its own (the service pace only)'),
+  configuredRate: z.number().nullable(),
+  suspendedUntil: z.string().nullable(),
+  lastDeferral: z.object({ rule: z.string(), reply: z.string(), at: z.string() }).nullable(),
+  deferrals: z.number(),
+  inFlight: z.number(),
+  limits: z.object({
+    ratePerSecond: z.number().nullable(),
+    concurrency: z.number().nullable(),
+    hourly: z.number().nullable(),
+    daily: z.number().nullable(),
+  }),
+  sentThisHour: z.number(),
+  sentToday: z.number(),
+  warmup: z.object({ day: z.number(), cap: z.number().nullable(), sentToday: z.number() }).nullable(),
+  blocked: z.string().nullable().describe('why the pair may not send now: suspended, rate, concurrency, hourly, daily, warmup'),
+});
+
+const warmupStatusSchema = z.object({
+  provider: z.string().nullable(),
+  day: z.number(),
+  date: z.string(),
+  cap: z.number().nullable(),
+  sentToday: z.number(),
+});
+
+/** One service's throttles per mailbox provider and its warm-up schedules (services/deliverability/shaper.ts). */
+export const deliverabilitySchema = z.object({ providers: z.array(scopeStatusSchema), warmup: z.array(warmupStatusSchema) });
+
+/**
+ * What a plain user sees of it (src/http/user-status.ts): on a service shared with other users, no
+ * counts of sends (other users' traffic) and no reply text (it may name another user's recipient),
+ * only the state, rates, the rule of the last deferral, and the warm-up day and cap.
+ */
+export const userDeliverabilitySchema = z.object({
+  providers: z.array(
+    scopeStatusSchema
+      .extend({
+        lastDeferral: z.object({ rule: z.string(), reply: z.string().optional(), at: z.string() }).nullable(),
+        warmup: z.object({ day: z.number(), cap: z.number().nullable(), sentToday: z.number().optional() }).nullable(),
+      })
+      .partial({ inFlight: true, sentThisHour: true, sentToday: true }),
+  ),
+  warmup: z.array(warmupStatusSchema.partial({ sentToday: true })),
+});
+
 export const statusSchema = z.object({
   uptimeSeconds: z.number(),
   version: z.string(),
@@ -269,40 +318,7 @@ export const statusSchema = z.object({
       sentPerBucket: z
         .array(z.number())
         .describe('Sends accepted by this process in each bucket of rate_history, oldest first: the last 15 minutes in 10 s buckets'),
-      deliverability: z
-        .object({
-          providers: z.array(
-            z.object({
-              provider: z.string().describe('google, microsoft, yahoo, apple or other:<domain>'),
-              state: z.enum(['normal', 'slowed', 'suspended']),
-              rate: z.number().nullable().describe('msg/s in force for the pair; null: no pace of its own (the service pace only)'),
-              configuredRate: z.number().nullable(),
-              suspendedUntil: z.string().nullable(),
-              lastDeferral: z.object({ rule: z.string(), reply: z.string(), at: z.string() }).nullable(),
-              deferrals: z.number(),
-              inFlight: z.number(),
-              limits: z.object({
-                ratePerSecond: z.number().nullable(),
-                concurrency: z.number().nullable(),
-                hourly: z.number().nullable(),
-                daily: z.number().nullable(),
-              }),
-              sentThisHour: z.number(),
-              sentToday: z.number(),
-              warmup: z.object({ day: z.number(), cap: z.number().nullable(), sentToday: z.number() }).nullable(),
-              blocked: z.string().nullable().describe('why the pair may not send now: suspended, rate, concurrency, hourly, daily, warmup'),
-            }),
-          ),
-          warmup: z.array(
-            z.object({
-              provider: z.string().nullable(),
-              day: z.number(),
-              date: z.string(),
-              cap: z.number().nullable(),
-              sentToday: z.number(),
-            }),
-          ),
-        })
+      deliverability: deliverabilitySchema
         .nullable()
         .describe('Throttles per mailbox provider (admins; null for users and when this process does not run the service)'),
     }),

@@ -8,7 +8,8 @@
 import { z } from 'zod';
 import type { Engine } from '../engine.js';
 import { queryRows } from '../../services/kernel/db-query.js';
-import { pausedCampaignsSchema } from './schemas.js';
+import { pausedCampaignsSchema, userDeliverabilitySchema } from './schemas.js';
+import type { ServiceStatus } from '../../services/scheduler/loop.js';
 
 export const userStatusSchema = z.object({
   version: z.string(),
@@ -31,6 +32,11 @@ export const userStatusSchema = z.object({
       resetsAt: z.date(),
       dailyQuota: z.number().optional().describe('Only for a service listed for you alone'),
       usedQuota: z.number().optional().describe('Only for a service listed for you alone'),
+      deliverability: userDeliverabilitySchema
+        .nullable()
+        .describe(
+          'Throttles per mailbox provider; on a shared service without send counts or reply texts. Null when this process does not run the service',
+        ),
     }),
   ),
 });
@@ -80,7 +86,29 @@ export async function collectUserStatus(engine: Engine, version: string, userId:
           remainingQuota: q.remainingQuota,
           resetsAt: q.resetsAt,
           ...(u.shared ? {} : { dailyQuota: q.dailyQuota, usedQuota: q.usedQuota }),
+          deliverability: deliverabilityFor(running.get(q.id)?.deliverability, u.shared),
         };
       }),
+  };
+}
+
+/**
+ * A service's per-provider state as a user may see it. On a shared service the counts of sends
+ * (other users' traffic, as its quota shows only as remaining) and the deferral reply's text (it
+ * may quote another user's recipient) are left out; the state, rates, rule and warm-up stay.
+ */
+function deliverabilityFor(
+  d: ServiceStatus['deliverability'] | undefined,
+  shared: boolean,
+): z.infer<typeof userDeliverabilitySchema> | null {
+  if (!d) return null;
+  if (!shared) return d;
+  return {
+    providers: d.providers.map(({ inFlight: _i, sentThisHour: _h, sentToday: _d, lastDeferral, warmup, ...rest }) => ({
+      ...rest,
+      lastDeferral: lastDeferral ? { rule: lastDeferral.rule, at: lastDeferral.at } : null,
+      warmup: warmup ? { day: warmup.day, cap: warmup.cap } : null,
+    })),
+    warmup: d.warmup.map(({ sentToday: _s, ...rest }) => rest),
   };
 }

@@ -2,7 +2,8 @@
 /**
  * fairsend dashboard: plain JS, no framework, no build. It polls the API every POLL_MS with the token
  * kept in localStorage and updates the page in place (rows are keyed by id, so buttons stay put
- * under the pointer): one quota bar per sending service with its sends under way, the send rate of
+ * under the pointer): one quota bar per sending service with its sends under way and, per mailbox
+ * provider, its throttle (state, rate against configured, last deferral, warm-up), the send rate of
  * each service over the last 15 minutes (from the status API's rate_history, so it is there from
  * the first poll and a pause shows as a drop to zero) as inline SVG lines, one progress bar per
  * campaign with its owner, creation time, pause, resume and cancel, a campaign's recipients (failed
@@ -105,6 +106,7 @@ function renderServices(services) {
         el('div', { class: 'bar', title: 'used (orange) and left (green) of today’s quota' }, el('span')),
         el('span', { class: 'badge' }),
         el('span', { class: 'detail' }),
+        el('ul', { class: 'providers' }),
       ),
     );
     row.querySelector('.name').textContent = s.name;
@@ -126,8 +128,86 @@ function renderServices(services) {
       (s.tls_mode
         ? ` · ${TLS_LABEL[s.tls_mode] ?? s.tls_mode}${s.certificate_checking === false ? ', certificates NOT CHECKED' : ''}`
         : '');
+    renderProviders(row.querySelector('.providers'), s.deliverability);
   }
   dropRowsExcept(box, new Set(services.map((s) => String(s.id))));
+}
+
+const timeOfDay = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+
+/** A rate in msg/s as people read it: "2.5/s", "12/min" below one a second, "1/h" below one a minute. */
+function fmtRate(perSecond) {
+  const round = (n) => fmtNumber(Math.round(n * 10) / 10);
+  if (perSecond >= 1) return `${round(perSecond)}/s`;
+  if (perSecond * 60 >= 1) return `${round(perSecond * 60)}/min`;
+  return `${round(perSecond * 3600)}/h`;
+}
+
+/** "suspended until 14:05" (with the date when it is not today), "slowed", "normal". */
+function fmtState(p) {
+  if (p.state !== 'suspended' || !p.suspended_until) return p.state;
+  const until = new Date(p.suspended_until);
+  const sameDay = until.toDateString() === new Date().toDateString();
+  return `suspended until ${sameDay ? timeOfDay.format(until) : dateTime.format(until)}`;
+}
+
+/**
+ * One line per mailbox provider of a service (status.services[].deliverability), then its warm-up
+ * schedules. Lines are keyed and updated in place, like the rows.
+ */
+function renderProviders(list, d) {
+  const ids = new Set();
+  for (const p of d?.providers ?? []) {
+    const id = `provider:${p.provider}`;
+    ids.add(id);
+    const li = keyedRow(list, id, () =>
+      el(
+        'li',
+        {},
+        el('span', { class: 'provider-name' }),
+        ' ',
+        el('span', { class: 'state' }),
+        ' ',
+        el('span', { class: 'figures' }),
+        el('span', { class: 'reply' }),
+      ),
+    );
+    li.dataset.provider = p.provider;
+    li.dataset.state = p.state;
+    const rate =
+      p.rate !== null
+        ? `${fmtRate(p.rate)}${p.configured_rate !== null ? ` of ${fmtRate(p.configured_rate)}` : ' (no rate set)'}`
+        : p.configured_rate !== null
+          ? `full rate (${fmtRate(p.configured_rate)})`
+          : 'full rate';
+    const parts = [
+      rate,
+      `${fmtNumber(p.deferrals)} deferred`,
+      ...(p.sent_today !== undefined ? [`${fmtNumber(p.sent_today)} sent today`] : []),
+      ...(p.warmup ? [`warm-up day ${p.warmup.day}, cap ${p.warmup.cap === null ? 'none (ramp over)' : fmtNumber(p.warmup.cap)}`] : []),
+      ...(p.blocked && p.blocked !== 'suspended' && p.blocked !== 'rate' ? [`held: ${p.blocked} cap`] : []),
+    ];
+    li.querySelector('.provider-name').textContent = p.provider;
+    const state = li.querySelector('.state');
+    state.textContent = fmtState(p);
+    state.className = `state ${p.state}`;
+    li.querySelector('.figures').textContent = parts.join(' · ');
+    const last = p.last_deferral;
+    const reply = li.querySelector('.reply');
+    reply.hidden = !last;
+    reply.textContent = last ? `last deferral ${fmtAgo(last.at)}: ${last.reply ?? last.rule}` : '';
+    reply.title = last ? `${last.rule} at ${new Date(last.at).toISOString()}${last.reply ? `: ${last.reply}` : ''}` : '';
+  }
+  for (const w of d?.warmup ?? []) {
+    const id = `warmup:${w.provider ?? '*'}`;
+    ids.add(id);
+    const li = keyedRow(list, id, () => el('li', { class: 'warmup' }));
+    li.dataset.warmup = w.provider ?? '*';
+    li.textContent =
+      `Warm-up (${w.provider ?? 'all providers'}): day ${w.day}, cap ${w.cap === null ? 'none (ramp over)' : fmtNumber(w.cap)}` +
+      (w.sent_today !== undefined ? `, ${fmtNumber(w.sent_today)} sent today` : '');
+  }
+  dropRowsExcept(list, ids);
 }
 
 function svg(tag, attrs) {
