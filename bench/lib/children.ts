@@ -11,8 +11,14 @@ export function benchModule(name: string): string {
   return fileURLToPath(new URL(`../${name}`, import.meta.url));
 }
 
-export function forkBench(name: string, execArgv: string[] = []): ChildProcess {
-  return fork(benchModule(name), [], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], execArgv, execPath: process.execPath });
+/** Forks a compiled bench module; `env` is added to this process's environment (e.g. SEND_WORKERS). */
+export function forkBench(name: string, execArgv: string[] = [], env: Record<string, string> = {}): ChildProcess {
+  return fork(benchModule(name), [], {
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    execArgv,
+    execPath: process.execPath,
+    env: { ...process.env, ...env },
+  });
 }
 
 /** Waits for the next IPC message of `type`, or the child's exit (an error). */

@@ -22,6 +22,11 @@ export interface Prepared {
   go(): Promise<void>;
   teardown(): Promise<void>;
   engineChildren?: PidSource;
+  /**
+   * The processes of the store this configuration runs on, when it is not PostgreSQL (BullMQ's
+   * Redis): their CPU goes in the table's third CPU column instead of PostgreSQL's.
+   */
+  store?: PidSource;
 }
 
 export interface BenchContext {
@@ -37,7 +42,7 @@ export async function measure(ctx: BenchContext, p: Prepared): Promise<{ seconds
   const probe = await RunProbe.start({
     ...(p.engineChildren ? { engineChildren: p.engineChildren } : {}),
     sink: async () => [ctx.sink.pid],
-    postgres: ctx.server.postgresPids(() => [ctx.sink.pid]),
+    postgres: p.store ?? ctx.server.postgresPids(() => [ctx.sink.pid]),
   });
   const t0 = performance.now();
   try {
