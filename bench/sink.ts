@@ -7,29 +7,46 @@
  * `{ type: 'count', accepted, received }`; `{ type: 'stop' }` closes the servers and exits.
  * Timed listeners, for rates as the receiving server sees them (bench W3): `{ type: 'listen', tag }`
  * opens another server and answers `{ type: 'listening', tag, port }`; it records the instant (ms,
- * sub-millisecond precision) it accepts each message; `{ type: 'times', tag }` closes it and
- * answers `{ type: 'times', tag, times }`.
+ * sub-millisecond precision) it accepts each message (before its 250 goes out), and with `ids: true`
+ * each message's Message-ID too; `{ type: 'times', tag }` closes it and answers
+ * `{ type: 'times', tag, times, ids }`.
  */
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 
 const catcher = await startSmtpCatcher({ host: '127.0.0.1', port: 0, keep: false });
 process.stdout.write(`port ${catcher.port}\n`);
-const timed = new Map<string, { server: SmtpCatcher; times: number[] }>();
+const timed = new Map<string, { server: SmtpCatcher; times: number[]; ids: string[] }>();
 const now = () => performance.timeOrigin + performance.now();
 
-process.on('message', (msg: { type: string; tag?: string }) => {
+/** The Message-ID header of a raw message ('' when it has none). */
+function messageId(raw: Buffer): string {
+  const end = raw.indexOf('\r\n\r\n');
+  const head = raw.subarray(0, end < 0 ? raw.length : end).toString('latin1');
+  return /^message-id:\s*(\S+)/im.exec(head)?.[1] ?? '';
+}
+
+process.on('message', (msg: { type: string; tag?: string; ids?: boolean }) => {
   if (msg.type === 'count') process.send?.({ type: 'count', accepted: catcher.accepted, received: catcher.received });
   if (msg.type === 'listen') {
     const times: number[] = [];
-    void startSmtpCatcher({ host: '127.0.0.1', port: 0, keep: false, onAccept: () => times.push(now()) }).then((server) => {
-      timed.set(msg.tag!, { server, times });
+    const ids: string[] = [];
+    const onAccept = msg.ids
+      ? (m: { raw: Buffer }) => {
+          times.push(now());
+          ids.push(messageId(m.raw));
+        }
+      : () => times.push(now());
+    void startSmtpCatcher({ host: '127.0.0.1', port: 0, keep: false, onAccept }).then((server) => {
+      timed.set(msg.tag!, { server, times, ids });
       process.send?.({ type: 'listening', tag: msg.tag, port: server.port });
     });
   }
   if (msg.type === 'times') {
     const t = timed.get(msg.tag!);
     timed.delete(msg.tag!);
-    void (t ? t.server.stop() : Promise.resolve()).then(() => process.send?.({ type: 'times', tag: msg.tag, times: t?.times ?? [] }));
+    void (t ? t.server.stop() : Promise.resolve()).then(() =>
+      process.send?.({ type: 'times', tag: msg.tag, times: t?.times ?? [], ids: t?.ids ?? [] }),
+    );
   }
   if (msg.type === 'stop') {
     void Promise.all([catcher.stop(), ...[...timed.values()].map((t) => t.server.stop())]).finally(() => process.exit(0));

@@ -33,20 +33,56 @@ class FakeClock implements PacerClock {
   }
 }
 
-/** A service with work: keeps `ahead` sends waiting, queues the next one as each is released. */
+/**
+ * A service with work: keeps `ahead` sends waiting, queues the next one as each is released. The
+ * server answers each at once (servedService below has a server that takes time).
+ */
 function busyService(p: Pacer, ahead: number, total: number): number[] {
   const released: number[] = [];
   let queued = 0;
   const one = () => {
     queued++;
-    p.schedule((at) => {
+    p.schedule((at, seq) => {
       if (at === null) return;
       released.push(at);
+      p.answered(seq, at);
       if (queued < total) one();
     });
   };
   for (let i = 0; i < ahead && queued < total; i++) one();
   return released;
+}
+
+/**
+ * A service whose sends a server answers `latency(seq)` ms after their release (the clock's timers
+ * add their own delay); the server accepts each at a point between release and answer
+ * (`where(seq)`, 0..1). Returns the release and acceptance instants.
+ */
+function servedService(
+  p: Pacer,
+  clock: FakeClock,
+  total: number,
+  latency: (seq: number) => number,
+  where: (seq: number) => number = () => 1,
+): { released: number[]; accepted: number[] } {
+  const released: number[] = [];
+  const accepted: number[] = [];
+  let queued = 0;
+  const one = () => {
+    queued++;
+    p.schedule((at, seq) => {
+      if (at === null) return;
+      released.push(at);
+      clock.after(latency(seq), () => {
+        const answered = clock.now();
+        accepted.push(at + where(seq) * (answered - at));
+        p.answered(seq, answered);
+      });
+      if (queued < total) one();
+    });
+  };
+  one();
+  return { released, accepted };
 }
 
 describe('pacer', () => {
@@ -67,20 +103,72 @@ describe('pacer', () => {
     expect(released).toEqual([0, 10, 24, 30, 40, 50]);
   });
 
-  it('re-anchors on the server’s answer: a hold, then the next slot one interval after the anchor', () => {
+  it('paces on the server’s answers: a send answered late moves the sends from n + 1 behind it back by the excess', () => {
+    // 10 a second: n = 10 sends per one-second window. Send 0 (a new connection) is answered at
+    // 350 instead of within its interval; sends 1-10 keep their slots; send 11 goes no sooner than
+    // 350 + 10 intervals, and the schedule continues from there.
     const clock = new FakeClock();
-    const p = new Pacer(10, clock);
-    const released: number[] = [];
-    p.schedule((at) => {
-      released.push(at!);
-      p.holdUntil(at! + 30_000); // the first send: nothing more until the server answers
-    });
-    for (let i = 0; i < 3; i++) p.schedule((at) => released.push(at!));
-    clock.runUntil(37);
-    expect(released).toEqual([0]);
-    p.anchor(37); // the server accepted the first message at 37
-    clock.runUntil(1000);
-    expect(released).toEqual([0, 47, 57, 67]);
+    const { released } = servedService(new Pacer(100, clock), clock, 14, (seq) => (seq === 0 ? 350 : 5));
+    clock.runUntil(5000);
+    expect(released.slice(0, 11)).toEqual([0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]);
+    expect(released.slice(11).map((t) => Math.round(t))).toEqual([1350, 1450, 1550]);
+  });
+
+  it('waits for a missing answer: send j does not go while send j - n - 1 has none', () => {
+    const clock = new FakeClock();
+    const { released } = servedService(new Pacer(100, clock), clock, 13, (seq) => (seq === 0 ? 2000 : 5));
+    clock.runUntil(1900);
+    expect(released).toHaveLength(11); // sends 0-10; send 11 waits for send 0's answer
+    clock.runUntil(10_000);
+    expect(released.slice(11).map((t) => Math.round(t))).toEqual([3000, 3100]);
+  });
+
+  it('moves nothing while answers come within an interval', () => {
+    const clock = new FakeClock();
+    const { released } = servedService(new Pacer(20, clock), clock, 200, (seq) => [3, 19.9, 0.5, 12][seq % 4]!);
+    clock.runUntil(10_000);
+    released.forEach((t, k) => expect(t).toBeCloseTo(k * 20, 6));
+  });
+
+  it('holds the k + 1 rule at the server over random latencies, stalls and acceptance points (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.double({ min: 1, max: 20, noNaN: true }), fc.double({ min: 20, max: 1500, noNaN: true })),
+        // Release-to-answer latencies: mostly short, some longer than an interval (a new connection,
+        // a stalled server), some far longer.
+        fc.array(
+          fc.oneof(
+            fc.double({ min: 0, max: 2, noNaN: true }),
+            fc.double({ min: 0, max: 60, noNaN: true }),
+            fc.double({ min: 0, max: 1500, noNaN: true }),
+          ),
+          {
+            minLength: 1,
+            maxLength: 40,
+          },
+        ),
+        fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: 40 }),
+        fc.array(fc.oneof(fc.constant(0), fc.double({ min: 0, max: 100, noNaN: true })), { minLength: 1, maxLength: 20 }),
+        (interval, latencies, points, jitter) => {
+          const clock = new FakeClock();
+          let i = 0;
+          clock.delay = () => jitter[i++ % jitter.length]!;
+          const total = Math.min(300, Math.ceil(3000 / interval) + 5);
+          const { released, accepted } = servedService(
+            new Pacer(interval, clock),
+            clock,
+            total,
+            (seq) => latencies[seq % latencies.length]!,
+            (seq) => points[seq % points.length]!,
+          );
+          clock.runUntil(total * (interval + 1700) + 10_000);
+          expect(accepted).toHaveLength(total);
+          expect(paceViolations(accepted, interval)).toBeNull();
+          expect(paceViolations(released, interval)).toBeNull();
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 
   it('banks nothing after idle: sends after a pause come one interval apart', () => {

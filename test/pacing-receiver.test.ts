@@ -2,8 +2,9 @@
  * The pacing rule through a real SMTP server on loopback, with 1, 5 and 20 connections and across a
  * restart of the engine: at most k + 1 messages of a service in any window of k intervals
  * (services/scheduler/pacer.ts), asserted at the dispatch for every window of one interval or
- * more, and reported at the server (see reportReceiver). Across a takeover by a second process,
- * at the dispatch and at the server: test/scale-out.test.ts.
+ * more, and at the server for every window of one second or more (see judgeReceiver). With the
+ * server in a process of its own, at 20/s: test/pacing-sink.test.ts; across a takeover by a second
+ * process, at the dispatch and at the server: test/scale-out.test.ts.
  */
 import type { Engine } from '../src/engine.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
@@ -13,9 +14,7 @@ import { recordSends, until, userWithContacts } from './helpers/scheduler.js';
 
 // Two a second: the receiving server runs in the test's own process, which shares two busy cores
 // with the engine and PostgreSQL (measured on a loaded machine: 2 to 300 ms from dispatch to
-// acceptance), and the rule leaves it half an interval of jitter. Higher rates are measured by
-// bench W3, with the server in its own process. The dispatch side is checked strictly (every
-// window of one interval or more).
+// acceptance). The dispatch side is checked strictly (every window of one interval or more).
 const RATE = 0.5;
 const T = RATE * 1000;
 
@@ -53,15 +52,16 @@ describe('the pacing rule at the receiving server', () => {
   }
 
   /**
-   * The receiver side, reported: on this two-core machine shared by eight engineers (load 11 to
-   * 21 while these tests were written) the first message of a new connection was accepted up to
-   * a second late, and the in-process server saw bunches of 2 to 8 over k + 1 at 2 to 50 msg/s.
-   * That is the server's and the machine's jitter, not the schedule (asserted at the dispatch);
-   * bench W3 checks the receiver side with the server in its own process.
+   * The receiver side: on this two-core machine shared by eight engineers (load 11 to 21 while
+   * these tests were written) the first message of a new connection was accepted up to a second
+   * late, and the in-process server, held up by the engine's event loop, saw bunches of 2 to 8
+   * over k + 1 at 2 to 50 msg/s before the pacer kept each send behind the server's answers.
+   * The server notes the instant before it answers, so the rule holds here too, whatever the delays.
    */
-  function reportReceiver(what: string): void {
+  function judgeReceiver(what: string): void {
     const v = paceViolations(accepted, T);
     console.log(`[pacing] ${what} at the receiver: ${v ? `${v.excess} over k + 1 in ${v.k} intervals from #${v.from}` : 'rule held'}`);
+    expect([what, v]).toEqual([what, null]);
   }
 
   for (const connections of [1, 5, 20]) {
@@ -71,7 +71,7 @@ describe('the pacing rule at the receiving server', () => {
       try {
         await engine.scheduler.start();
         await until(() => accepted.length === 12, 30_000, '12 messages');
-        reportReceiver(`${connections} connections`);
+        judgeReceiver(`${connections} connections`);
         expect(
           paceViolations(
             sent.map((e) => e.dispatchedAt),
@@ -100,7 +100,7 @@ describe('the pacing rule at the receiving server', () => {
     try {
       await again.scheduler.start();
       await until(() => accepted.length === 14, 30_000, 'the rest after the restart');
-      reportReceiver('restart');
+      judgeReceiver('restart');
       // At the dispatch, across the restart: one schedule, every window of one interval or more.
       expect(
         paceViolations(

@@ -17,14 +17,36 @@
  *     never in a burst.
  *   - Intervals are fractional milliseconds (0.0333 s stays 33.3 ms; it is not rounded).
  *
- * The guarantee this gives, and the one the tests check at the receiving SMTP server: in any
- * window of k intervals (k >= 1) there are at most k + 1 sends. Proof sketch: every slot is at
- * least one interval after the previous slot, and every send is released within
- * CATCH_UP x interval (< 1 interval) after its slot; a closed window [a, a + kT] holds only sends
- * whose slots lie in (a - T, a + kT], and at most k + 1 slots spaced T apart fit there. The margin
- * left, (1 - CATCH_UP) x interval, absorbs the jitter between the release here and the arrival
- * at the server (connection latency). The bound is checked over windows lasting at least one
- * second (or one interval for services slower than that) by `paceViolations` below.
+ * Pacing on the server's acceptance. The rule is judged where the messages arrive: in any window
+ * of k intervals lasting at least one second (or one interval for services slower than that),
+ * the receiving server accepts at most k + 1. Between a release here and the server's acceptance
+ * lie a connection's set-up (the first message of a new SMTP connection), MAIL/RCPT/DATA round
+ * trips, and whatever stalls the sender's or the server's process; a message held up by more than
+ * an interval, followed by ones that are not, lands k + 2 in a window. So the pacer also keeps
+ * each release behind the server's answers: with n = max(1, ceil(1 s / interval)),
+ *
+ *   - send j is not released before answer(i) + (j - i - 1) x interval, for every i <= j - n - 1
+ *     whose answer came (answered(i, at): the instant the sender saw the server's reply);
+ *   - send j waits while a send i <= j - n - 1 has no answer yet.
+ *
+ * Why that is the rule at the server, whatever the delays: the server accepts message i before it
+ * answers it (acc(i) <= answer(i)) and message j after it was released (acc(j) >= release(j)), so
+ * acc(j) - acc(i) >= release(j) - answer(i) > (j - i - 1) x interval for every pair at least n + 1
+ * apart, and a window of k >= n intervals holding k + 2 messages would need such a pair closer
+ * than that (paceViolations below checks exactly that). Both instants are measured on monotonic
+ * clocks of their own process, so no clock is compared across processes. Pairs closer than n + 1
+ * need no bound: any window the rule counts lasts n intervals or more and may hold n + 1.
+ *
+ * What it costs: when a message takes longer than an interval from release to answer (a new
+ * connection, a stalled server), the sends from n on behind it move back by the excess, for good:
+ * the rule itself demands it (a message late by d at the server leaves a window that can take
+ * only what comes d - interval later). While answers come within an interval, nothing moves.
+ *
+ * The dispatch side keeps its own, tighter shape: every slot is at least one interval after the
+ * previous slot, and every send is released within CATCH_UP x interval of its slot, so a closed
+ * window [a, a + kT] of release instants holds only sends whose slots lie in (a - T, a + kT], at
+ * most k + 1 of them, in any window (k >= 1). `paceViolations` checks the rule over windows lasting
+ * at least one second (or one interval).
  *
  * States of a waiting send: waiting -> released (callback ran) | dropped (clear(): the service
  * stopped; the callback runs with `null`, so the caller puts its message and unit back).
@@ -32,7 +54,7 @@
  * The clock is injected (PacerClock) so the unit tests drive time and delay callbacks at will.
  */
 
-/** The share of an interval a late send may keep (see above): the rest is the receiver's jitter budget. */
+/** The share of an interval a late send may keep (see above). */
 export const CATCH_UP = 0.5;
 
 export interface PacerClock {
@@ -62,7 +84,11 @@ export const realPacerClock: PacerClock = {
   },
 };
 
-type Waiter = (at: number | null) => void;
+/** Runs when the send may go: `at` is the release instant and `seq` its number (0, 1, ...), or null when dropped. */
+type Waiter = (at: number | null, seq: number) => void;
+
+/** Guards the strict inequality of the rule against rounding (ms). */
+const ANSWER_MARGIN_MS = 0.01;
 
 export class Pacer {
   private intervalMs: number;
@@ -74,8 +100,17 @@ export class Pacer {
   private cancelWake: (() => void) | undefined;
   /** A callback may queue the next send; the running drain loop takes it. */
   private draining = false;
-  /** Sends released so far (for status and tests). */
+  /** Sends released so far (for status and tests); the next release's number. */
   released = 0;
+  /** Released sends with no answer yet, and the lowest number that may be among them. */
+  private readonly unanswered = new Set<number>();
+  private oldestUnanswered = 0;
+  /** Answers (send number, instant) sorted by number, not yet folded into `answerFloor`. */
+  private readonly answers: { seq: number; at: number }[] = [];
+  /** max over folded answers of (at - (seq + 1) x interval): send j waits until answerFloor + j x interval. */
+  private answerFloor = -Infinity;
+  /** A drain stopped on a send with no answer: answered() resumes it. */
+  private awaitingAnswer = false;
 
   /**
    * @param intervalMs the service's interval (0: no rate limit, every send goes at once)
@@ -109,27 +144,53 @@ export class Pacer {
   setInterval(intervalMs: number): void {
     assertInterval(intervalMs);
     if (intervalMs === this.intervalMs) return;
+    // The answers' bound for the next send stays where it was; later sends follow the new interval.
+    if (this.answerFloor > -Infinity) this.answerFloor += this.released * (this.intervalMs - intervalMs);
     this.intervalMs = intervalMs;
     if (this.lastSlot > -Infinity) this.next = this.lastSlot + intervalMs;
     this.rearm();
   }
 
   /**
-   * Re-anchors the schedule on an instant the receiving server saw (pacing on the server's
-   * acceptance): the next slot is one interval after `at`, earlier or later than planned.
+   * The server answered send `seq` (accepted or refused it) at `at`, as the sender saw it (after
+   * the server's acceptance). Every released send must be answered once, also a failed one.
    */
-  anchor(at: number): void {
-    this.lastSlot = at;
-    this.next = at + this.intervalMs;
-    this.rearm();
+  answered(seq: number, at: number): void {
+    if (!this.unanswered.delete(seq)) return;
+    if (this.intervalMs > 0) {
+      // Answers come nearly in release order (several connections may swap neighbours).
+      let i = this.answers.length;
+      while (i > 0 && this.answers[i - 1]!.seq > seq) i--;
+      this.answers.splice(i, 0, { seq, at });
+    }
+    if (this.awaitingAnswer && !this.draining) {
+      this.awaitingAnswer = false;
+      this.drain();
+    }
   }
 
-  /** No slot before `at` (a takeover learned of a later send by the previous owner). */
-  holdUntil(at: number): void {
-    if (at > this.next) {
-      this.next = at;
-      this.rearm();
+  /** Sends per window the rule counts: the window lasts at least one second or one interval. */
+  private get windowSends(): number {
+    return Math.max(1, Math.ceil(1000 / this.intervalMs - 1e-9));
+  }
+
+  /**
+   * The earliest instant send `seq` may go by the answers of the sends n + 1 or more before it
+   * (see the header), or null while one of those has no answer yet.
+   */
+  private answerBound(seq: number): number | null {
+    if (this.intervalMs <= 0) return -Infinity;
+    const last = seq - this.windowSends - 1;
+    while (this.oldestUnanswered < this.released && !this.unanswered.has(this.oldestUnanswered)) this.oldestUnanswered++;
+    if (this.oldestUnanswered <= last) return null;
+    let folded = 0;
+    for (const a of this.answers) {
+      if (a.seq > last) break;
+      this.answerFloor = Math.max(this.answerFloor, a.at - (a.seq + 1) * this.intervalMs);
+      folded++;
     }
+    if (folded) this.answers.splice(0, folded);
+    return this.answerFloor + seq * this.intervalMs + ANSWER_MARGIN_MS;
   }
 
   /**
@@ -145,7 +206,7 @@ export class Pacer {
   clear(): void {
     this.cancelWake?.();
     this.cancelWake = undefined;
-    for (const w of this.queue.splice(0)) w.fn(null);
+    for (const w of this.queue.splice(0)) w.fn(null, -1);
   }
 
   private rearm(): void {
@@ -167,8 +228,14 @@ export class Pacer {
   private drainLoop(): void {
     while (this.queue.length) {
       const now = this.clock.now();
-      if (now < this.next) {
-        this.cancelWake = this.clock.after(this.next - now, () => {
+      const bound = this.answerBound(this.released);
+      if (bound === null) {
+        this.awaitingAnswer = true; // answered() resumes
+        return;
+      }
+      const due = Math.max(this.next, bound);
+      if (now < due) {
+        this.cancelWake = this.clock.after(due - now, () => {
           this.cancelWake = undefined;
           this.drain();
         });
@@ -177,11 +244,13 @@ export class Pacer {
       const w = this.queue.shift()!;
       // The slot this send takes: the one due, unless the send is later than CATCH_UP intervals
       // after it (idle, or a long stall), or arrived after it (idle: no credit for the wait).
-      const slot = Math.max(this.next, w.since, now - CATCH_UP * this.intervalMs);
+      // A slot the answers held back starts there (the dispatch keeps its own spacing).
+      const slot = Math.max(this.next, w.since, now - CATCH_UP * this.intervalMs, Math.min(bound, now));
       this.lastSlot = slot;
       this.next = slot + this.intervalMs;
-      this.released++;
-      w.fn(now);
+      const seq = this.released++;
+      if (this.intervalMs > 0) this.unanswered.add(seq);
+      w.fn(now, seq);
     }
   }
 }

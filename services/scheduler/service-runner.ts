@@ -110,8 +110,6 @@ export function quotaBatch(sendingRate: number): number {
 }
 
 const MAX_PROBE_BACKOFF_MS = 5 * 60_000;
-/** How long a runner's first send may hold the next ones while it waits for the server's answer. */
-const WARM_UP_HOLD_MS = 30_000;
 
 /** A `date` column as YYYY-MM-DD, whether the driver gave a string or a Date (at local midnight). */
 function dayOf(d: string | Date): string {
@@ -162,9 +160,6 @@ export class ServiceRunner {
   private drained: (() => void)[] = [];
   /** Slots holding a unit and a message, from the quota unit taken until the outcome is known (waits in the pacer included). */
   inFlight = 0;
-  /** The first send went through this runner's transport (see the dispatch in slot()). */
-  private warm = false;
-  private warming = false;
   /** Sends under way now: handed to the transport, outcome not known yet (what status reports as in flight). */
   sending = 0;
   sent = 0;
@@ -284,7 +279,6 @@ export class ServiceRunner {
       const old = this.transport;
       this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim, this.host.secrets);
       this.transportKey = this.keyOf(row);
-      this.warm = false;
       setTimeout(() => old.close(), 5000).unref(); // let in-flight sends on the old pool finish
       this.healthy = true;
       this.failures = 0;
@@ -358,31 +352,20 @@ export class ServiceRunner {
     let pumpAfter = false;
     const dispatch: Dispatch = (send) =>
       new Promise((resolve) => {
-        this.pacer.schedule((at) => {
+        this.pacer.schedule((at, seq) => {
           dispatched = true;
           this.ahead--;
           if (at === null) return resolve(null);
           // Started in the same turn as the pacer's decision: nothing runs between the two.
           const result = send();
           this.sending++;
-          if (!this.warm && !this.warming && this.intervalMs > 0) {
-            // The first send of this runner (a start, a restart, a takeover, a new transport)
-            // opens a new SMTP connection: it reaches the server late by the connection's set-up
-            // (measured: up to 100 ms on loopback), and the sends after it, on the warm
-            // connection, would catch up on it, over k + 1 at the server. So nothing more goes
-            // until the server has answered it, and the schedule restarts from that answer.
-            this.warming = true;
-            this.pacer.holdUntil(at + WARM_UP_HOLD_MS);
-            const settle = () => {
-              this.warming = false;
-              this.warm = true;
-              if (!this.stopped) this.pacer.anchor(preciseNow());
-            };
-            result.then(settle, settle);
-          }
           const observe = () => {
+            const answered = preciseNow();
+            // The server accepted (or refused) it before this instant: the pacer keeps the later
+            // sends behind it, so the rule holds where the server counts (pacer.ts, header).
+            this.pacer.answered(seq, answered);
             this.sending--;
-            this.concurrency.observeLatency(preciseNow() - at);
+            this.concurrency.observeLatency(answered - at);
           };
           result.then(observe, observe);
           resolve({ at, result });

@@ -5,11 +5,13 @@ import { createInterface } from 'node:readline';
  * The SMTP sink of the benchmarks (bench/sink.ts) in a process of its own, for tests that judge
  * timing at the receiving server: the server's acceptance instants are not delayed by the test's
  * own event loop (which runs the engine). listen() opens a timed listener; times() closes it and
- * returns the instants (epoch ms, sub-millisecond) at which it accepted each message.
+ * returns the instants (epoch ms, sub-millisecond) at which it accepted each message; received()
+ * also returns their Message-IDs (for a listener opened with `{ ids: true }`).
  */
 export interface SinkProcess {
-  listen(tag: string): Promise<number>;
+  listen(tag: string, opts?: { ids?: boolean }): Promise<number>;
   times(tag: string): Promise<number[]>;
+  received(tag: string): Promise<{ times: number[]; ids: string[] }>;
   stop(): Promise<void>;
 }
 
@@ -30,13 +32,18 @@ export async function startSinkProcess(): Promise<SinkProcess> {
       proc.on('message', on);
     });
   return {
-    listen(tag) {
+    listen(tag, opts = {}) {
       const p = answer('listening', tag, (m) => m.port as number);
-      proc.send({ type: 'listen', tag });
+      proc.send({ type: 'listen', tag, ids: opts.ids === true });
       return p;
     },
     times(tag) {
       const p = answer('times', tag, (m) => m.times as number[]);
+      proc.send({ type: 'times', tag });
+      return p;
+    },
+    received(tag) {
+      const p = answer('times', tag, (m) => ({ times: m.times as number[], ids: m.ids as string[] }));
       proc.send({ type: 'times', tag });
       return p;
     },
