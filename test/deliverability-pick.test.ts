@@ -156,6 +156,8 @@ describe('applyReplyRule', () => {
     expect(r).toMatchObject({
       health: null,
       wakeAt: null,
+      // It wakes the campaign at the suspension's end only if the campaign waits anyway.
+      retryAt: at.getTime() + 900_000,
       event: 'retry',
       outcome: { status: 'queued', notBefore: new Date(at.getTime() + 900_000) },
     });

@@ -57,7 +57,7 @@ describe('the send Decision', () => {
 
   it('transient: a retry with exponential backoff and the unit returned; failed once retries are used up', () => {
     const d = send({ failed: true, error: smtp(451), item: item({ attempts: 2 }) });
-    expect(d).toMatchObject({ unit: 'returned', health: null, event: 'retry', wakeAt: at.getTime() + 4000 });
+    expect(d).toMatchObject({ unit: 'returned', health: null, event: 'retry', retryAt: at.getTime() + 4000, wakeAt: null });
     expect(d.outcome).toMatchObject({ status: 'queued', attempt: 1, notBefore: new Date(at.getTime() + 4000) });
     const last = send({ failed: true, error: smtp(451), item: item({ attempts: 3 }) });
     expect(last.outcome?.status).toBe('failed');

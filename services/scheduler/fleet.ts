@@ -167,6 +167,10 @@ export class Fleet {
     if (d.bounce) outcomes.bounce(item.contactId);
     if (d.leaseLapse) this.leaseLapses++;
     if (d.wakeAt !== null) c.wakeAt = Math.min(c.wakeAt ?? Infinity, d.wakeAt);
+    // A retry's due time wakes a campaign that waits (nothing sendable before it). A campaign that
+    // still refills (wakeAt null, not drained) must not wait for it: the retry's backoff is its
+    // own, and a refill once it is due claims it (claimRetries).
+    if (d.retryAt !== null && (c.wakeAt !== null || c.drained)) c.wakeAt = Math.min(c.wakeAt ?? Infinity, d.retryAt);
     if (d.putBack) {
       c.putBack(item);
       this.setSendable(c, true);

@@ -48,8 +48,13 @@ export interface Decision {
   bounce: boolean;
   /** The message goes back to the front of its campaign's buffer (never reached a server). */
   putBack: boolean;
-  /** The campaign looks for work again at this instant (ms epoch): a retry's backoff, a window opening. */
+  /** The campaign waits until this instant (ms epoch) before it looks for work again: a send window opening. */
   wakeAt: number | null;
+  /**
+   * This message is due again at this instant (ms epoch): a retry's backoff. It wakes a campaign that
+   * waits, but never holds back one that still has other work (see Fleet.apply).
+   */
+  retryAt: number | null;
   /** Event for listeners: sent, a retry scheduled, failed for good. */
   event: 'sent' | 'retry' | 'failed' | null;
   /** Released because this engine's leases may have lapsed (a stall). */
@@ -66,6 +71,7 @@ const none: Decision = {
   bounce: false,
   putBack: false,
   wakeAt: null,
+  retryAt: null,
   event: null,
   leaseLapse: false,
   attempt: null,
@@ -224,13 +230,13 @@ export function afterSend(p: {
       return { ...none, ...common, putBack: true };
     case 'transient':
       return canRetry
-        ? { ...none, ...common, outcome: { ...base, notBefore }, wakeAt: notBefore.getTime(), event: 'retry' }
+        ? { ...none, ...common, outcome: { ...base, notBefore }, retryAt: notBefore.getTime(), event: 'retry' }
         : { ...none, ...common, outcome: { ...base, status: 'failed' }, event: 'retry' };
     case 'permanent':
       return { ...none, ...common, outcome: { ...base, status: 'failed' }, bounce: f.bounce, event: 'failed' };
     case 'ambiguous':
       return p.policy.mode === 'at-least-once' && canRetry
-        ? { ...none, ...common, outcome: { ...base, notBefore }, wakeAt: notBefore.getTime(), unit: 'spent' }
+        ? { ...none, ...common, outcome: { ...base, notBefore }, retryAt: notBefore.getTime(), unit: 'spent' }
         : { ...none, ...common, outcome: { ...base, status: 'unknown', messageId: p.messageId }, unit: 'spent' };
   }
 }
@@ -256,7 +262,14 @@ export function deferred(at: Date, until: Date): Decision {
 export function applyReplyRule(d: Decision, rule: ReplyDecision, p: { at: Date; retryDelayMs: number }): Decision {
   if (rule.effect === 'none' || !d.outcome || !d.attempt || !['transient', 'permanent'].includes(d.attempt.result)) return d;
   if (rule.effect === 'fail') {
-    return { ...d, health: null, wakeAt: null, outcome: { ...d.outcome, status: 'failed', notBefore: null }, event: 'failed' };
+    return {
+      ...d,
+      health: null,
+      wakeAt: null,
+      retryAt: null,
+      outcome: { ...d.outcome, status: 'failed', notBefore: null },
+      event: 'failed',
+    };
   }
   if (rule.effect === 'retry') return { ...d, health: null };
   // A generic rule (no provider: any 421, a 451 "try later") may be the relay's own trouble: it
@@ -269,8 +282,10 @@ export function applyReplyRule(d: Decision, rule: ReplyDecision, p: { at: Date; 
     ...d,
     health: null,
     bounce: false,
-    // No campaign wake-up: the campaign's other providers' messages must not wait for this one.
+    // The campaign's other providers' messages never wait for this one: it wakes the campaign only
+    // if that waits anyway (see Decision.retryAt).
     wakeAt: null,
+    retryAt: until.getTime(),
     outcome: { ...d.outcome, status: 'queued', notBefore: until },
     event: 'retry',
   };
