@@ -19,6 +19,7 @@ async function tables(url: string): Promise<string[]> {
 
 const SCHEMA = [
   'contacts',
+  'delivery_counts',
   'email_services',
   'error_logs',
   'quota_holds',

@@ -8,18 +8,23 @@
  * service's pacer alone sets the pace. The service's rate and quota always bind the sum: a pair
  * can only be held back further, never sped up, by anything here.
  *
- * The counts are the process's own (kept in memory): with several engine processes on one
- * service each holds its own hourly and daily counts, and a restart starts them afresh. The
- * service's own daily quota, kept in PostgreSQL, is exact regardless.
+ * Caps (hourly, daily, warm-up) are exact across restarts, takeovers and processes when the
+ * shaper has a cap ledger (cap-ledger.ts: units reserved from PostgreSQL before the send, as the
+ * service's daily quota is); the scheduler always gives it one. Without a ledger (unit tests of
+ * the throttle alone) the counts are the process's own, in memory. A pair with no cap counts its
+ * sends in memory only, for status (no database work on the send path for it).
  */
 import { DateTime } from 'luxon';
 import { RuleSet, parseReply, type DeferralRule } from './rules.js';
 import { advance, initialThrottle, onDeferral, reconfigure, type ThrottleState, type ThrottleMode } from './throttle.js';
 import { warmupDay, type WarmupSchedule } from './warmup.js';
+import type { CapKey, CapLedger, CapTaken } from './cap-ledger.js';
+import { quotaDayOf } from '../quota-day.js';
 import type { FullAdaptive, PairLimits, ResolvedShaping } from './shaping.js';
 import type { Provider } from './providers.js';
 
-export type BlockReason = 'suspended' | 'rate' | 'concurrency' | 'hourly' | 'daily' | 'warmup';
+/** `reserving`: a cap's units are being reserved from the database (the pair's first send of a window; brief). */
+export type BlockReason = 'suspended' | 'rate' | 'concurrency' | 'hourly' | 'daily' | 'warmup' | 'reserving';
 
 export interface Block {
   reason: BlockReason;
@@ -78,11 +83,25 @@ class WindowCounts {
     const c = this.counts.get(key);
     return c && c.window === window ? c.n : 0;
   }
-  add(key: string, window: string): void {
+  add(key: string, window: string, n = 1): void {
     const c = this.counts.get(key);
-    if (c && c.window === window) c.n++;
-    else this.counts.set(key, { window, n: 1 });
+    if (c && c.window === window) c.n = Math.max(0, c.n + n);
+    else if (n > 0) this.counts.set(key, { window, n });
   }
+}
+
+/** One cap that applies to a pair's send now, with its in-memory count and how it blocks. */
+interface Cap {
+  reason: 'hourly' | 'daily' | 'warmup';
+  key: CapKey;
+  /** The in-memory count's key and window. */
+  local: [string, string];
+}
+
+/** What begin() took: the in-memory counts and the ledger's units, given back by end() when the send did not go. */
+export interface Begun {
+  local: [string, string][];
+  units: CapTaken;
 }
 
 export interface ShaperOptions {
@@ -93,6 +112,8 @@ export interface ShaperOptions {
   quotaZone: string;
   /** The clock (luxon), injected in tests. */
   clock: () => DateTime;
+  /** The caps' units in PostgreSQL (cap-ledger.ts); without it, caps count in memory. Keep the same one across update(). */
+  ledger?: CapLedger;
 }
 
 export class ServiceShaper {
@@ -150,7 +171,51 @@ export class ServiceShaper {
   }
 
   private windows(now: DateTime) {
-    return { hour: `${Math.floor(now.toMillis() / 3_600_000)}`, day: `${now.setZone(this.opts.quotaZone).toISODate()}` };
+    return { hour: `${Math.floor(now.toMillis() / 3_600_000)}`, day: quotaDayOf(now, this.opts.quotaZone) };
+  }
+
+  /** The caps that apply to a send to the pair now (none: no cap configured, nothing to count in the database). */
+  private caps(p: Pair, now: DateTime): Cap[] {
+    const { limits, provider } = p;
+    const schedules = this.warmups(provider);
+    if (limits.hourly === null && limits.daily === null && !schedules.length) return [];
+    const out: Cap[] = [];
+    const ms = now.toMillis();
+    const w = this.windows(now);
+    if (limits.hourly !== null) {
+      const h = Math.floor(ms / 3_600_000);
+      const bucket = new Date(h * 3_600_000).toISOString().slice(0, 13);
+      out.push({
+        reason: 'hourly',
+        key: { scope: 'hour', provider, bucket, cap: limits.hourly, endsAt: (h + 1) * 3_600_000 },
+        local: [`hour:${provider}`, w.hour],
+      });
+    }
+    if (limits.daily !== null) {
+      const key: CapKey = { scope: 'day', provider, bucket: w.day, cap: limits.daily, endsAt: endOfDay(now, this.opts.quotaZone) };
+      out.push({ reason: 'daily', key, local: [`day:${provider}`, w.day] });
+    }
+    for (const schedule of schedules) {
+      const d = this.warmupKey(schedule, now);
+      if (d.cap === null) continue;
+      const key: CapKey = {
+        scope: 'warmup',
+        provider: schedule.provider ?? '*',
+        bucket: d.window,
+        cap: d.cap,
+        endsAt: endOfDay(now, schedule.zone),
+      };
+      // Two schedules of one scope and zone share a window: the smaller cap holds.
+      const same = out.find((c) => c.key.scope === 'warmup' && c.key.provider === key.provider && c.key.bucket === key.bucket);
+      if (same) same.key = { ...same.key, cap: Math.min(same.key.cap, key.cap) };
+      else out.push({ reason: 'warmup', key, local: [d.key, d.window] });
+    }
+    return out;
+  }
+
+  /** Units reserved at once for a pair's caps: about one second of its sends. */
+  private batchOf(p: Pair): number {
+    return this.paceOf(p) ?? this.opts.serviceRate ?? this.adaptive.unlimitedBaseRate;
   }
 
   private warmups(provider: Provider): WarmupSchedule[] {
@@ -172,17 +237,15 @@ export class ServiceShaper {
     if (t.mode === 'suspended') return { reason: 'suspended', until: t.until! };
     const { limits } = p;
     if (limits.concurrency !== null && p.inFlight >= limits.concurrency) return { reason: 'concurrency', until: null };
-    const w = this.windows(now);
-    if (limits.hourly !== null && this.counts.get(`hour:${provider}`, w.hour) >= limits.hourly) {
-      return { reason: 'hourly', until: (Math.floor(ms / 3_600_000) + 1) * 3_600_000 };
-    }
-    const endOfDay = (zone: string) => now.setZone(zone).startOf('day').plus({ days: 1 }).toMillis();
-    if (limits.daily !== null && this.counts.get(`day:${provider}`, w.day) >= limits.daily) {
-      return { reason: 'daily', until: endOfDay(this.opts.quotaZone) };
-    }
-    for (const schedule of this.warmups(provider)) {
-      const d = this.warmupKey(schedule, now);
-      if (d.cap !== null && this.counts.get(d.key, d.window) >= d.cap) return { reason: 'warmup', until: endOfDay(schedule.zone) };
+    const ledger = this.opts.ledger;
+    for (const c of this.caps(p, now)) {
+      if (!ledger) {
+        if (this.counts.get(...c.local) >= c.key.cap) return { reason: c.reason, until: c.key.endsAt };
+        continue;
+      }
+      const state = ledger.check(c.key, this.batchOf(p));
+      if (state === 'full') return { reason: c.reason, until: c.key.endsAt };
+      if (state === 'wait') return { reason: 'reserving', until: null };
     }
     const pace = this.paceOf(p);
     if (pace !== null && ms < p.nextDue) return { reason: 'rate', until: p.nextDue };
@@ -199,28 +262,56 @@ export class ServiceShaper {
     return out;
   }
 
-  /** A send to the provider starts: counts it and moves the pair's pacing schedule on. */
-  begin(provider: Provider): void {
+  /**
+   * A send to the provider starts (blocked() said it may, in the same turn): counts it, takes
+   * its caps' units, and moves the pair's pacing schedule on. Returns what it took, for end().
+   */
+  begin(provider: Provider): Begun {
     const p = this.pair(provider);
     const now = this.opts.clock();
     const ms = now.toMillis();
     p.inFlight++;
     const w = this.windows(now);
-    this.counts.add(`hour:${provider}`, w.hour);
-    this.counts.add(`day:${provider}`, w.day);
+    const local: [string, string][] = [
+      [`hour:${provider}`, w.hour],
+      [`day:${provider}`, w.day],
+    ];
     for (const schedule of this.warmups(provider)) {
       const d = this.warmupKey(schedule, now);
-      this.counts.add(d.key, d.window);
+      if (!local.some(([k, win]) => k === d.key && win === d.window)) local.push([d.key, d.window]);
     }
+    for (const [k, win] of local) this.counts.add(k, win);
+    const caps = this.opts.ledger ? this.caps(p, now) : [];
+    const units = caps.length
+      ? this.opts.ledger!.take(
+          caps.map((c) => c.key),
+          this.batchOf(p),
+        )
+      : [];
     const pace = this.paceOf(p);
     // Virtual scheduling: the k-th send is due at t0 + k x interval; idle time banks no credit.
     if (pace !== null) p.nextDue = Math.max(ms, p.nextDue) + 1000 / pace;
+    return { local, units };
   }
 
-  /** The send ended (whatever its outcome). */
-  end(provider: Provider): void {
+  /**
+   * The send ended (whatever its outcome). `unsent`: what begin() returned, when nothing went to
+   * the server (stopped, lease lost, refused before the send): its counts and cap units go back.
+   */
+  end(provider: Provider, unsent?: Begun): void {
     const p = this.pair(provider);
     p.inFlight = Math.max(0, p.inFlight - 1);
+    if (!unsent) return;
+    for (const [k, win] of unsent.local) this.counts.add(k, win, -1);
+    this.opts.ledger?.giveBack(unsent.units);
+  }
+
+  /** Sends counted in a cap's window: by every engine (the ledger) when there is one, else this process's. */
+  private countOf(p: Pair, local: [string, string], scope: CapKey['scope'], now: DateTime): number {
+    const own = this.counts.get(...local);
+    if (!this.opts.ledger) return own;
+    const cap = this.caps(p, now).find((c) => c.key.scope === scope && c.local[0] === local[0]);
+    return (cap && this.opts.ledger.sent(cap.key)) ?? own;
   }
 
   /** Matches a failed send's reply against the rules and feeds the pair's throttle. */
@@ -244,12 +335,14 @@ export class ServiceShaper {
     const now = this.opts.clock();
     return this.opts.shaping.warmup.map((w) => {
       const d = this.warmupKey(w, now);
+      const ledger = this.opts.ledger;
+      const key: CapKey = { scope: 'warmup', provider: w.provider ?? '*', bucket: d.window, cap: d.cap ?? 0, endsAt: 0 };
       return {
         provider: (w.provider as Provider | undefined) ?? null,
         day: d.day,
         date: d.date,
         cap: d.cap,
-        sentToday: this.counts.get(d.key, d.window),
+        sentToday: (ledger && d.cap !== null ? ledger.sent(key) : undefined) ?? this.counts.get(d.key, d.window),
       };
     });
   }
@@ -273,11 +366,16 @@ export class ServiceShaper {
         deferrals: t.deferrals,
         inFlight: p.inFlight,
         limits: p.limits,
-        sentThisHour: this.counts.get(`hour:${p.provider}`, w.hour),
-        sentToday: this.counts.get(`day:${p.provider}`, w.day),
-        warmup: wd ? { day: wd.day, cap: wd.cap, sentToday: this.counts.get(wd.key, wd.window) } : null,
+        sentThisHour: this.countOf(p, [`hour:${p.provider}`, w.hour], 'hour', now),
+        sentToday: this.countOf(p, [`day:${p.provider}`, w.day], 'day', now),
+        warmup: wd ? { day: wd.day, cap: wd.cap, sentToday: this.countOf(p, [wd.key, wd.window], 'warmup', now) } : null,
         blocked: block?.reason ?? null,
       };
     });
   }
+}
+
+/** The next local midnight in `zone` after `now` (ms): where a daily window ends. */
+function endOfDay(now: DateTime, zone: string): number {
+  return now.setZone(zone).startOf('day').plus({ days: 1 }).toMillis();
 }

@@ -47,6 +47,8 @@ import type { Keyring } from '../kernel/secrets.js';
 import { ServiceShaper, type ReplyDecision, type ShaperOptions } from '../deliverability/shaper.js';
 import { resolveShaping, serviceShapingSchema, type ShapingTableInput } from '../deliverability/shaping.js';
 import { applyReplyRule } from './send.js';
+import { CapLedger } from '../deliverability/cap-ledger.js';
+import { capStore } from './sql/caps.js';
 
 /**
  * Hands one message to the transport when the pacer's slot comes: resolves with the dispatch
@@ -124,6 +126,8 @@ export class ServiceRunner {
   readonly concurrency: ConcurrencyController;
   /** Throttles per mailbox provider: adaptive, capped, warmed up (deliverability/shaper.ts). */
   readonly shaper: ServiceShaper;
+  /** The pairs' hourly, daily and warm-up caps, reserved in PostgreSQL (deliverability/cap-ledger.ts). */
+  private readonly caps: CapLedger;
   private shaperKey: string;
   transport: Transporter;
   private transportKey: string;
@@ -182,6 +186,12 @@ export class ServiceRunner {
     this.transportKey = this.keyOf(row);
     this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim, this.host.secrets);
     this.shaperKey = this.shaperKeyOf(row);
+    this.caps = new CapLedger({
+      store: capStore(host.db, row.id),
+      now: () => host.clock().toMillis(),
+      onReady: () => this.pump(),
+      onError: (err) => host.onError(err, `service ${row.id} cap reservation`),
+    });
     this.shaper = new ServiceShaper(this.shaperOptions(row));
   }
 
@@ -199,6 +209,7 @@ export class ServiceRunner {
       serviceRate: rate > 0 ? 1 / rate : null,
       quotaZone: row.quota_timezone,
       clock: this.host.clock,
+      ledger: this.caps,
     };
   }
 
@@ -386,16 +397,18 @@ export class ServiceRunner {
         slot.to('picked');
         // The pair's pace, concurrency and caps count from here (pick.ts asked shaper.blocked).
         const provider = picked.item.provider;
-        this.shaper.begin(provider);
+        const begun = this.shaper.begin(provider);
+        let unsent = false;
         let committed: Promise<void> | undefined;
         try {
           const { decision, info } = await this.sendPicked(picked, slot, dispatch);
+          unsent = info === null; // nothing went to the server: the pair's counts and cap units go back
           // Nothing went out and the message is back in its buffer: no new slot at once (it would
           // pick the same message again before anything changed).
           pumpAfter = !(decision.putBack && info === null);
           committed = this.apply(picked, decision, info);
         } finally {
-          this.shaper.end(provider);
+          this.shaper.end(provider, unsent ? begun : undefined);
         }
         if (committed) {
           // Held until the outcome is in the database: the crash bound (see OutcomeWriter.pushCommitted).
@@ -665,6 +678,7 @@ export class ServiceRunner {
       await releaseQuota(this.host.db, { serviceId: this.id, n: this.units, day: this.unitsDay, instance: this.host.instanceId });
       this.units = 0;
       this.prepaid = 0;
+      await this.caps.releaseAll(); // before the service lock goes: the next owner sees the row exact
       await saveServiceHealth(this.host.db, {
         id: this.id,
         healthy: this.healthy,

@@ -235,7 +235,12 @@ const scopeStatusSchema = z.object({
   sentThisHour: z.number(),
   sentToday: z.number(),
   warmup: z.object({ day: z.number(), cap: z.number().nullable(), sentToday: z.number() }).nullable(),
-  blocked: z.string().nullable().describe('why the pair may not send now: suspended, rate, concurrency, hourly, daily, warmup'),
+  blocked: z
+    .string()
+    .nullable()
+    .describe(
+      'why the pair may not send now: suspended, rate, concurrency, hourly, daily, warmup, reserving (units of a cap being reserved)',
+    ),
 });
 
 const warmupStatusSchema = z.object({
