@@ -2,6 +2,7 @@
  * The engine: configuration, the embedded or given PostgreSQL, two pools, models, migrations.
  * Later layers (campaign API, scheduler, HTTP) hang off the object createEngine returns.
  */
+import type { SendWorkerPool } from '../services/delivery/worker-transport.js';
 import type { Sequelize } from 'sequelize';
 import { loadConfig, type Config, type ConfigOverrides } from '../services/kernel/config.js';
 import { APP_NAME_API, APP_NAME_SCHEDULER, createSequelize, poolSettings, poolUsage } from '../services/kernel/db.js';
@@ -188,6 +189,8 @@ export interface Engine extends EngineCore {
     on(event: 'retry' | 'failed' | 'tick' | 'error' | 'written', listener: (e: unknown) => void): void;
     off(event: string, listener: (...args: never[]) => void): void;
     readonly instanceId: string;
+    /** The send worker threads of this run (SEND_WORKERS), undefined when SMTP work runs on the main thread. */
+    readonly sendPool: SendWorkerPool | undefined;
   };
   /** Maintenance jobs (health, pool watch, cleanup, reports): list, pause, resume, run now. */
   readonly jobs: Maintenance;
@@ -313,6 +316,9 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
       on: (event: string, listener: (...args: never[]) => void) => void queue.on(event, listener as (...a: unknown[]) => void),
       off: (event: string, listener: (...args: never[]) => void) => void queue.off(event, listener as (...a: unknown[]) => void),
       instanceId: queue.instanceId,
+      get sendPool() {
+        return queue.sendPool;
+      },
     } as Engine['scheduler'],
     jobs,
     // Stopping the scheduler comes first: its outcomes must be written while the pools are open.

@@ -5,6 +5,16 @@
 import { classifySendError } from '../services/delivery/classify.js';
 
 describe('classifySendError', () => {
+  it('a send lost with its worker thread is ambiguous, and not the service’s fault', () => {
+    expect(classifySendError({ code: 'EWORKER', message: 'send worker thread 0 exited (code 70)' })).toEqual({
+      kind: 'ambiguous',
+      serviceFault: false,
+      bounce: false,
+      type: 'ambiguous_worker',
+      message: 'send worker thread 0 exited (code 70)',
+    });
+  });
+
   it('a 5xx at RCPT for a missing mailbox is permanent and a bounce, and not the service’s fault', () => {
     expect(classifySendError({ code: 'EENVELOPE', responseCode: 550, command: 'RCPT TO', response: '550 no such user' })).toEqual({
       kind: 'permanent',

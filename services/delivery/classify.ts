@@ -151,6 +151,9 @@ export function classifySendError(err: unknown): Classified {
   const e = (err ?? {}) as SmtpLikeError;
   const message = (e.response ?? e.message ?? String(err)).slice(0, 500);
   const code = e.responseCode;
+  // A send worker thread died with the send under way (worker-transport.ts): the message may have
+  // reached the server, and the fault is the engine's, not the service's.
+  if (e.code === 'EWORKER') return { kind: 'ambiguous', serviceFault: false, bounce: false, type: 'ambiguous_worker', message };
   if (isTlsFailure(e)) return { kind: 'connection', serviceFault: true, bounce: false, type: 'tls', message: tlsMessage(e) };
   // Before the reply code too: a refused login (535) refuses the service's credentials, not the message.
   if (e.code === 'EAUTH') return { kind: 'connection', serviceFault: true, bounce: false, type: 'auth', message };

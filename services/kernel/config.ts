@@ -179,6 +179,11 @@ export const VARIABLES = {
     default: '2000',
     doc: 'Average send latency at or above which a service does not scale up',
   },
+  sendWorkers: {
+    env: 'SEND_WORKERS',
+    kind: 'nonNegInt',
+    doc: "Worker threads that build, sign and send the messages (each holds its share of every service's connections); 0 or unset: on the main thread",
+  },
   shutdownGraceMs: {
     env: 'SHUTDOWN_GRACE_MS',
     kind: 'posInt',

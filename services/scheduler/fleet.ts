@@ -24,6 +24,8 @@ import { setWaitReasons } from './sql/campaigns.js';
 import type { SpentUnits } from './sql/quota.js';
 import { RateMeter } from './rate-meter.js';
 import { StateMachine } from './state.js';
+import { createServiceTransport } from '../delivery/transport.js';
+import type { SendWorkerPool } from '../delivery/worker-transport.js';
 
 export interface SentEvent {
   serviceId: number;
@@ -46,6 +48,8 @@ export interface FleetOptions {
   /** May this engine send on its leases now? */
   leaseValid(): boolean;
   onError(err: unknown, where: string): void;
+  /** The send worker threads of this run, if SMTP work runs off the main thread (SEND_WORKERS). */
+  sendPool(): SendWorkerPool | undefined;
 }
 
 type RunnerPhase = 'new' | 'started' | 'removed';
@@ -87,6 +91,12 @@ export class Fleet {
     return {
       db: ctx.schedulerDb,
       secrets: ctx.secrets,
+      createTransport: (row) => {
+        const pool = this.opts.sendPool();
+        return pool
+          ? pool.transport(row.transport, row.max_connections, row.dkim, ctx.secrets)
+          : createServiceTransport(row.transport, row.max_connections, row.dkim, ctx.secrets);
+      },
       instanceId: this.opts.instanceId,
       clock: ctx.clock,
       tickMs: Math.min(config.schedulerTickMs, 100),

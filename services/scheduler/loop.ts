@@ -34,7 +34,7 @@
  */
 import { checksCertificates, tlsModeOf, type TlsMode } from '../delivery/tls-policy.js';
 import { EventEmitter } from 'node:events';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { DateTime } from 'luxon';
 import type { ServiceContext } from '../context.js';
@@ -50,6 +50,7 @@ import { heartbeat, liveInstances, recoverExpiredLeases, unregister } from './sq
 import { returnQuotaHolds } from './sql/quota.js';
 import { StateMachine } from './state.js';
 import { isConnectionError } from '../kernel/db.js';
+import { resolveSendWorkers, SendWorkerPool, type SendWorkerStatus } from '../delivery/worker-transport.js';
 
 export type { DeliveryMode } from './send.js';
 export type { SentEvent } from './fleet.js';
@@ -103,6 +104,8 @@ export interface SchedulerStatus {
   leaseLapses: number;
   /** Messages sent back to the queue (not_before) because their (service, provider) pair was blocked for a while. */
   deferredByThrottle: number;
+  /** The send worker threads (SEND_WORKERS; threads 0: SMTP work on the main thread), their restarts and lost sends. */
+  sendWorkers: SendWorkerStatus;
   processingRate: { perMinute1: number; perMinute5: number; perMinute15: number };
   services: ServiceStatus[];
 }
@@ -146,6 +149,8 @@ export class QueueScheduler extends EventEmitter {
   private startedAt: Date | null = null;
   private readonly mode: DeliveryMode;
   private readonly locks: ServiceLocks;
+  /** The send worker threads of the current run (kept after stop for its status). */
+  sendPool: SendWorkerPool | undefined;
   /** Database outage: since when (ms), when last logged, connection errors since then. */
   private dbDownSince: number | null = null;
   private dbDownLoggedAt = 0;
@@ -174,6 +179,7 @@ export class QueueScheduler extends EventEmitter {
       events: this,
       leaseValid: () => this.leaseValid(),
       onError: (err, where) => this.fail(err, where),
+      sendPool: () => this.sendPool,
     });
     this.pool = this.newPool();
     // An 'error' event with no listener would throw; errors are logged instead.
@@ -244,6 +250,8 @@ export class QueueScheduler extends EventEmitter {
     this.machine.to('running');
     this.startedAt = new Date();
     this.pool = this.newPool();
+    const threads = resolveSendWorkers(this.ctx.config.sendWorkers, availableParallelism());
+    this.sendPool = threads > 0 ? new SendWorkerPool({ threads, logger: this.ctx.logger }) : undefined;
     await this.heartbeat().catch((err: unknown) => this.fail(err, 'heartbeat'));
     this.heartbeatTimer = setInterval(
       () => void this.heartbeat().catch((err: unknown) => this.fail(err, 'heartbeat')),
@@ -354,6 +362,7 @@ export class QueueScheduler extends EventEmitter {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     await this.ticking?.catch(() => undefined);
     await this.fleet.stopAll(this.ctx.config.shutdownGraceMs);
+    await this.sendPool?.close();
     await this.pool.idle();
     for (const c of this.pool.campaigns.values()) this.pool.retire(c, 'queued');
     this.pool.campaigns.clear();
@@ -420,6 +429,7 @@ export class QueueScheduler extends EventEmitter {
       pendingOutcomes: this.outcomes.pending,
       leaseLapses: this.fleet.leaseLapses,
       deferredByThrottle: this.fleet.deferred,
+      sendWorkers: this.sendPool?.status() ?? { threads: 0, restarts: 0, lostSends: 0, lastCrash: null },
       processingRate: { perMinute1: meter.perMinute(1), perMinute5: meter.perMinute(5), perMinute15: meter.perMinute(15) },
       services,
     };

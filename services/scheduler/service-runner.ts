@@ -26,11 +26,10 @@
  * classify's serviceFault; probed with transport.verify() on a doubling backoff) -> running;
  * disabled and deleted services stop.
  */
-import type { Transporter } from 'nodemailer';
 import { DateTime } from 'luxon';
 import { classifySendError } from '../delivery/classify.js';
 import type { MessageOptions, SendableTemplate } from '../delivery/message.js';
-import { createServiceTransport } from '../delivery/transport.js';
+import type { ServiceTransport } from '../delivery/worker-transport.js';
 import { ConcurrencyController, type ConcurrencyOptions } from './concurrency.js';
 import { Pacer, preciseNow } from './pacer.js';
 import { FairRing } from './fair-ring.js';
@@ -77,6 +76,8 @@ export interface RunnerHost {
   db: Sequelize;
   /** Opens the row's stored secrets when the transport is built. */
   secrets: Keyring;
+  /** The service's SMTP transport: pooled nodemailer in this thread, or on the send worker threads (SEND_WORKERS). */
+  createTransport(row: ServiceRow): ServiceTransport;
   /** The engine instance: quota holds are recorded under it. */
   instanceId: string;
   clock: () => DateTime;
@@ -129,7 +130,7 @@ export class ServiceRunner {
   /** The pairs' hourly, daily and warm-up caps, reserved in PostgreSQL (deliverability/cap-ledger.ts). */
   private readonly caps: CapLedger;
   private shaperKey: string;
-  transport: Transporter;
+  transport: ServiceTransport;
   private transportKey: string;
   private timer: NodeJS.Timeout | undefined;
   private readonly host: RunnerHost;
@@ -184,7 +185,7 @@ export class ServiceRunner {
     this.concurrency = new ConcurrencyController(host.concurrency, row.max_connections, host.clock().toMillis());
     this.pacer = new Pacer(this.intervalMs, undefined, this.firstSlot(row));
     this.transportKey = this.keyOf(row);
-    this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim, this.host.secrets);
+    this.transport = this.host.createTransport(row);
     this.shaperKey = this.shaperKeyOf(row);
     this.caps = new CapLedger({
       store: capStore(host.db, row.id),
@@ -288,7 +289,7 @@ export class ServiceRunner {
       this.exhaustedUntil = null;
     if (transportChanged) {
       const old = this.transport;
-      this.transport = createServiceTransport(row.transport, row.max_connections, row.dkim, this.host.secrets);
+      this.transport = this.host.createTransport(row);
       this.transportKey = this.keyOf(row);
       setTimeout(() => old.close(), 5000).unref(); // let in-flight sends on the old pool finish
       this.healthy = true;

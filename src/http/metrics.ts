@@ -18,6 +18,9 @@
  *   fairsend_campaigns_paused{cause="complaint_breaker|hard_bounce_breaker|user_pause|manual"}
  *   fairsend_campaign_breaker_tripped{campaign_id, campaign, breaker="complaint|hard_bounce"}   1 per campaign a breaker paused
  *   fairsend_users_paused                                            users paused across campaigns
+ *   fairsend_send_worker_threads                                     SEND_WORKERS threads (0: SMTP work on the main thread)
+ *   fairsend_send_worker_restarts_total                              threads started again after one died
+ *   fairsend_send_worker_lost_sends_total                            sends under way on a thread that died (ambiguous)
  * plus Node's process metrics (fairsend_process_*, fairsend_nodejs_*), less prom-client's three
  * gauges named like counters (fairsend_nodejs_active_{handles,requests,resources}_total, which
  * `promtool check metrics` rejects): each is the sum of its per-type gauge without the suffix.
@@ -269,6 +272,32 @@ export function createMetrics(engine: Engine, opts: { queuedCount: () => Promise
     registers: [registry],
     collect() {
       this.set(engine.scheduler.status().deferredByThrottle);
+    },
+  });
+  new Gauge({
+    name: 'fairsend_send_worker_threads',
+    help: 'Send worker threads (SEND_WORKERS) of the running scheduler; 0: SMTP work on the main thread',
+    registers: [registry],
+    collect() {
+      this.set(engine.scheduler.status().sendWorkers.threads);
+    },
+  });
+  new Counter({
+    name: 'fairsend_send_worker_restarts_total',
+    help: 'Send worker threads started again after one died (its sends under way were classified ambiguous), since the scheduler started',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(engine.scheduler.status().sendWorkers.restarts);
+    },
+  });
+  new Counter({
+    name: 'fairsend_send_worker_lost_sends_total',
+    help: 'Sends under way on a send worker thread when it died (the delivery mode decides: resent or unknown), since the scheduler started',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(engine.scheduler.status().sendWorkers.lostSends);
     },
   });
 

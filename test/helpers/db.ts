@@ -34,13 +34,21 @@ export const TEST_SECRET_KEY = Buffer.alloc(32, 7).toString('base64');
 /** An engine core on a fresh database with a silent logger. */
 export async function createTestEngineCore(options: EngineOptions = {}): Promise<EngineCore> {
   const databaseUrl = options.databaseUrl ?? (await createTestDatabase());
-  return createEngineCore({ logger: silentLogger, env: {}, secretKey: TEST_SECRET_KEY, ...options, databaseUrl });
+  return createEngineCore({ logger: silentLogger, env: testEnv(), secretKey: TEST_SECRET_KEY, ...options, databaseUrl });
+}
+
+/**
+ * The environment test engines read: none of the machine's, except SEND_WORKERS, so the suite
+ * runs with the SMTP work on worker threads or on the main thread (SEND_WORKERS=1 npm test).
+ */
+function testEnv(): NodeJS.ProcessEnv {
+  return process.env.SEND_WORKERS !== undefined ? { SEND_WORKERS: process.env.SEND_WORKERS } : {};
 }
 
 /** The full engine (programmatic API) on a fresh database with a silent logger. */
 export async function createTestEngine(options: EngineOptions = {}): Promise<Engine> {
   const databaseUrl = options.databaseUrl ?? (await createTestDatabase());
-  return createEngine({ logger: silentLogger, env: {}, secretKey: TEST_SECRET_KEY, ...options, databaseUrl });
+  return createEngine({ logger: silentLogger, env: testEnv(), secretKey: TEST_SECRET_KEY, ...options, databaseUrl });
 }
 
 /** Runs a query and returns its rows. */

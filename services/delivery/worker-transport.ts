@@ -1,0 +1,353 @@
+/**
+ * SMTP work on every core (SEND_WORKERS): building the MIME message, DKIM signing and the
+ * transport run in worker threads, while the main thread keeps the fair pick, pacing, quota,
+ * claims and outcome writes. A service runner sees the same three calls as with nodemailer's
+ * pooled transport (sendMail, verify, close): `SendWorkerPool.transport()` returns a stand-in
+ * that posts each message to a thread.
+ *
+ * - Each thread holds its share of each service's connections (maxConnections split as evenly as
+ *   it goes; a thread with no share does not carry the service), as a real pooled transport made
+ *   by createServiceTransport in the thread. A message goes to the carrying thread with the fewest
+ *   sends under way per connection.
+ * - The dispatch instant is the main thread's (the pacer's): the message is posted in the same
+ *   turn. Messages posted in one turn travel in one postMessage, and so do the results that
+ *   settle in one turn of a thread.
+ * - A thread that dies (an uncaught error, process.exit, out of memory) fails every send under way
+ *   on it with an `EWORKER` error, which classify.ts reads as ambiguous (the message may have
+ *   reached the server) and not as the service's fault: the delivery mode decides (at-least-once
+ *   resends with the same Message-ID, at-most-once marks it unknown). The thread is started again
+ *   at once with the same transports, and the crash is logged and counted (status, /metrics).
+ * - Secrets: the row's sealed options are opened on the main thread when a thread needs them
+ *   (at open and at each restart) and posted to the thread, in memory; nothing logs them.
+ *
+ * The worker thread runs send-worker.js from dist/, or send-worker.ts from the sources (tests run
+ * the TypeScript, through tsx registered inside the thread).
+ */
+import { Worker } from 'node:worker_threads';
+import type { SendMailOptions } from 'nodemailer';
+import type { DkimConfig, TransportConfig } from '../../models/index.js';
+import type { Keyring } from '../kernel/secrets.js';
+import type { Logger } from '../kernel/logger.js';
+import { openServiceSecrets } from '../service-secrets.js';
+import type { FromWorker, Settled, ToWorker, WireError } from './worker-protocol.js';
+
+/** What the engine uses of a service's transport: nodemailer's pooled transport, or WorkerTransport. */
+export interface ServiceTransport {
+  sendMail(mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string }>;
+  verify(): Promise<unknown>;
+  close(): void;
+}
+
+/**
+ * The send worker threads to run: SEND_WORKERS when set (0: SMTP work on the main thread); unset,
+ * none for now (opt-in while it is measured; the goal is the number of cores less one, at least 1).
+ */
+export function resolveSendWorkers(configured: number | undefined, cores: number): number {
+  void cores;
+  return configured ?? 0;
+}
+
+/** A send lost with its thread: classify.ts reads it as ambiguous, and not the service's fault. */
+export class WorkerCrashError extends Error {
+  readonly code = 'EWORKER';
+  constructor(message: string) {
+    super(message);
+    this.name = 'WorkerCrashError';
+  }
+}
+
+interface Pending {
+  resolve(info: { response?: string | undefined; messageId: string }): void;
+  reject(err: Error): void;
+  tid: number;
+}
+
+interface Thread {
+  index: number;
+  worker: Worker;
+  pending: Map<number, Pending>;
+  outbox: { id: number; tid: number; mail: SendMailOptions }[];
+  /** Sends under way per transport (to pick the least busy thread). */
+  busy: Map<number, number>;
+  exited: Promise<void>;
+}
+
+export interface SendWorkerStatus {
+  /** Threads configured (SEND_WORKERS). */
+  threads: number;
+  /** Threads started again after one died, since the pool opened. */
+  restarts: number;
+  /** Sends failed because their thread died (classified ambiguous). */
+  lostSends: number;
+  lastCrash: { at: Date; thread: number; exitCode: number; error: string | null } | null;
+}
+
+export interface SendWorkerPoolOptions {
+  threads: number;
+  logger: Logger;
+}
+
+function workerUrl(): URL {
+  return new URL(import.meta.url.endsWith('.ts') ? './send-worker.ts' : './send-worker.js', import.meta.url);
+}
+
+function startWorker(): Worker {
+  const url = workerUrl();
+  if (!url.pathname.endsWith('.ts')) return new Worker(url);
+  // From the sources (jest, tsx): the thread registers tsx first, then loads the TypeScript entry.
+  const code = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(url.href)}); });`;
+  return new Worker(code, { eval: true });
+}
+
+function toError(w: WireError): Error {
+  return Object.assign(new Error(w.message), w);
+}
+
+export class SendWorkerPool {
+  private readonly threads: (Thread | undefined)[];
+  private readonly transports = new Map<number, WorkerTransport>();
+  private nextId = 1;
+  private nextTid = 1;
+  private closing = false;
+  private flushQueued = false;
+  private readonly stats: SendWorkerStatus;
+  private readonly logger: Logger;
+
+  constructor(opts: SendWorkerPoolOptions) {
+    if (!Number.isInteger(opts.threads) || opts.threads < 1)
+      throw new RangeError(`send worker threads must be at least 1, got ${opts.threads}`);
+    this.threads = new Array<Thread | undefined>(opts.threads).fill(undefined);
+    this.logger = opts.logger;
+    this.stats = { threads: opts.threads, restarts: 0, lostSends: 0, lastCrash: null };
+  }
+
+  status(): SendWorkerStatus {
+    return { ...this.stats };
+  }
+
+  /** A service's transport on the threads (the same options as createServiceTransport). */
+  transport(stored: TransportConfig, maxConnections: number, storedDkim: DkimConfig | null, keyring: Keyring): WorkerTransport {
+    if (this.closing) throw new Error('send worker pool is closed');
+    // Opened now, so a bad key fails here as it would with createServiceTransport.
+    openServiceSecrets(keyring, { transport: stored, dkim: storedDkim });
+    const tid = this.nextTid++;
+    const n = this.threads.length;
+    maxConnections = Math.max(1, maxConnections);
+    // maxConnections split over the threads, the remainder starting at a different thread per transport.
+    const shares = Array.from(
+      { length: n },
+      (_, i) => Math.floor(maxConnections / n) + ((i - tid + n * n) % n < maxConnections % n ? 1 : 0),
+    );
+    const t = new WorkerTransport(this, tid, shares, { stored, storedDkim, keyring });
+    this.transports.set(tid, t);
+    shares.forEach((share, i) => {
+      if (share > 0) this.post(this.thread(i), this.openMessage(t, i));
+    });
+    return t;
+  }
+
+  private openMessage(t: WorkerTransport, i: number): ToWorker {
+    const { transport, dkim } = openServiceSecrets(t.source.keyring, { transport: t.source.stored, dkim: t.source.storedDkim });
+    return { type: 'open', tid: t.tid, transport, dkim, maxConnections: t.shares[i]! };
+  }
+
+  private thread(i: number): Thread {
+    return this.threads[i] ?? this.spawn(i);
+  }
+
+  private spawn(index: number): Thread {
+    const worker = startWorker();
+    let lastError: string | null = null;
+    let exitedResolve!: () => void;
+    const th: Thread = {
+      index,
+      worker,
+      pending: new Map(),
+      outbox: [],
+      busy: new Map(),
+      exited: new Promise<void>((r) => (exitedResolve = r)),
+    };
+    this.threads[index] = th;
+    worker.on('message', (m: FromWorker) => {
+      if (m.type === 'settled') for (const r of m.results) this.settle(th, r);
+    });
+    worker.on('error', (err) => {
+      lastError = err instanceof Error ? err.message : String(err);
+    });
+    worker.on('exit', (code) => {
+      exitedResolve();
+      if (this.threads[index] === th) this.threads[index] = undefined;
+      if (this.closing && th.pending.size === 0) return;
+      this.crashed(th, code, lastError);
+    });
+    return th;
+  }
+
+  /** A thread died: its sends fail as ambiguous, it starts again with the live transports. */
+  private crashed(th: Thread, exitCode: number, error: string | null): void {
+    const lost = th.pending.size;
+    const failure = new WorkerCrashError(
+      `send worker thread ${th.index} exited (code ${exitCode}${error ? `: ${error}` : ''}) with the send under way`,
+    );
+    const pending = [...th.pending.values()];
+    th.pending.clear();
+    th.busy.clear();
+    this.stats.lostSends += lost;
+    this.stats.lastCrash = { at: new Date(), thread: th.index, exitCode, error };
+    if (!this.closing) {
+      this.stats.restarts++;
+      const next = this.spawn(th.index);
+      for (const t of this.transports.values()) if (t.shares[th.index]! > 0) this.post(next, this.openMessage(t, th.index));
+    }
+    this.logger.error(
+      { thread: th.index, exitCode, error, inFlight: lost, restarts: this.stats.restarts, restarted: !this.closing },
+      'send worker thread died; its sends under way are classified ambiguous (delivery mode decides)',
+    );
+    for (const p of pending) p.reject(failure);
+  }
+
+  private settle(th: Thread, r: Settled): void {
+    const p = th.pending.get(r.id);
+    if (!p) return;
+    th.pending.delete(r.id);
+    th.busy.set(p.tid, (th.busy.get(p.tid) ?? 1) - 1);
+    if (r.error) p.reject(toError(r.error));
+    else p.resolve(r.info);
+  }
+
+  private post(th: Thread, m: ToWorker): void {
+    th.worker.postMessage(m);
+  }
+
+  /** The carrying thread with the fewest sends under way per connection of this transport. */
+  private pick(t: WorkerTransport): Thread {
+    let best = -1;
+    let load = Infinity;
+    for (let i = 0; i < t.shares.length; i++) {
+      const share = t.shares[i]!;
+      if (share === 0) continue;
+      const l = (this.threads[i]?.busy.get(t.tid) ?? 0) / share;
+      if (l < load) {
+        load = l;
+        best = i;
+      }
+    }
+    return this.thread(best);
+  }
+
+  send(t: WorkerTransport, mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string }> {
+    if (this.closing || t.closed) return Promise.reject(new WorkerCrashError('send worker pool is closed'));
+    const th = this.pick(t);
+    const id = this.nextId++;
+    th.busy.set(t.tid, (th.busy.get(t.tid) ?? 0) + 1);
+    const promise = new Promise<{ response?: string | undefined; messageId: string }>((resolve, reject) =>
+      th.pending.set(id, { resolve, reject, tid: t.tid }),
+    );
+    th.outbox.push({ id, tid: t.tid, mail });
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      // Every send dispatched in this turn goes in one message, at the end of the turn.
+      queueMicrotask(() => this.flush());
+    }
+    return promise;
+  }
+
+  private flush(): void {
+    this.flushQueued = false;
+    for (const th of this.threads) {
+      if (!th || th.outbox.length === 0) continue;
+      const sends = th.outbox;
+      th.outbox = [];
+      this.post(th, { type: 'send', sends });
+    }
+  }
+
+  verify(t: WorkerTransport): Promise<unknown> {
+    if (this.closing || t.closed) return Promise.reject(new WorkerCrashError('send worker pool is closed'));
+    const th = this.pick(t);
+    const id = this.nextId++;
+    th.busy.set(t.tid, (th.busy.get(t.tid) ?? 0) + 1);
+    const promise = new Promise((resolve, reject) => th.pending.set(id, { resolve, reject, tid: t.tid }));
+    this.post(th, { type: 'verify', id, tid: t.tid });
+    return promise;
+  }
+
+  closeTransport(t: WorkerTransport): void {
+    this.transports.delete(t.tid);
+    t.shares.forEach((share, i) => {
+      const th = this.threads[i];
+      if (share > 0 && th) this.post(th, { type: 'close', tid: t.tid });
+    });
+  }
+
+  /**
+   * Test hook: makes a thread die (process.exit in it, or an uncaught error) with sends under way:
+   * at once if it has some, else as soon as it is handed one.
+   */
+  crash(thread: number, how: 'exit' | 'throw' = 'exit'): void {
+    const th = this.threads[thread];
+    if (th) this.post(th, { type: 'crash', how });
+  }
+
+  /** Sends (and probes) under way on a thread now. */
+  underWay(thread: number): number {
+    return this.threads[thread]?.pending.size ?? 0;
+  }
+
+  /** The threads running now (a thread starts when a transport first needs it). */
+  get running(): number {
+    return this.threads.filter(Boolean).length;
+  }
+
+  /**
+   * Closes every transport and thread: each thread closes its connections and ends; one still
+   * running after `graceMs` is terminated. Sends still under way fail (the runners waited for
+   * theirs before this).
+   */
+  async close(graceMs = 2000): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.flush();
+    this.transports.clear();
+    const live = this.threads.filter((t): t is Thread => t !== undefined);
+    for (const th of live) this.post(th, { type: 'shutdown' });
+    await Promise.all(
+      live.map(async (th) => {
+        let timer: NodeJS.Timeout | undefined;
+        const timedOut = await Promise.race([
+          th.exited.then(() => false),
+          new Promise<boolean>((r) => (timer = setTimeout(() => r(true), graceMs))),
+        ]);
+        clearTimeout(timer);
+        if (timedOut) await th.worker.terminate();
+      }),
+    );
+  }
+}
+
+/** One service's transport on the pool's threads: nodemailer's sendMail, verify and close. */
+export class WorkerTransport implements ServiceTransport {
+  closed = false;
+  constructor(
+    private readonly pool: SendWorkerPool,
+    readonly tid: number,
+    /** Connections each thread holds for this service. */
+    readonly shares: number[],
+    /** The row's options as stored (sealed): opened again for a thread that starts over. */
+    readonly source: { stored: TransportConfig; storedDkim: DkimConfig | null; keyring: Keyring },
+  ) {}
+
+  sendMail(mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string }> {
+    return this.pool.send(this, mail);
+  }
+
+  verify(): Promise<unknown> {
+    return this.pool.verify(this);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.closeTransport(this);
+  }
+}

@@ -1,0 +1,153 @@
+import { generateKeyPairSync } from 'node:crypto';
+import type { Engine } from '../src/engine.js';
+import { createLogger } from '../services/kernel/logger.js';
+import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
+import { createMetrics } from '../src/http/metrics.js';
+import { createTestEngine, rows } from './helpers/db.js';
+import { LogSink } from './helpers/http.js';
+import { until, userWithContacts } from './helpers/scheduler.js';
+
+const CONTACTS = 40;
+const DKIM_KEY = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+/** A line of the key's body: it must appear in no log line. */
+const KEY_LINE = DKIM_KEY.split('\n')[3]!;
+
+/**
+ * SMTP work on two worker threads (SEND_WORKERS=2), against a real SMTP server that answers each
+ * message 150 ms after its data, so sends are under way on both threads. Thread 0 dies with its
+ * sends under way (process.exit in the thread, or an uncaught error). Nothing may be lost: every
+ * message ends sent (at-least-once, resent with the same Message-ID, duplicates at most the sends
+ * lost with the thread) or unknown (at-most-once, exactly the lost sends, none ever sent twice).
+ * The thread is started again and carries sends, and the crash is logged and counted.
+ */
+describe.each([
+  ['at-least-once', 'exit'],
+  ['at-most-once', 'throw'],
+] as const)('a send worker thread that dies (%s, %s)', (mode, how) => {
+  let engine: Engine;
+  let smtp: SmtpCatcher;
+  const logs = new LogSink();
+
+  beforeEach(async () => {
+    smtp = await startSmtpCatcher({ delayMs: 150 });
+    engine = await createTestEngine({
+      deliveryMode: mode,
+      sendWorkers: 2,
+      retryDelayMs: 200,
+      schedulerTickMs: 50,
+      concurrencyInitial: 4,
+      logger: createLogger('debug', logs),
+    });
+  });
+  afterEach(async () => {
+    await engine.close();
+    await smtp.stop();
+  });
+
+  it('loses no message, restarts the thread and reports it', async () => {
+    const { userId, contactIds, templateId } = await userWithContacts(engine, 'Ann', CONTACTS);
+    const c = await engine.campaigns.create({ userId, name: 'c', from: 'ann@example.test', templates: [templateId], contacts: contactIds });
+    await engine.services.create({
+      name: 's',
+      transport: { host: '127.0.0.1', port: smtp.port },
+      sendingRate: 0,
+      dailyQuota: 1000,
+      maxConnections: 4,
+      dkim: { domainName: 'example.test', keySelector: 'fs', privateKey: DKIM_KEY },
+    });
+    await engine.scheduler.start();
+    const pool = engine.scheduler.sendPool!;
+    expect(pool.status().threads).toBe(2);
+    // Some messages through, then thread 0 dies with sends under way.
+    await until(() => smtp.accepted >= 4, 20_000, 'the first messages');
+    pool.crash(0, how);
+    await until(() => pool.status().restarts === 1, 10_000, 'the thread restarted');
+    const lost = pool.status().lostSends;
+    expect(lost).toBeGreaterThan(0);
+    const acceptedAtCrash = smtp.accepted;
+    await until(async () => (await engine.campaigns.progress(c.id)).status === 'completed', 30_000, 'completion');
+
+    // The database: every message ended, none failed.
+    const byStatus = await rows<{ status: string; n: number }>(
+      engine.apiDb,
+      'SELECT status, count(*)::int AS n FROM subtasks WHERE task_id = $t GROUP BY status ORDER BY status',
+      { t: c.id },
+    );
+    const counts = Object.fromEntries(byStatus.map((r) => [r.status, r.n]));
+    // The sink: what each recipient received, and under which Message-ID.
+    const received = new Map<string, string[]>();
+    for (const m of smtp.messages) received.set(m.envelopeTo[0]!, [...(received.get(m.envelopeTo[0]!) ?? []), m.parsed.messageId!]);
+    const duplicates = smtp.messages.length - received.size;
+    if (mode === 'at-least-once') {
+      expect(counts).toEqual({ sent: CONTACTS });
+      expect(received.size).toBe(CONTACTS); // every recipient got it
+      expect(duplicates).toBeLessThanOrEqual(lost); // resent: at most the sends lost with the thread
+      for (const ids of received.values()) expect(new Set(ids).size).toBe(1); // a duplicate keeps its Message-ID
+    } else {
+      expect(counts).toEqual({ sent: CONTACTS - lost, unknown: lost }); // the lost ones for review, never resent
+      expect(duplicates).toBe(0);
+      const sent = await rows<{ email: string }>(
+        engine.apiDb,
+        "SELECT c.email FROM subtasks s JOIN contacts c ON c.id = s.contact_id WHERE s.task_id = $t AND s.status = 'sent'",
+        { t: c.id },
+      );
+      for (const r of sent) expect(received.has(r.email)).toBe(true);
+    }
+    // The restarted thread 0 carried sends again (it holds half the connections).
+    expect(smtp.accepted).toBeGreaterThan(acceptedAtCrash);
+    expect(pool.running).toBe(2);
+    // Every message was DKIM-signed in the threads.
+    for (const m of smtp.messages) expect(m.raw.toString()).toMatch(/^DKIM-Signature: .*d=example\.test/m);
+
+    // Reported: status, /metrics, the log.
+    const status = engine.scheduler.status().sendWorkers;
+    expect(status).toMatchObject({ threads: 2, restarts: 1, lostSends: lost, lastCrash: { thread: 0 } });
+    const metrics = createMetrics(engine, { queuedCount: () => Promise.resolve(0), processMetrics: false });
+    const text = await metrics.registry.metrics();
+    metrics.detach();
+    expect(text).toMatch(/^fairsend_send_worker_restarts_total 1$/m);
+    expect(text).toMatch(new RegExp(`^fairsend_send_worker_lost_sends_total ${lost}$`, 'm'));
+    expect(text).toMatch(/^fairsend_send_worker_threads 2$/m);
+    const crashLog = logs.lines().find((l) => /send worker thread died/.test(String(l.msg)));
+    expect(crashLog).toMatchObject({ level: 50, thread: 0, inFlight: lost, restarted: true });
+    // The key went to the threads in memory only.
+    expect(logs.text).not.toContain(KEY_LINE);
+  });
+});
+
+describe('send worker threads at shutdown', () => {
+  it('closes every thread and connection', async () => {
+    const smtp = await startSmtpCatcher();
+    const engine = await createTestEngine({ sendWorkers: 2, schedulerTickMs: 50 });
+    try {
+      const { userId, contactIds, templateId } = await userWithContacts(engine, 'Bo', 10);
+      const c = await engine.campaigns.create({
+        userId,
+        name: 'c',
+        from: 'bo@example.test',
+        templates: [templateId],
+        contacts: contactIds,
+      });
+      await engine.services.create({
+        name: 's',
+        transport: { host: '127.0.0.1', port: smtp.port },
+        sendingRate: 0,
+        dailyQuota: 1000,
+        maxConnections: 4,
+      });
+      await engine.scheduler.start();
+      await until(async () => (await engine.campaigns.progress(c.id)).status === 'completed', 20_000, 'completion');
+      const pool = engine.scheduler.sendPool!;
+      expect(pool.running).toBe(2);
+      const open = () => (smtp as unknown as { server: { connections: Set<unknown> } }).server.connections.size;
+      expect(open()).toBeGreaterThan(0);
+      await engine.scheduler.stop();
+      expect(pool.running).toBe(0);
+      // The threads closed their connections (QUIT) before they ended: the server sees them go.
+      await until(() => open() === 0, 5000, 'the SMTP connections closed');
+    } finally {
+      await engine.close();
+      await smtp.stop();
+    }
+  });
+});
