@@ -19,9 +19,13 @@ class FakeClock implements PacerClock {
     this.timers.push({ at: this.t + ms, fn, id });
     return () => (this.timers = this.timers.filter((x) => x.id !== id));
   }
-  /** Runs timers due until `end` (each fired late by delay()), then sets the time to `end`. */
-  runUntil(end: number): void {
+  /**
+   * Runs timers due until `end` (each fired late by delay()), then sets the time to `end`; or stops
+   * at the timer after which `stop()` holds, leaving the time there.
+   */
+  runUntil(end: number, stop?: () => boolean): void {
     for (;;) {
+      if (stop?.()) return;
       this.timers.sort((a, b) => a.at - b.at);
       const next = this.timers[0];
       if (!next || next.at > end) break;
@@ -165,6 +169,43 @@ describe('pacer', () => {
           expect(accepted).toHaveLength(total);
           expect(paceViolations(accepted, interval)).toBeNull();
           expect(paceViolations(released, interval)).toBeNull();
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('hands over to a new schedule: a second pacer from quietAt() keeps the rule with the first one’s sends (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.double({ min: 1, max: 20, noNaN: true }), fc.double({ min: 20, max: 1500, noNaN: true })),
+        fc.array(fc.oneof(fc.double({ min: 0, max: 2, noNaN: true }), fc.double({ min: 0, max: 1500, noNaN: true })), {
+          minLength: 1,
+          maxLength: 30,
+        }),
+        fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: 30 }),
+        fc.integer({ min: 1, max: 200 }),
+        (interval, latencies, points, first) => {
+          const clock = new FakeClock();
+          const latency = (seq: number) => latencies[seq % latencies.length]!;
+          const where = (seq: number) => points[seq % points.length]!;
+          const old = new Pacer(interval, clock);
+          const a = servedService(old, clock, first, latency, where);
+          // The old owner stops as soon as every send is answered, and holds the service until quietAt().
+          clock.runUntil(first * (interval + 1600) + 10_000, () => a.accepted.length === first);
+          expect(a.accepted).toHaveLength(first);
+          const taken = Math.max(clock.now(), old.quietAt());
+          clock.runUntil(taken);
+          const b = servedService(
+            new Pacer(interval, clock, taken),
+            clock,
+            100,
+            (seq) => latency(seq + 7),
+            (seq) => where(seq + 3),
+          );
+          clock.runUntil(taken + 100 * (interval + 1600) + 10_000);
+          expect(b.accepted).toHaveLength(100);
+          expect(paceViolations([...a.accepted, ...b.accepted], interval)).toBeNull();
         },
       ),
       { numRuns: 200 },

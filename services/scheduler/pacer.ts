@@ -169,6 +169,19 @@ export class Pacer {
     }
   }
 
+  /**
+   * From when a new schedule (another runner, process or engine taking the service over, its
+   * slots one interval apart from its first) keeps the rule with the sends of this one: the
+   * answers' bound for the next send here, every answer folded (conservative: closer pairs too).
+   * The runner holds the service until then when it stops (service-runner.ts, stop()).
+   */
+  quietAt(): number {
+    if (this.intervalMs <= 0) return -Infinity;
+    let floor = this.answerFloor;
+    for (const a of this.answers) floor = Math.max(floor, a.at - (a.seq + 1) * this.intervalMs);
+    return floor + this.released * this.intervalMs + ANSWER_MARGIN_MS;
+  }
+
   /** Sends per window the rule counts: the window lasts at least one second or one interval. */
   private get windowSends(): number {
     return Math.max(1, Math.ceil(1000 / this.intervalMs - 1e-9));

@@ -671,8 +671,13 @@ export class ServiceRunner {
     this.pacer.clear();
     const drained = this.active === 0 ? Promise.resolve() : new Promise<void>((r) => this.drained.push(r));
     let timeout: NodeJS.Timeout | undefined;
+    const graceEnd = Date.now() + graceMs;
     await Promise.race([drained, new Promise((r) => (timeout = setTimeout(r, graceMs)))]);
     clearTimeout(timeout);
+    // The next owner starts a schedule of its own once the lock is free: keep the service until
+    // the server's answers allow it (no wait unless the last answers came late; pacer.quietAt).
+    const quiet = Math.min(this.pacer.quietAt() - preciseNow(), graceEnd - Date.now());
+    if (quiet > 0) await new Promise((r) => setTimeout(r, Math.ceil(quiet)));
     await this.reserving?.catch(() => undefined);
     await this.healthWrite;
     try {
