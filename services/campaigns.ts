@@ -20,6 +20,9 @@ import { createCampaignSchema, parseId, parseInput, type CreateCampaignInput } f
 import { queryRows } from './kernel/db-query.js';
 import { createRecipientsApi } from './campaign-recipients.js';
 import { applyCounters } from './scheduler/sql/counters.js';
+import { createForecaster, type CampaignForecast, type LiveDeliverability } from './campaign-forecast.js';
+
+export type { CampaignForecast, LiveDeliverability } from './campaign-forecast.js';
 
 /** An attribute a template prints without a `default`, and the recipients who lack it. */
 export interface MissingAttribute {
@@ -83,6 +86,12 @@ export interface CampaignProgress {
   waitReason: string | null;
   /** Why the campaign paused itself (a safety breaker, a user pause); null when paused by hand or not paused. */
   pauseReason: string | null;
+  /**
+   * When the rest is expected to be sent, from the rates, fair share, quotas, caps, windows and
+   * warm-up in force (services/forecast.ts; an estimate, its assumptions in docs/deliverability.md).
+   * Null for a completed or cancelled campaign.
+   */
+  forecast: CampaignForecast | null;
 }
 
 export function toCampaignView(t: Task): CampaignView {
@@ -118,8 +127,14 @@ function parseScheduledAt(value: Date | string | undefined, zone: string, now: D
 
 type Query = (sql: string, bind: Record<string, unknown>, transaction: Transaction) => Promise<Record<string, unknown>[]>;
 
-export function createCampaignsApi(ctx: ServiceContext) {
+export interface CampaignsApiOptions {
+  /** The live throttles of the services this process runs, for the forecast (the engine passes its scheduler's). */
+  live?: LiveDeliverability;
+}
+
+export function createCampaignsApi(ctx: ServiceContext, opts: CampaignsApiOptions = {}) {
   const { Task } = ctx.models;
+  const forecaster = createForecaster(ctx, opts.live);
   const q: Query = (sql, bind, transaction) => queryRows(ctx.apiDb, sql, bind, transaction);
 
   async function checkOwnership(spec: RecipientSpec, templates: number[], transaction: Transaction): Promise<FieldIssue[]> {
@@ -279,6 +294,17 @@ export function createCampaignsApi(ctx: ServiceContext) {
       return rows.map(toCampaignView);
     },
 
+    /**
+     * Completion forecasts of the given campaigns that are scheduled, sending or paused, in one go
+     * (the campaign list and the dashboard ask for a page at a time). `maxAgeMs`: a forecast made
+     * that recently (real time) may be answered again, for pollers; progress() always makes a new one.
+     */
+    forecasts: (ids: number[], opts: { maxAgeMs?: number } = {}): Promise<Map<number, CampaignForecast>> =>
+      forecaster.forecast(
+        ids.map((id) => parseId(id, 'campaignId')),
+        opts,
+      ),
+
     async progress(id: number): Promise<CampaignProgress> {
       const [rows] = (await ctx.apiDb.query(
         `SELECT t.id, t.status, t.generated_at, t.reserved_quota, t.wait_reason, t.pause_reason, t.total_count,
@@ -299,11 +325,14 @@ export function createCampaignsApi(ctx: ServiceContext) {
       )) as [Record<string, unknown>[], unknown];
       const r = rows[0];
       if (!r) throw new NotFoundError('campaign', id);
+      const status = r.status as TaskStatus;
+      const final = status === 'completed' || status === 'cancelled' || Boolean(r.purged);
       const base = {
         id: Number(r.id),
-        status: r.status as TaskStatus,
+        status,
         waitReason: (r.wait_reason as string | null) ?? null,
         pauseReason: (r.pause_reason as string | null) ?? null,
+        forecast: final ? null : ((await forecaster.forecast([Number(r.id)])).get(Number(r.id)) ?? null),
       };
       if (r.purged) {
         // Finished long ago and cleaned up by retention: the totals were saved on the campaign first.

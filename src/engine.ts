@@ -295,7 +295,8 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     contacts,
     subscriptions: createSubscriptionsApi(ctx),
     templates: createTemplatesApi(ctx),
-    campaigns: createCampaignsApi(ctx),
+    // The forecast reads the throttles of the services this process runs.
+    campaigns: createCampaignsApi(ctx, { live: () => new Map(queue.status().services.map((sv) => [sv.id, sv.deliverability])) }),
     suppressions: createSuppressionsApi(ctx),
     bounces,
     webhooks: createWebhooksApi(ctx, { bounces, ...options.webhooks }),

@@ -239,6 +239,11 @@ describe('dashboard in a browser', () => {
       expect(await plain.getAttribute('data-state')).toBe('normal');
       expect(await plain.textContent()).toMatch(/^other:example\.test normal full rate · 0 deferred · \d+ sent today$/);
 
+      // Each sending campaign's completion forecast (its figures: test/forecast.test.ts).
+      const gmailOnly = page.locator('#campaigns .campaign', { hasText: 'Gmail only' });
+      await gmailOnly.locator('.detail', { hasText: 'expected done' }).waitFor();
+      expect(await gmailOnly.locator('.detail').textContent()).toMatch(/ · expected done \S.* \(in (now|\d+ (min|h|d)\b.*)\)/);
+
       // Owner and creation time of each campaign; the latest failures; the maintenance jobs.
       const launch = page.locator('#campaigns .campaign', { hasText: 'Product launch' });
       expect(await launch.locator('.meta').textContent()).toMatch(/^Bob · created \S/);

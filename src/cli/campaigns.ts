@@ -93,6 +93,7 @@ export function registerCampaigns(program: Command, ctx: CliContext): void {
             `  send window:  ${c.sendWindow ? JSON.stringify(c.sendWindow) : 'any time'}`,
             `  priority:     ${c.priority}`,
             `  progress:     ${p.sent} sent, ${p.failed} failed, ${p.cancelled} cancelled, ${p.unknown} unknown, ${p.queued} queued, ${p.sending} sending, of ${p.total}`,
+            ...(forecastText(p) ? [`  forecast:     ${forecastText(p)}`] : []),
           ].join('\n') + '\n',
         );
       });
@@ -193,7 +194,8 @@ export function registerCampaigns(program: Command, ctx: CliContext): void {
       await withEngine(async (engine) => {
         const line = (p: CampaignProgress) =>
           `campaign #${p.id}: ${p.status}, ${p.sent} sent, ${p.failed} failed, ${p.cancelled} cancelled, ${p.unknown} unknown, ` +
-          `${p.queued} queued, ${p.sending} sending, of ${p.total}${p.waitReason ? ` (waiting: ${p.waitReason})` : ''}${p.pauseReason ? ` (paused: ${p.pauseReason})` : ''}\n`;
+          `${p.queued} queued, ${p.sending} sending, of ${p.total}${p.waitReason ? ` (waiting: ${p.waitReason})` : ''}${p.pauseReason ? ` (paused: ${p.pauseReason})` : ''}` +
+          `${forecastText(p) ? `, ${forecastText(p)}` : ''}\n`;
         const done = (p: CampaignProgress) => p.sent + p.failed + p.cancelled + p.unknown;
         let p = await engine.campaigns.progress(id);
         if (!o.watch || FINAL.has(p.status)) return out(line(p));
@@ -236,4 +238,12 @@ export function registerCampaigns(program: Command, ctx: CliContext): void {
         out(line(p));
       });
     });
+}
+
+/** The completion forecast in words: "expected done 2026-11-30T10:05:00Z", or why there is none. */
+function forecastText(p: CampaignProgress): string {
+  const f = p.forecast;
+  if (!f) return '';
+  if (f.completesAt) return `expected done ${when(f.completesAt)}`;
+  return f.reason === 'paused' ? '' : `no completion forecast (${f.reason?.replace('_', ' ') ?? 'unknown'})`;
 }

@@ -175,6 +175,18 @@ export const progressSchema = z.object({
   /** Why the campaign paused itself (safety breaker, user pause). */
   pauseReason: z.string().nullable().optional(),
   percent: z.number(),
+  forecast: z
+    .object({
+      completesAt: date.nullable().describe('Expected completion; null when nothing can send the rest now (see reason)'),
+      reason: z.enum(['paused', 'no_service', 'blocked', 'beyond_horizon']).nullable(),
+      ratePerSecond: z.number().describe('The campaign’s expected rate now, msg/s (0 while it waits)'),
+    })
+    .nullable()
+    .optional()
+    .describe(
+      'Completion forecast from the rates, fair share, quotas, caps, send windows and warm-up in force (an estimate; ' +
+        'docs/deliverability.md). Null for a completed or cancelled campaign.',
+    ),
 });
 
 export const campaignSchema = z.object({

@@ -328,11 +328,21 @@ function renderCampaigns(campaigns) {
     row.querySelector('.detail').textContent =
       `${p.percent}% · ${fmtNumber(p.sent)} sent, ${fmtNumber(p.failed)} failed, ${fmtNumber(p.cancelled)} cancelled, ` +
       `${fmtNumber(p.sending)} claimed, ${fmtNumber(p.queued)} queued of ${fmtNumber(p.total)}` +
+      fmtForecast(p.forecast) +
       (p.wait_reason ? ` · waiting: ${p.wait_reason}` : '') +
       (c.status === 'paused' && p.pause_reason ? ` · paused: ${p.pause_reason}` : '');
   }
   dropRowsExcept(box, new Set(campaigns.map((c) => String(c.id))));
   $('no-campaigns').hidden = campaigns.length > 0;
+}
+
+/** The completion forecast of a campaign row (an estimate from the rates, caps, windows and warm-up in force). */
+function fmtForecast(f) {
+  if (!f || f.reason === 'paused') return '';
+  if (!f.completes_at) return ` · no completion forecast (${f.reason === 'no_service' ? 'no usable service' : f.reason.replace('_', ' ')})`;
+  const at = new Date(f.completes_at);
+  const sameDay = at.toDateString() === new Date().toDateString();
+  return ` · expected done ${sameDay ? timeOfDay.format(at) : dateTime.format(at)} (in ${fmtDuration(at.getTime() - Date.now())})`;
 }
 
 /** The recipients view: one campaign at a time, a page of 50, "More" for the next (keyset cursor). */

@@ -7,7 +7,7 @@
 import { Op } from 'sequelize';
 import { z } from 'zod';
 import { ValidationError } from '../../../services/kernel/errors.js';
-import { toCampaignView, type CampaignProgress, type CampaignView } from '../../../services/campaigns.js';
+import { toCampaignView, type CampaignForecast, type CampaignProgress, type CampaignView } from '../../../services/campaigns.js';
 import { createCampaignSchema } from '../../../services/validation.js';
 import { RETRYABLE_STATUSES, SUBTASK_STATUSES, retrySchema } from '../../../services/campaign-recipients.js';
 import { scopeUserId, userOf } from '../auth.js';
@@ -17,7 +17,10 @@ import { campaignCounts, percentDone, type Counts } from '../queries.js';
 import { campaignListQuery, campaignParams, campaignSchema, campaignStateSchema, errors, userQuery } from '../schemas.js';
 
 /** The HTTP shape of a campaign: its view, its stored recipient rule in the API's casing, its progress. */
-export function campaignBody(c: CampaignView, p: Counts & { waitReason: string | null; pauseReason?: string | null }) {
+export function campaignBody(
+  c: CampaignView,
+  p: Counts & { waitReason: string | null; pauseReason?: string | null; forecast?: CampaignForecast | null },
+) {
   return {
     ...c,
     recipientRule: c.recipientRule ? (camelizeKeys(c.recipientRule) as z.infer<typeof campaignSchema>['recipientRule']) : null,
@@ -35,7 +38,11 @@ const fromProgress = (p: CampaignProgress) => ({
   unknown: p.unknown,
   waitReason: p.waitReason,
   pauseReason: p.pauseReason,
+  forecast: p.forecast,
 });
+
+/** The list (polled by the dashboard every 1.5 s) may answer a forecast made this recently; GET /api/campaigns/{id} makes a new one. */
+const LIST_FORECAST_MAX_AGE_MS = 5000;
 
 const recipientsQuery = z.strictObject({
   status: z
@@ -149,11 +156,17 @@ export function campaignRoutes(app: App, ctx: RouteContext): void {
         limit,
       });
       const page = rows.map(toCampaignView);
-      const counts = await campaignCounts(
-        engine.apiDb,
-        page.map((c) => c.id),
-      );
-      return { campaigns: page.map((c) => campaignBody(c, counts.get(c.id)!)) };
+      const ids = page.map((c) => c.id);
+      const [counts, forecasts] = await Promise.all([
+        campaignCounts(engine.apiDb, ids),
+        engine.campaigns.forecasts(ids, { maxAgeMs: LIST_FORECAST_MAX_AGE_MS }),
+      ]);
+      return {
+        campaigns: page.map((c) => {
+          const final = c.status === 'completed' || c.status === 'cancelled';
+          return campaignBody(c, { ...counts.get(c.id)!, forecast: final ? null : (forecasts.get(c.id) ?? null) });
+        }),
+      };
     },
   );
 
