@@ -129,7 +129,7 @@ describe('flush', () => {
       await lock.query('SELECT 1 FROM tasks WHERE id = $id FOR UPDATE', { bind: { id: c.id }, transaction: t });
       await untilLockWaiter(lock, 'a write waiting on the lock');
       // The other slots send meanwhile (each then waits for its outcome's commit, so at most the
-      // concurrency's worth): their outcomes arrive after the blocked write took its batch.
+      // service's commit window): their outcomes arrive after the blocked write took its batch.
       await until(() => engine.scheduler.status().pendingOutcomes > 0, 10_000, 'outcomes waiting behind the write');
       const flushed = engine.scheduler.flush();
       await t.commit();

@@ -65,6 +65,14 @@ export interface ServiceStatus {
   sendingRate: number;
   /** Sends under way now: handed to the SMTP transport, outcome not known yet (not those waiting for their pacing slot). */
   inFlight: number;
+  /**
+   * Send slots alive: from the quota unit taken until the outcome is committed (on the wire, or
+   * sent and waiting for the outcome write). The messages a crash could resend are among them.
+   * Never more than `commitWindow`.
+   */
+  uncommitted: number;
+  /** The crash bound of this service: UNCOMMITTED_PER_CONNECTION x maxConnections (service-runner.ts). */
+  commitWindow: number;
   sent: number;
   campaigns: number;
   sendableCampaigns: number;
@@ -404,6 +412,8 @@ export class QueueScheduler extends EventEmitter {
       state: r.state,
       sendingRate: r.rate,
       inFlight: r.sending,
+      uncommitted: r.uncommitted,
+      commitWindow: r.commitWindow,
       sent: r.sent,
       campaigns: r.ring.size,
       sendableCampaigns: r.ring.sendableCount,

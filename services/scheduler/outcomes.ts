@@ -6,9 +6,10 @@
  * under way (coalescing what one turn of the event loop produced), and the next starts when the
  * previous one commits, with whatever arrived meanwhile. Under load that is group commit (each
  * write carries the sends of the previous write's duration); idle, one small write per send; never
- * a timer to wait for. So a crash resends at most the messages in flight plus those of the write
- * under way (one commit). A failed write keeps everything for the next (the control tick retries;
- * no hot loop while the database is away).
+ * a timer to wait for. A send slot waits for its outcome's commit (pushCommitted), and a service
+ * has at most its commit window of slots alive (service-runner.ts): that is the crash bound, and
+ * the back-pressure on sends while writes are slow. A failed write keeps everything for the next
+ * (the control tick retries; no hot loop while the database is away).
  *
  * States, asserted (state.ts):  idle -> kicked (a write is due this turn) -> writing -> idle
  *                               idle -> writing (a direct flush) -> idle
@@ -75,9 +76,9 @@ export class OutcomeWriter {
   /**
    * Pushes an outcome and resolves once it is committed. A send slot waits for this before it
    * ends (service-runner.ts), so a message is held by its slot from the pick until its outcome is
-   * in the database: what a crash can resend is at most the slots of the services (their
-   * concurrency), whether the message was on the wire, waiting for the write, or in the write
-   * under way. A failed write keeps the outcome, and the slot waits for the write that succeeds.
+   * in the database: what a crash can resend is at most the services' commit windows, whether the
+   * message was on the wire, waiting for the write, or in the write under way. A failed write
+   * keeps the outcome, and the slot waits for the write that succeeds.
    */
   pushCommitted(item: Pick<Claimed, 'taskId' | 'contactId'>, o: OutcomeFields): Promise<void> {
     return new Promise((resolve) => {

@@ -14,6 +14,16 @@
  * at most LOOKAHEAD of them have picked a message and wait for their slot: a message is never
  * picked much before it can go.
  *
+ * The crash bound. A dispatched send's slot stays alive, in `committing`, until the outcome write
+ * that carries it commits (OutcomeWriter.pushCommitted), but it leaves the concurrency as soon as
+ * the server has answered, so the connection sends the next message meanwhile. What it still
+ * counts against is the service's commit window: at most UNCOMMITTED_PER_CONNECTION x
+ * maxConnections slots are alive at once (from the unit taken to the outcome committed). A
+ * message is held by its slot from the pick to the commit, so what a crash can resend, whether on
+ * the wire, waiting for the outcome write or in the write under way, is at most that window per
+ * service; and while the database is away, sends stop when the window is full instead of piling
+ * outcomes up in memory.
+ *
  * A slot's states, asserted (state.ts):
  *
  *   idle -> unit (a quota unit held) -> picked -> paced (waiting in the pacer) -> sending
@@ -107,6 +117,15 @@ export interface RunnerHost {
   onThrottle(runner: ServiceRunner, provider: string, rule: ReplyDecision): void;
 }
 
+/**
+ * The commit window, per connection of the service (see the header): slots alive at once, from the
+ * unit taken until the outcome is committed, at most this times maxConnections. It must cover a
+ * service's sends during about two outcome writes (the one under way and the next, which carries
+ * them). With 1 (a slot held until its commit, e569d1b) W1 fell to a fifth of its ceiling; 8
+ * measured within the machine's noise of 4 (W1 quick, loaded machine), so the smaller bound.
+ */
+export const UNCOMMITTED_PER_CONNECTION = 4;
+
 /** Sends reserved from the database at once: about one second's worth, at least 1, at most 100. */
 export function quotaBatch(sendingRate: number): number {
   return sendingRate <= 0 ? 100 : Math.max(1, Math.min(100, Math.floor(1 / sendingRate)));
@@ -158,8 +177,10 @@ export class ServiceRunner {
   nextProbeAt: number | null = null;
   private probeBackoff: number;
   private probing = false;
-  /** Slots running (from taking a unit to the send's outcome). */
+  /** Slots running (from taking a unit to the send's outcome): at most the concurrency. */
   private active = 0;
+  /** Slots whose send is over, waiting for their outcome's commit (state `committing`). */
+  private committing = 0;
   /** Slots that have not dispatched yet (taking a unit, picking, waiting in the pacer). */
   private ahead = 0;
   private drained: (() => void)[] = [];
@@ -344,14 +365,30 @@ export class ServiceRunner {
     this.pump();
   }
 
+  /** Slots that may be alive at once, from the unit taken to the outcome committed (the crash bound). */
+  get commitWindow(): number {
+    return UNCOMMITTED_PER_CONNECTION * Math.max(1, this.row.max_connections);
+  }
+
+  /** Slots alive now: running, or waiting for their outcome's commit (at most commitWindow). */
+  get uncommitted(): number {
+    return this.active + this.committing;
+  }
+
   /**
-   * Starts slots while there is sendable work: up to the concurrency, and at most LOOKAHEAD that
-   * have not dispatched yet (see the header).
+   * Starts slots while there is sendable work: up to the concurrency, at most commitWindow alive
+   * (running or committing), and at most LOOKAHEAD that have not dispatched yet (see the header).
    */
   pump(): void {
     if (!this.started) return;
     const lookahead = this.intervalMs > 0 ? (this.intervalMs < 1000 ? 2 : 1) : Infinity;
-    while (this.usable && this.ring.sendableCount > 0 && this.active < this.concurrency.current && this.ahead < lookahead) {
+    while (
+      this.usable &&
+      this.ring.sendableCount > 0 &&
+      this.active < this.concurrency.current &&
+      this.active + this.committing < this.commitWindow &&
+      this.ahead < lookahead
+    ) {
       void this.slot();
     }
   }
@@ -362,6 +399,8 @@ export class ServiceRunner {
     const slot = new StateMachine<SlotState>('service slot', SLOT, 'idle');
     let dispatched = false;
     let pumpAfter = false;
+    /** Moved from `active` to `committing` (see the header). */
+    let leftConcurrency = false;
     const dispatch: Dispatch = (send) =>
       new Promise((resolve) => {
         this.pacer.schedule((at, seq) => {
@@ -412,8 +451,13 @@ export class ServiceRunner {
           this.shaper.end(provider, unsent ? begun : undefined);
         }
         if (committed) {
-          // Held until the outcome is in the database: the crash bound (see OutcomeWriter.pushCommitted).
+          // Held until the outcome is in the database (the crash bound, see the header), but out of
+          // the concurrency: the connection takes the next message meanwhile.
           slot.to('committing');
+          this.active--;
+          this.committing++;
+          leftConcurrency = true;
+          this.pump();
           await committed;
         }
         slot.to('done');
@@ -424,8 +468,9 @@ export class ServiceRunner {
       if (!this.stopped) this.host.onError(err, `service ${this.id} slot`);
     } finally {
       if (!dispatched) this.ahead--;
-      this.active--;
-      if (this.active === 0) for (const done of this.drained.splice(0)) done();
+      if (leftConcurrency) this.committing--;
+      else this.active--;
+      if (this.active + this.committing === 0) for (const done of this.drained.splice(0)) done();
       if (pumpAfter) this.pump();
     }
   }
@@ -669,7 +714,7 @@ export class ServiceRunner {
     if (this.timer) clearInterval(this.timer);
     // Sends waiting for their slot are not sent: their messages and units go back (see Dispatch).
     this.pacer.clear();
-    const drained = this.active === 0 ? Promise.resolve() : new Promise<void>((r) => this.drained.push(r));
+    const drained = this.uncommitted === 0 ? Promise.resolve() : new Promise<void>((r) => this.drained.push(r));
     let timeout: NodeJS.Timeout | undefined;
     const graceEnd = Date.now() + graceMs;
     await Promise.race([drained, new Promise((r) => (timeout = setTimeout(r, graceMs)))]);

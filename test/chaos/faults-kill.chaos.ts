@@ -7,9 +7,9 @@
  *   - every recipient has exactly one final state, nothing is left queued or leased, and the
  *     campaign counters agree with the rows (nothing counted twice across crashes);
  *   - at-least-once: the SMTP servers received every recipient; duplicates per kill are within
- *     the documented bound (the sends in flight, plus the outcomes of one commit: outcomes are
- *     written continuously, so only the write under way at the kill can be lost; its size is
- *     taken as the largest write the killed process committed);
+ *     the documented crash bound (docs/delivery.md): each service's commit window,
+ *     UNCOMMITTED_PER_CONNECTION x its connections, the most messages it may have sent, or be
+ *     sending, whose outcome is not committed;
  *   - at-most-once: nothing was received twice; a recipient not received is marked `unknown`,
  *     and unknowns per kill are within the same bound.
  *
@@ -21,6 +21,7 @@ import { until, userWithContacts } from '../helpers/scheduler.js';
 import { allCompleted, DeliveryLog, finalAccount } from './helpers/faults-common.js';
 import { scenarioRng } from './helpers/faults-random.js';
 import { recordFigures } from './report.js';
+import { UNCOMMITTED_PER_CONNECTION } from '../../services/scheduler/service-runner.js';
 
 const KILLS = Number(process.env.CHAOS_KILLS ?? 10);
 const RECIPIENTS = 1200;
@@ -29,11 +30,11 @@ const CONNECTIONS = 3;
 /** Each service: one send every 20 ms (50 a second), so 100 a second in all. */
 const RATE = 0.02;
 /**
- * What one crash may leave unwritten (docs/delivery.md, Delivery guarantees): the sends in flight,
- * and the outcomes of one commit, the write under way when the process died. Per kill, one commit
- * is the largest write that process committed (from its 'written' events).
+ * What one crash may resend (docs/delivery.md, the crash bound): per service, its commit window
+ * (messages on the wire, waiting for the outcome write, or in the write under way), summed over
+ * the services. Exact: the engine never has more slots alive.
  */
-const IN_FLIGHT = SERVICES * CONNECTIONS;
+const BOUND = SERVICES * UNCOMMITTED_PER_CONNECTION * CONNECTIONS;
 const FAST = {
   SCHEDULER_TICK_MS: '100',
   HEARTBEAT_MS: '200',
@@ -78,7 +79,8 @@ describe.each(['at-least-once', 'at-most-once'] as const)('SIGKILL at random poi
     try {
       // Kills by send count spread over at most 80 % of the campaign, so the last ones still land mid-send.
       const maxSends = Math.floor((RECIPIENTS * 0.8) / KILLS);
-      const boundByKill = new Map<number, number>();
+      /** The largest outcome write each killed process committed (reported beside the bound). */
+      const writeByKill = new Map<number, number>();
       for (let k = 0; k < KILLS; k++) {
         log.era = k;
         const spawnedAt = Date.now();
@@ -96,7 +98,7 @@ describe.each(['at-least-once', 'at-most-once'] as const)('SIGKILL at random poi
         }
         child.proc.kill('SIGKILL');
         await child.exited;
-        boundByKill.set(k, IN_FLIGHT + Math.max(0, ...child.written));
+        writeByKill.set(k, Math.max(0, ...child.written));
         console.log(
           `[chaos kill ${mode}] kill ${k + 1} at ${points.at(-1)} (${Date.now() - spawnedAt} ms after spawn): ${log.count} accepted so far`,
         );
@@ -121,12 +123,12 @@ describe.each(['at-least-once', 'at-most-once'] as const)('SIGKILL at random poi
         sentNotReceived +
         (mode === 'at-least-once' ? RECIPIENTS - received.size : RECIPIENTS - received.size - unknownNotReceived);
       const maxDupPerKill = Math.max(0, ...dupByKill.values());
-      const overBound = [...dupByKill].filter(([k, n]) => k < KILLS && n > boundByKill.get(k)!);
-      const PER_KILL_BOUND = Math.max(IN_FLIGHT, ...boundByKill.values());
+      const overBound = [...dupByKill].filter(([k, n]) => k < KILLS && n > BOUND);
       console.log(
         `[chaos kill ${mode}] seed ${rng.seed}; kill points ${points.join(' ')}; ${log.count} accepted, ${received.size} distinct recipients, ` +
           `${duplicates} duplicates (per kill ${JSON.stringify(Object.fromEntries(dupByKill))}, ` +
-          `bound per kill: ${IN_FLIGHT} in flight + one commit = ${JSON.stringify(Object.fromEntries(boundByKill))}), ` +
+          `bound per kill ${BOUND} = ${SERVICES} services x ${UNCOMMITTED_PER_CONNECTION} x ${CONNECTIONS} connections; ` +
+          `largest write per kill ${JSON.stringify(Object.fromEntries(writeByKill))}), ` +
           `states ${JSON.stringify(acct.byStatus)}, ${unknownNotReceived} unknown and not received; ${((Date.now() - started) / 1000).toFixed(1)} s`,
       );
 
@@ -145,7 +147,7 @@ describe.each(['at-least-once', 'at-most-once'] as const)('SIGKILL at random poi
         expect(duplicates).toBe(0);
         expect(received.size + unknownNotReceived).toBe(RECIPIENTS);
         expect((acct.byStatus.sent ?? 0) + unknown).toBe(RECIPIENTS);
-        expect(unknown).toBeLessThanOrEqual(KILLS * PER_KILL_BOUND);
+        expect(unknown).toBeLessThanOrEqual(KILLS * BOUND);
       }
       expect(lost).toBe(0);
 
@@ -156,12 +158,12 @@ describe.each(['at-least-once', 'at-most-once'] as const)('SIGKILL at random poi
         messagesSent: log.count,
         lost,
         duplicates,
-        duplicateBound: mode === 'at-least-once' ? [...boundByKill.values()].reduce((a, b) => a + b, 0) : 0,
+        duplicateBound: mode === 'at-least-once' ? KILLS * BOUND : 0,
         inputsTried: 0,
         notes:
           `seed ${rng.seed}; kill points ${points.join(' ')}; ${RECIPIENTS} recipients; ` +
           (mode === 'at-least-once'
-            ? `max ${maxDupPerKill} duplicates per kill (bound: ${IN_FLIGHT} in flight + one commit, at most ${PER_KILL_BOUND})`
+            ? `max ${maxDupPerKill} duplicates per kill (bound ${BOUND}: ${SERVICES} services x commit window ${UNCOMMITTED_PER_CONNECTION} x ${CONNECTIONS} connections)`
             : `${unknown} unknown (${unknownNotReceived} of them never received), none resent`),
       });
     } finally {
