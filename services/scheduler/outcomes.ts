@@ -1,6 +1,6 @@
 /**
  * The outcome writer: every message's outcome, the attempt records, the error counts, the bounces
- * and the quota units spent reach PostgreSQL here, in one transaction per write (sql/outcomes.ts flushOutcomes).
+ * and the quota units spent reach PostgreSQL here, in one statement per write (sql/outcomes.ts flushOutcomes).
  *
  * Written continuously: a write starts as soon as there is something to write and no write is
  * under way (coalescing what one turn of the event loop produced), and the next starts when the

@@ -3,10 +3,10 @@
  * shared fragment in counters.ts, completion, refunds), plus error counts, bounces and the
  * at-most-once dispatch mark.
  */
-import type { Sequelize, Transaction } from 'sequelize';
+import type { Sequelize } from 'sequelize';
 import { queryRows as q } from '../../kernel/db-query.js';
 import { applyCounters } from './counters.js';
-import { spendHolds, type SpentUnits } from './quota.js';
+import type { SpentUnits } from './quota.js';
 
 export type OutcomeStatus = 'sent' | 'failed' | 'queued' | 'cancelled' | 'unknown';
 
@@ -49,14 +49,14 @@ export interface FlushResult {
 }
 
 /**
- * Writes a batch of outcomes in ONE statement: the subtasks (only rows still leased to `owner`,
- * so a lease recovered by another engine is never overwritten), the campaigns' counters, the
- * completion of campaigns whose counters reach their total, and the refund of the users' credit
- * for cancelled messages, and the attempt records (send_attempts) of the sends since the last write.
- * In the same transaction, the quota units spent since the last write
- * leave this engine's holds (`spent`: net units taken per service and quota day, possibly
- * negative when units taken earlier came back), so what a crash leaves in a hold is what the
- * engine had not used as of its last commit.
+ * Writes a batch of outcomes in ONE statement, which is also its own transaction (one round trip,
+ * no BEGIN, SET or COMMIT of its own): the subtasks (only rows still leased to `owner`, so a lease
+ * recovered by another engine is never overwritten), the campaigns' counters, the completion of
+ * campaigns whose counters reach their total, the refund of the users' credit for cancelled
+ * messages, and the attempt records (send_attempts) of the sends since the last write. In the same
+ * statement, the quota units spent since the last write leave this engine's holds (`spent`: net
+ * units taken per service and quota day, possibly negative when units taken earlier came back), so
+ * what a crash leaves in a hold is what the engine had not used as of its last commit.
  */
 export async function flushOutcomes(
   db: Sequelize,
@@ -65,78 +65,44 @@ export async function flushOutcomes(
   spent: SpentUnits[] = [],
   attempts: Attempt[] = [],
 ): Promise<FlushResult> {
-  const col = <K extends keyof Outcome>(k: K) => outcomes.map((o) => o[k]);
-  const taskIds = [...new Set(outcomes.map((o) => o.taskId))];
-  return db.transaction(async (t) => {
-    if (!outcomes.length) {
-      if (attempts.length) await q(db, `WITH ${ATTEMPTS_CTE} SELECT 1`, attemptBinds(attempts), t);
-      await spendHolds(db, owner, spent, t);
-      return { applied: 0, completed: [] };
-    }
-    // Every engine's flush updates the same campaign counters: lock those rows in id order first,
-    // so concurrent flushes queue behind each other instead of deadlocking (measured: 135
-    // deadlocks in a three-engine run before this, each stalling a flush for deadlock_timeout).
-    await q(db, 'SELECT id FROM tasks WHERE id = ANY($ids::bigint[]) ORDER BY id FOR UPDATE', { ids: taskIds }, t);
-    // Batch-sized lookups by primary key, whatever the statistics say (see flushLocked).
-    await db.query('SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off', { transaction: t });
-    const res = await flushLocked(db, owner, col, attempts, t);
-    // Last: the hold rows stay locked (against this engine's own reservations) only until the commit.
-    await spendHolds(db, owner, spent, t);
-    return res;
-  });
-}
-
-/**
- * The attempt records of a write, inserted by the outcome write's own statement (a data-modifying
- * CTE runs whether or not the query reads it). Recorded whether or not the outcome is applied: the
- * attempt happened even if another engine recovered the lease meanwhile.
- */
-const ATTEMPTS_CTE = `att AS (
-       INSERT INTO send_attempts (task_id, contact_id, attempted_at, service_id, provider, mailbox_provider, result, smtp_code, enhanced_code, reply, duration_ms)
-       SELECT * FROM unnest($aTask::bigint[], $aContact::bigint[], $aAt::timestamptz[], $aSvc::int[], $aProv::text[], $aMbx::text[], $aRes::text[],
-                            $aCode::smallint[], $aEnh::text[], $aReply::text[], $aMs::int[]))`;
-
-function attemptBinds(attempts: Attempt[]): Record<string, unknown[]> {
-  const col = <K extends keyof Attempt>(k: K) => attempts.map((a) => a[k]);
-  return {
-    aTask: col('taskId'),
-    aContact: col('contactId'),
-    aAt: col('at'),
-    aSvc: col('serviceId'),
-    aProv: col('provider'),
-    aMbx: col('mailboxProvider'),
-    aRes: col('result'),
-    aCode: col('code'),
-    aEnh: col('enhanced'),
-    aReply: col('reply'),
-    aMs: col('durationMs'),
+  const holds = spent.filter((x) => x.n !== 0);
+  const ctes = [...(attempts.length ? [ATTEMPTS_CTE] : []), ...(holds.length ? [HOLDS_CTE] : [])];
+  const binds = {
+    owner,
+    ...(attempts.length ? attemptBinds(attempts) : {}),
+    ...(holds.length ? { hSvc: holds.map((x) => x.serviceId), hDay: holds.map((x) => x.day), hN: holds.map((x) => x.n) } : {}),
   };
-}
-
-async function flushLocked(
-  db: Sequelize,
-  owner: string,
-  col: <K extends keyof Outcome>(k: K) => Outcome[K][],
-  attempts: Attempt[],
-  transaction: Transaction,
-): Promise<FlushResult> {
+  if (!outcomes.length) {
+    if (ctes.length) await q(db, `WITH ${ctes.join(',\n')} SELECT 1`, binds);
+    return { applied: 0, completed: [] };
+  }
+  const col = <K extends keyof Outcome>(k: K) => outcomes.map((o) => o[k]);
   const [r] = await q<{ applied: number; completed: string[] | null }>(
     db,
-    `WITH ${attempts.length ? `${ATTEMPTS_CTE},` : ''}
+    `WITH ${ctes.map((c) => `${c},`).join('\n')}
+     -- Every engine's write updates the same campaign counters: their rows are locked in id order
+     -- first (the one-time filter of target below runs this before anything else), so
+     -- concurrent writes queue behind each other instead of deadlocking (measured: 135 deadlocks
+     -- in a three-engine run before the ordered lock, each stalling a write for deadlock_timeout).
+     lk AS MATERIALIZED (SELECT id FROM tasks WHERE id = ANY($ids::bigint[]) ORDER BY id FOR UPDATE),
      u AS (
        SELECT * FROM unnest($task::bigint[], $contact::bigint[], $status::text[], $svc::int[], $at::timestamptz[],
                             $mid::text[], $err::text[], $nb::timestamptz[], $inc::int[])
          AS u(task_id, contact_id, status, svc, at, mid, err, nb, inc)),
-     -- Each row is found by its primary key (the join methods are pinned in flushOutcomes), then
-     -- updated by its physical address if this engine still holds its lease. No condition on
-     -- the lease or the status may reach the planner as a filter on subtasks: its statistics,
-     -- taken before the claims, say no row is leased, so it would scan the leased rows (or the
-     -- table) first and loop over the batch for each (measured: 26 ms for 6 outcomes with 2,751
-     -- leased, 3.4 s for 475). A row whose lease another engine recovered in the meantime is
-     -- not owned, or fails the ctid recheck, and is not applied.
+     -- Each row is found by its primary key, one index probe per outcome (a LATERAL ... LIMIT 1
+     -- the planner cannot turn into a join), then updated by its physical address (a TID scan) if
+     -- this engine still holds its lease. No condition on the lease or the status may reach the
+     -- planner as a filter on subtasks: its statistics, taken before the claims, say no row is
+     -- leased, so it would scan the leased rows (or the table) first and loop over the batch for
+     -- each (measured: 26 ms for 6 outcomes with 2,751 leased, 3.4 s for 475). A row whose lease
+     -- another engine recovered in the meantime is not owned, or fails the ctid recheck, and is
+     -- not applied.
      target AS MATERIALIZED (
-       SELECT s.ctid AS tid, (s.lease_owner = $owner AND s.status = 'sending') AS owned, u.*
-         FROM u JOIN subtasks s ON s.task_id = u.task_id AND s.contact_id = u.contact_id),
+       SELECT s.tid, s.owned, u.*
+         FROM u CROSS JOIN LATERAL (
+                SELECT s.ctid AS tid, (s.lease_owner = $owner AND s.status = 'sending') AS owned
+                  FROM subtasks s WHERE s.task_id = u.task_id AND s.contact_id = u.contact_id LIMIT 1) s
+        WHERE (SELECT count(*) FROM lk) >= 0),
      upd AS (
        UPDATE subtasks s SET status = u.status,
               service_id = COALESCE(u.svc, s.service_id),
@@ -147,7 +113,7 @@ async function flushLocked(
               attempts = s.attempts + u.inc,
               lease_owner = NULL, lease_expires_at = NULL
          FROM target u
-        WHERE s.ctid = u.tid AND u.owned
+        WHERE s.ctid = ANY (ARRAY(SELECT tid FROM target WHERE owned)) AND s.ctid = u.tid AND u.owned
        RETURNING s.task_id, s.status),
      counts AS (
        SELECT task_id,
@@ -167,7 +133,8 @@ async function flushLocked(
             (SELECT array_agg(id) FROM t WHERE status = 'completed') AS completed,
             (SELECT count(*) FROM refund) AS refunds`,
     {
-      owner,
+      ...binds,
+      ids: [...new Set(outcomes.map((o) => o.taskId))],
       task: col('taskId'),
       contact: col('contactId'),
       status: col('status'),
@@ -177,11 +144,45 @@ async function flushLocked(
       err: col('error'),
       nb: col('notBefore'),
       inc: col('attempt'),
-      ...(attempts.length ? attemptBinds(attempts) : {}),
     },
-    transaction,
   );
   return { applied: r?.applied ?? 0, completed: (r?.completed ?? []).map(Number) };
+}
+
+/**
+ * The attempt records of a write, inserted by the outcome write's own statement (a data-modifying
+ * CTE runs whether or not the query reads it). Recorded whether or not the outcome is applied: the
+ * attempt happened even if another engine recovered the lease meanwhile.
+ */
+const ATTEMPTS_CTE = `att AS (
+       INSERT INTO send_attempts (task_id, contact_id, attempted_at, service_id, provider, mailbox_provider, result, smtp_code, enhanced_code, reply, duration_ms)
+       SELECT * FROM unnest($aTask::bigint[], $aContact::bigint[], $aAt::timestamptz[], $aSvc::int[], $aProv::text[], $aMbx::text[], $aRes::text[],
+                            $aCode::smallint[], $aEnh::text[], $aReply::text[], $aMs::int[]))`;
+
+/**
+ * The units spent since the last write leave this engine's holds (sql/quota.ts), in the outcome
+ * write's statement: the hold rows are this engine's own, locked only until that statement commits.
+ */
+const HOLDS_CTE = `holds AS (
+       UPDATE quota_holds h SET units = GREATEST(0, h.units - x.n)
+         FROM unnest($hSvc::int[], $hDay::date[], $hN::int[]) AS x(svc, day, n)
+        WHERE h.instance_id = $owner AND h.service_id = x.svc AND h.day = x.day)`;
+
+function attemptBinds(attempts: Attempt[]): Record<string, unknown[]> {
+  const col = <K extends keyof Attempt>(k: K) => attempts.map((a) => a[k]);
+  return {
+    aTask: col('taskId'),
+    aContact: col('contactId'),
+    aAt: col('at'),
+    aSvc: col('serviceId'),
+    aProv: col('provider'),
+    aMbx: col('mailboxProvider'),
+    aRes: col('result'),
+    aCode: col('code'),
+    aEnh: col('enhanced'),
+    aReply: col('reply'),
+    aMs: col('durationMs'),
+  };
 }
 
 /** Counts repeated errors: one row per (type, message), `count` incremented. */

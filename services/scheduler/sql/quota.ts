@@ -1,5 +1,5 @@
 /** The exact quota ledger: reservations, holds per engine instance, releases, returns of a dead engine's holds. */
-import type { Sequelize, Transaction } from 'sequelize';
+import type { Sequelize } from 'sequelize';
 import { queryRows as q } from '../../kernel/db-query.js';
 
 /** Net quota units one service spent on one quota day since the last write. */
@@ -7,19 +7,6 @@ export interface SpentUnits {
   serviceId: number;
   day: string;
   n: number;
-}
-
-export async function spendHolds(db: Sequelize, owner: string, spent: SpentUnits[], t: Transaction): Promise<void> {
-  const nonZero = spent.filter((x) => x.n !== 0);
-  if (!nonZero.length) return;
-  await q(
-    db,
-    `UPDATE quota_holds h SET units = GREATEST(0, h.units - x.n)
-       FROM unnest($svc::int[], $day::date[], $n::int[]) AS x(svc, day, n)
-      WHERE h.instance_id = $owner AND h.service_id = x.svc AND h.day = x.day`,
-    { owner, svc: nonZero.map((x) => x.serviceId), day: nonZero.map((x) => x.day), n: nonZero.map((x) => x.n) },
-    t,
-  );
 }
 
 /**
