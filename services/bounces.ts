@@ -13,6 +13,11 @@
  *   address soft-bounces `softBounceLimit` times within `softBounceWindowDays` (default 3 in 7
  *   days) for one owner, it goes on that owner's suppression list too.
  *
+ * Reports are applied once: an event with a key (a provider's event id, a report's Message-ID
+ * with the recipient, an API caller's `eventId`) whose key was seen before is skipped and counted
+ * in `duplicates` (bounce_event_keys; providers deliver webhooks at least once, and the IMAP
+ * poller may read a report again after a crash). Events without a key are applied each time.
+ *
  * Every event is kept in bounce_events (who reported it, status code, campaign, contact), and a
  * campaign's hard bounces and complaints are counted on it for the safety breakers
  * (services/breakers.ts), which run in the same transaction.
@@ -26,6 +31,7 @@
  * well: expect a scan of contacts, once per batch (all events in one statement), not per event.
  */
 import type { Sequelize, Transaction } from 'sequelize';
+import { createHash } from 'node:crypto';
 import { DateTime } from 'luxon';
 import { z } from 'zod';
 import { emailSchema, parseInput } from './validation.js';
@@ -43,6 +49,8 @@ export const bounceEventSchema = z.strictObject({
   campaignId: id.max(Number.MAX_SAFE_INTEGER).optional(),
   serviceId: id.max(2_147_483_647).optional(),
   reason: z.string().max(900, 'must be at most 900 characters').optional(),
+  /** The caller's id for this event: an event sent again with the same id (within its source) is applied once. */
+  eventId: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
 });
 export const bounceReportSchema = z.strictObject({
   events: z.array(bounceEventSchema).min(1, 'must hold at least one event').max(1000, 'must hold at most 1000 events per call'),
@@ -55,11 +63,15 @@ export interface InboundBounceEvent extends BounceEvent {
   contactId?: number;
   /** RFC 3463 enhanced status code (`5.1.1`) or SMTP reply code, as reported. */
   statusCode?: string;
+  /** The event's id from its sender, namespaced (`sendgrid:<sg_event_id>`, `report:<Message-ID>`): applied once per type and address. */
+  eventKey?: string;
 }
 
 export interface BounceResult {
   /** Events received. */
   events: number;
+  /** Events skipped because an event with the same key was applied before (a report delivered again). */
+  duplicates: number;
   /** Contacts whose status changed (bounced or unsubscribed). */
   contactsMarked: number;
   /** Hard bounces and complaints that matched no contact. */
@@ -99,24 +111,41 @@ export async function recordBounces(
   input: { events: InboundBounceEvent[] },
   opts: RecordOptions = {},
 ): Promise<BounceResult> {
-  const extra = input.events.map((e) => ({ contactId: e.contactId, statusCode: e.statusCode }));
-  const { events } = parseInput(bounceReportSchema, {
-    events: input.events.map(({ contactId: _c, statusCode: _s, ...e }) => e),
+  const given = input.events.map((e) => ({ contactId: e.contactId, statusCode: e.statusCode, eventKey: e.eventKey }));
+  const { events: received } = parseInput(bounceReportSchema, {
+    events: input.events.map(({ contactId: _c, statusCode: _s, eventKey: _k, ...e }) => e),
   });
   const source = (opts.source ?? 'api').slice(0, 100);
   const now = opts.now ?? DateTime.now();
   const softLimit = opts.softBounceLimit ?? 3;
   const windowDays = opts.softBounceWindowDays ?? 7;
-
-  const soft = new Map<string, { message: string; serviceId: number | null; count: number }>();
-  for (const e of events) {
-    if (e.type !== 'soft_bounce') continue;
-    const message = `${e.email.toLowerCase()}: ${e.reason?.trim() || 'soft bounce'}`.slice(0, 1000);
-    const prev = soft.get(message);
-    soft.set(message, { message, serviceId: e.serviceId ?? prev?.serviceId ?? null, count: (prev?.count ?? 0) + 1 });
-  }
+  // The stored key also names the event's type and address: one provider event id may cover several
+  // recipients (an SNS notification), and ids copied carelessly must not hide a different event.
+  const keys = received.map((e, i) => {
+    const id = given[i]!.eventKey ?? (e.eventId !== undefined ? `${source}:${e.eventId}` : undefined);
+    return id === undefined ? null : storedKey(`${id}|${e.type}|${canonicalEmail(e.email)}`);
+  });
 
   return db.transaction(async (transaction) => {
+    // Seen before (or twice in this report): skipped. The key's row is written in this transaction,
+    // so a concurrent report with the same key waits for it and then skips, or applies if it rolled back.
+    const fresh = await claimKeys(db, keys, now, transaction);
+    const keep = received.map((_, i) => i).filter((i) => keys[i] === null || fresh.delete(keys[i]!));
+    const events = keep.map((i) => received[i]!);
+    const extra = keep.map((i) => given[i]!);
+    const duplicates = received.length - events.length;
+    if (!events.length) {
+      return { ...EMPTY, events: received.length, duplicates, unmatched: [], breakers: [] };
+    }
+
+    const soft = new Map<string, { message: string; serviceId: number | null; count: number }>();
+    for (const e of events) {
+      if (e.type !== 'soft_bounce') continue;
+      const message = `${e.email.toLowerCase()}: ${e.reason?.trim() || 'soft bounce'}`.slice(0, 1000);
+      const prev = soft.get(message);
+      soft.set(message, { message, serviceId: e.serviceId ?? prev?.serviceId ?? null, count: (prev?.count ?? 0) + 1 });
+    }
+
     const resolved = await resolve(db, events, extra, transaction);
     // Keep every event, matched or not (unmatched ones with no owner).
     await queryRows(
@@ -254,7 +283,8 @@ export async function recordBounces(
     }
 
     return {
-      events: events.length,
+      events: received.length,
+      duplicates,
       contactsMarked,
       unmatched,
       cancelled: cancelled.cancelled + suppressed.cancelled,
@@ -264,6 +294,27 @@ export async function recordBounces(
       breakers,
     };
   });
+}
+
+const EMPTY = { contactsMarked: 0, cancelled: 0, refunded: 0, softBounces: 0, suppressed: 0 } as const;
+
+/** A key as stored: as given when short, else its SHA-256 (the column holds at most 600 characters). */
+function storedKey(key: string): string {
+  return key.length <= 600 ? key : `sha256:${createHash('sha256').update(key).digest('hex')}`;
+}
+
+/** Records the keys not seen before and returns them (a key given twice in one report is new once). */
+async function claimKeys(db: Sequelize, keys: (string | null)[], now: DateTime, transaction: Transaction): Promise<Set<string>> {
+  const distinct = [...new Set(keys.filter((k): k is string => k !== null))];
+  if (!distinct.length) return new Set();
+  const rows = await queryRows<{ key: string }>(
+    db,
+    `INSERT INTO bounce_event_keys (key, received_at) SELECT k, $now FROM unnest($keys::text[]) AS k
+     ON CONFLICT (key) DO NOTHING RETURNING key`,
+    { keys: distinct, now: now.toJSDate() },
+    transaction,
+  );
+  return new Set(rows.map((r) => r.key));
 }
 
 /**

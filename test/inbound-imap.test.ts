@@ -170,6 +170,21 @@ describe('bounce mailbox poller (IMAP, Dovecot)', () => {
     expect(await unseen()).toBe(0);
     expect(await engine.inbound.pollImap()).toEqual({ found: 0, recorded: 0, review: 0, failed: 0 });
     expect(await rows(engine.apiDb, 'SELECT count(*)::int AS n FROM bounce_events')).toEqual([{ n: 2 }]);
+
+    // An engine that stopped after applying the reports but before flagging them: they are unseen
+    // again, the next poll reads them again, and applies nothing twice (keyed by their Message-ID).
+    const lock = await imap.getMailboxLock('INBOX');
+    try {
+      await imap.messageFlagsRemove('1:*', ['\\Seen']);
+    } finally {
+      lock.release();
+    }
+    expect(await unseen()).toBe(2);
+    expect(await engine.inbound.pollImap()).toMatchObject({ found: 2, failed: 0 });
+    expect(await unseen()).toBe(0);
+    expect(await rows(engine.apiDb, 'SELECT count(*)::int AS n FROM bounce_events')).toEqual([{ n: 2 }]);
+    const [again] = await rows(engine.apiDb, 'SELECT hard_bounce_count, complaint_count FROM tasks WHERE id = $id', { id: taskId });
+    expect(again).toEqual({ hard_bounce_count: 1, complaint_count: 1 });
   });
 
   it('keeps an autoreply and a forged token for review, exactly as the listener does, changing nothing', async () => {

@@ -225,6 +225,9 @@ describe('cleanup_old_data', () => {
          ('smtp', 'old 1', '2026-01-01', $old), ('smtp', 'old 2', '2026-01-01', $old), ('smtp', 'new', '2026-01-01', $recent)`,
       { bind: { old, recent } },
     );
+    await sql.query(`INSERT INTO bounce_event_keys (key, received_at) VALUES ('sendgrid:old', $old), ('sendgrid:new', $recent)`, {
+      bind: { old, recent },
+    });
     const before = { a: await countsOf(a), b: await countsOf(b), e: await countsOf(e) };
     expect(before.a).toEqual({ total: 2500, sent: 2000, failed: 300, unknown: 7, cancelled: 193 });
 
@@ -241,8 +244,9 @@ describe('cleanup_old_data', () => {
     expect(r).toMatchObject({
       subtasksDeleted: 4700,
       errorLogsDeleted: 2,
+      eventKeysDeleted: 1,
       attemptsDeleted: 0,
-      deleteStatements: 9,
+      deleteStatements: 10,
       interrupted: false,
       level: 'ok',
     });
@@ -256,6 +260,7 @@ describe('cleanup_old_data', () => {
       { task_id: String(d), n: 50 },
     ]);
     expect(await rows(sql, 'SELECT message FROM error_logs')).toEqual([{ message: 'new' }]);
+    expect(await rows(sql, 'SELECT key FROM bounce_event_keys')).toEqual([{ key: 'sendgrid:new' }]);
     expect(
       await rows(
         sql,
@@ -269,7 +274,7 @@ describe('cleanup_old_data', () => {
 
     // Again: nothing left to do, and the stored totals are not overwritten with zeros.
     const again = (await m.runNow('cleanup_old_data')).result as CleanupResult;
-    expect(again).toMatchObject({ campaigns: [], subtasksDeleted: 0, errorLogsDeleted: 0, deleteStatements: 2 });
+    expect(again).toMatchObject({ campaigns: [], subtasksDeleted: 0, errorLogsDeleted: 0, eventKeysDeleted: 0, deleteStatements: 3 });
     expect(await storedOf(a)).toEqual(before.a);
   });
 

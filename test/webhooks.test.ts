@@ -120,6 +120,14 @@ describe('provider webhooks', () => {
     ]);
     expect(await status('bob')).toBe('bounced');
     expect(await status('carol')).toBe('unsubscribed');
+    // SendGrid posts a batch again when its first post timed out: each sg_event_id is applied once.
+    const hardBounces = async () =>
+      (await rows<{ n: number }>(f.engine.apiDb, 'SELECT hard_bounce_count AS n FROM tasks WHERE id = $id', { id: taskId }))[0]!.n;
+    const before = await hardBounces();
+    expect(before).toBeGreaterThan(0);
+    expect((await post('sendgrid', body, headers)).statusCode).toBe(200);
+    expect(await events('webhook:sendgrid')).toHaveLength(2);
+    expect(await hardBounces()).toBe(before);
   });
 
   it('Postmark and SparkPost: basic auth; bounce types and classes, spam complaints', async () => {

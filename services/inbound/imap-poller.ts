@@ -7,7 +7,9 @@
  * (handleInbound: DSN / ARF applied, anything else kept for review in inbound_review), then is
  * flagged \Seen. The message is read with BODY.PEEK, so a message whose handling failed (the
  * database is away) stays unseen and is taken again at the next poll: nothing is lost, as the
- * listener answers 451 for it.
+ * listener answers 451 for it. One that was applied but not yet flagged when the engine stopped
+ * is taken again too, and applied once: its events are keyed by the report's Message-ID
+ * (bounce_event_keys, services/bounces.ts).
  *
  * Why \Seen, not move or delete: the mailbox stays whole (a person can look at any report later,
  * and a parser change can be checked against real mail), it works on every IMAP server and with

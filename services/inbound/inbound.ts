@@ -97,6 +97,10 @@ export async function handleInbound(deps: InboundDeps, msg: InboundMessage): Pro
     if (!email) return review('complaint about a contact that no longer exists');
     events = [{ type: 'complaint', email, campaignId: target.taskId, contactId: target.contactId, reason: `ARF ${report.feedbackType}` }];
   }
+  // The report's Message-ID keys its events: read again (a mailbox poll that stopped before flagging
+  // it \Seen, or the same report by SMTP and in a mailbox), it is applied once (services/bounces.ts).
+  const rid = report.reportId;
+  if (rid) events = events.map((e) => ({ ...e, eventKey: `report:${rid}` }));
   const result = await deps.bounces.record(events, `${msg.source}:${report.kind}`);
   deps.logger.info(
     { source: msg.source, report: report.kind, campaign: target.taskId, contact: target.contactId, events: events.length },

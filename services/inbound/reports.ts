@@ -43,9 +43,11 @@ export interface DsnRecipient {
 }
 
 export type ParsedReport =
-  | { kind: 'dsn'; recipients: DsnRecipient[]; returnPaths: string[]; subject: string | null }
+  | { kind: 'dsn'; recipients: DsnRecipient[]; returnPaths: string[]; subject: string | null; reportId: string | null }
   | {
       kind: 'arf';
+      /** The report's own Message-ID: the same report read twice (a mailbox re-read, SMTP and IMAP) is applied once. */
+      reportId: string | null;
       feedbackType: string;
       recipient: string | null;
       returnPaths: string[];
@@ -163,7 +165,13 @@ export async function parseReport(raw: Buffer | string): Promise<ParsedReport> {
     }
     if (!recipients.length) return { kind: 'other', reason: 'delivery-status report with no failed or delayed recipient', subject };
     const sender = addressIn(perMessage?.get('x-postfix-sender'));
-    return { kind: 'dsn', recipients, returnPaths: [...(sender ? [sender] : []), ...originalReturnPaths(originals)], subject };
+    return {
+      kind: 'dsn',
+      recipients,
+      returnPaths: [...(sender ? [sender] : []), ...originalReturnPaths(originals)],
+      subject,
+      reportId: mail.messageId ?? null,
+    };
   }
   if (reportType === 'feedback-report') {
     const part = reportPart(text, boundary, 'message/feedback-report');
@@ -181,6 +189,7 @@ export async function parseReport(raw: Buffer | string): Promise<ParsedReport> {
       returnPaths: [...(from ? [from] : []), ...originalReturnPaths(originals)],
       messageIds: originalMessageIds(originals),
       subject,
+      reportId: mail.messageId ?? null,
     };
   }
   return { kind: 'other', reason: `multipart/report of type ${reportType}, not handled`, subject };

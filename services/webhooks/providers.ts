@@ -98,6 +98,7 @@ function basicAuth(req: WebhookRequest, c: WebhookCredentials): boolean {
 interface MailgunBody {
   signature?: { timestamp?: string | number; token?: string; signature?: string; 'parent-signature'?: string };
   'event-data'?: {
+    id?: string;
     event?: string;
     severity?: string;
     recipient?: string;
@@ -126,11 +127,15 @@ export const mailgun = {
     // Mailgun's own message id replaces ours; fairsend's is in message.headers when the original is stored.
     const t = target(e.message?.headers?.['message-id'] ? `<${e.message.headers['message-id'].replace(/^<|>$/g, '')}>` : undefined);
     const reason = `${ds.code ?? ''} ${ds.message ?? ds.description ?? e.reason ?? ''}`.trim().slice(0, 900);
-    if (e.event === 'complained') return { events: [{ type: 'complaint', email: e.recipient, ...t }] };
+    // Mailgun's event id: a retried delivery of the same event is applied once (services/bounces.ts).
+    const k = e.id ? { eventKey: `mailgun:${e.id}` } : {};
+    if (e.event === 'complained') return { events: [{ type: 'complaint', email: e.recipient, ...t, ...k }] };
     // Temporary failures are deferrals Mailgun retries; its final word is a permanent failure.
     if (e.event === 'failed' && e.severity === 'permanent') {
       const type = soft(status) || e.reason === 'old' ? 'soft_bounce' : 'hard_bounce'; // old: gave up after retrying
-      return { events: [{ type, email: e.recipient, ...t, ...(status ? { statusCode: status } : {}), ...(reason ? { reason } : {}) }] };
+      return {
+        events: [{ type, email: e.recipient, ...t, ...k, ...(status ? { statusCode: status } : {}), ...(reason ? { reason } : {}) }],
+      };
     }
     return { events: [] };
   },
@@ -146,6 +151,7 @@ interface SendgridEvent {
   bounce_classification?: string;
   smtp_id?: string;
   'smtp-id'?: string;
+  sg_event_id?: string;
 }
 /** SendGrid `dropped` reasons that say something about the address (others: content, unsubscribes SendGrid keeps). */
 const SENDGRID_DROPPED: Record<string, 'hard_bounce' | 'complaint'> = {
@@ -170,7 +176,8 @@ export const sendgrid = {
     const events: InboundBounceEvent[] = [];
     for (const e of Array.isArray(list) ? list : []) {
       if (!e.email) continue;
-      const t = target(e['smtp-id'] ?? e.smtp_id);
+      // sg_event_id: a batch SendGrid posts again (after a timeout or a 5xx) is applied once.
+      const t = { ...target(e['smtp-id'] ?? e.smtp_id), ...(e.sg_event_id ? { eventKey: `sendgrid:${e.sg_event_id}` } : {}) };
       const status = enhanced(e.status) ?? e.status;
       const extra = { ...t, ...(status ? { statusCode: status } : {}), ...(e.reason ? { reason: e.reason.slice(0, 900) } : {}) };
       if (e.event === 'spamreport') events.push({ type: 'complaint', email: e.email, ...t });
@@ -190,6 +197,7 @@ export const sendgrid = {
 
 // --------------------------------------------------------------------------------------------- postmark
 interface PostmarkBody {
+  ID?: number | string;
   RecordType?: string;
   Type?: string;
   Email?: string;
@@ -217,7 +225,8 @@ export const postmark = {
     const b = JSON.parse(rawBody) as PostmarkBody;
     if (!b.Email) return { events: [] };
     const mid = b.Headers?.find((h) => h.Name.toLowerCase() === 'message-id')?.Value;
-    const t = target(mid);
+    // Postmark's bounce ID (a spam complaint is a bounce record too): a retried post is applied once.
+    const t = { ...target(mid), ...(b.ID !== undefined ? { eventKey: `postmark:${String(b.ID)}` } : {}) };
     const reason = (b.Details ?? b.Description ?? '').slice(0, 900);
     if (b.RecordType === 'SpamComplaint' || (!b.RecordType && b.Type === 'SpamComplaint'))
       return { events: [{ type: 'complaint', email: b.Email, ...t }] };
@@ -233,7 +242,15 @@ export const postmark = {
 // -------------------------------------------------------------------------------------------- sparkpost
 interface SparkpostEvent {
   msys?: {
-    message_event?: { type?: string; rcpt_to?: string; bounce_class?: string; raw_reason?: string; reason?: string; message_id?: string };
+    message_event?: {
+      event_id?: string;
+      type?: string;
+      rcpt_to?: string;
+      bounce_class?: string;
+      raw_reason?: string;
+      reason?: string;
+      message_id?: string;
+    };
     unsubscribe_event?: unknown;
   };
 }
@@ -250,11 +267,13 @@ export const sparkpost = {
       if (!e?.rcpt_to) continue;
       const reason = (e.raw_reason ?? e.reason ?? '').slice(0, 900);
       const status = enhanced(reason);
-      if (e.type === 'spam_complaint') events.push({ type: 'complaint', email: e.rcpt_to });
+      // SparkPost's event_id: a batch posted again is applied once.
+      const k = e.event_id ? { eventKey: `sparkpost:${e.event_id}` } : {};
+      if (e.type === 'spam_complaint') events.push({ type: 'complaint', email: e.rcpt_to, ...k });
       else if (e.type === 'bounce' || e.type === 'out_of_band') {
         const cls = String(e.bounce_class ?? '');
         const type = SPARKPOST_HARD.has(cls) ? 'hard_bounce' : SPARKPOST_SOFT.has(cls) ? 'soft_bounce' : undefined;
-        if (type) events.push({ type, email: e.rcpt_to, ...(status ? { statusCode: status } : {}), ...(reason ? { reason } : {}) });
+        if (type) events.push({ type, email: e.rcpt_to, ...k, ...(status ? { statusCode: status } : {}), ...(reason ? { reason } : {}) });
       }
     }
     return { events };
@@ -324,6 +343,8 @@ export const ses = {
     const kind = n.notificationType ?? n.eventType;
     const original = n.mail?.headers?.find((h) => h.name.toLowerCase() === 'message-id')?.value;
     const t = target(original);
+    // The SNS MessageId names the notification (several recipients: the key adds each address).
+    const k = m.MessageId ? { eventKey: `ses:${m.MessageId}` } : {};
     if (kind === 'Bounce') {
       const permanent = n.bounce?.bounceType === 'Permanent';
       return {
@@ -331,6 +352,7 @@ export const ses = {
           type: permanent && !soft(r.status) ? ('hard_bounce' as const) : ('soft_bounce' as const),
           email: r.emailAddress,
           ...t,
+          ...k,
           ...(r.status ? { statusCode: r.status } : {}),
           ...(r.diagnosticCode ? { reason: r.diagnosticCode.slice(0, 900) } : {}),
         })),
@@ -340,7 +362,12 @@ export const ses = {
       // The ISP's Feedback-Type: not-spam is a recipient taking a complaint back, not a complaint.
       if (n.complaint?.complaintFeedbackType === 'not-spam') return { events: [] };
       return {
-        events: (n.complaint?.complainedRecipients ?? []).map((r) => ({ type: 'complaint' as const, email: r.emailAddress, ...t })),
+        events: (n.complaint?.complainedRecipients ?? []).map((r) => ({
+          type: 'complaint' as const,
+          email: r.emailAddress,
+          ...t,
+          ...k,
+        })),
       };
     }
     return { events: [] };

@@ -36,6 +36,8 @@ export interface CleanupResult extends JobResult {
   campaigns: CampaignPurge[];
   subtasksDeleted: number;
   errorLogsDeleted: number;
+  /** Keys of applied bounce reports (bounce_event_keys) older than the cutoff: no provider retries that late. */
+  eventKeysDeleted: number;
   /** Attempt records (send_attempts) older than the cutoff. */
   attemptsDeleted: number;
   runsDeleted: number;
@@ -48,7 +50,7 @@ export interface CleanupResult extends JobResult {
 export function cleanupOldData(opts: { retentionDays: number; batchSize: number }): Omit<JobDefinition<CleanupResult>, 'schedule'> {
   return {
     name: 'cleanup_old_data',
-    description: `deletes subtasks of campaigns finished over ${opts.retentionDays} days ago (totals kept on the campaign), older send attempts and old error logs, ${opts.batchSize} rows per statement`,
+    description: `deletes subtasks of campaigns finished over ${opts.retentionDays} days ago (totals kept on the campaign), older send attempts, old error logs and old bounce report keys, ${opts.batchSize} rows per statement`,
     singleton: true,
     async run({ db, now, signal, logger }) {
       const cutoff = now.minus({ days: opts.retentionDays }).toJSDate();
@@ -61,6 +63,7 @@ export function cleanupOldData(opts: { retentionDays: number; batchSize: number 
         campaigns: [],
         subtasksDeleted: 0,
         errorLogsDeleted: 0,
+        eventKeysDeleted: 0,
         attemptsDeleted: 0,
         runsDeleted: 0,
         deleteStatements: 0,
@@ -157,6 +160,14 @@ export function cleanupOldData(opts: { retentionDays: number; batchSize: number 
           { cutoff, batch },
         );
         result.errorLogsDeleted += n;
+        if (n < batch) break;
+      }
+      while (!signal.aborted) {
+        const n = await deleteBatch(
+          `DELETE FROM bounce_event_keys WHERE key = ANY (ARRAY(SELECT key FROM bounce_event_keys WHERE received_at < $cutoff LIMIT $batch))`,
+          { cutoff, batch },
+        );
+        result.eventKeysDeleted += n;
         if (n < batch) break;
       }
       if (signal.aborted) result.interrupted = true;

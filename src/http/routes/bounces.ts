@@ -9,7 +9,9 @@
  *
  * hard_bounce marks the contact bounced, complaint unsubscribed; both cancel its queued mail at
  * once (credit refunded). soft_bounce is counted in error_logs ('soft_bounce'). With campaign_id the
- * address is matched among that campaign owner's contacts, else among every user's. A service's own
+ * address is matched among that campaign owner's contacts, else among every user's. An event with an
+ * `event_id` is applied once: sent again with the same id (a retried delivery), it is counted in
+ * `duplicates` and skipped. A service's own
  * webhook secret may report only for that service. See services/bounces.ts.
  */
 import { z } from 'zod';
@@ -33,6 +35,7 @@ export function bounceRoutes(app: App, ctx: RouteContext): void {
         response: {
           200: z.object({
             events: z.number(),
+            duplicates: z.number().describe('Events skipped: one with the same event_id (from the same sender) was applied before'),
             contactsMarked: z.number(),
             unmatched: z.array(z.string()),
             cancelled: z.number(),
