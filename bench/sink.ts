@@ -8,14 +8,24 @@
  * Timed listeners, for rates as the receiving server sees them (bench W3): `{ type: 'listen', tag }`
  * opens another server and answers `{ type: 'listening', tag, port }`; it records the instant (ms,
  * sub-millisecond precision) it accepts each message (before its 250 goes out), and with `ids: true`
- * each message's Message-ID too; `{ type: 'times', tag }` closes it and answers
- * `{ type: 'times', tag, times, ids }`.
+ * each message's Message-ID too, with `rcpts: true` each message's first recipient (and the
+ * instants and recipients of refused RCPTs); `refuse: { domain, after, code, message }` makes it
+ * answer RCPTs for that domain with that reply once it has accepted `after` messages for it (a
+ * throttling provider, for the deliverability tests); `{ type: 'times', tag }` closes it and
+ * answers `{ type: 'times', tag, times, ids, rcpts, refusals }`.
  */
-import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
+import { startSmtpCatcher, type SmtpCatcher, type SmtpCatcherOptions } from '../src/smtp-catcher.js';
 
 const catcher = await startSmtpCatcher({ host: '127.0.0.1', port: 0, keep: false });
 process.stdout.write(`port ${catcher.port}\n`);
-const timed = new Map<string, { server: SmtpCatcher; times: number[]; ids: string[] }>();
+interface Timed {
+  server: SmtpCatcher;
+  times: number[];
+  ids: string[];
+  rcpts: string[];
+  refusals: { at: number; rcpt: string }[];
+}
+const timed = new Map<string, Timed>();
 const now = () => performance.timeOrigin + performance.now();
 
 /** The Message-ID header of a raw message ('' when it has none). */
@@ -25,19 +35,42 @@ function messageId(raw: Buffer): string {
   return /^message-id:\s*(\S+)/im.exec(head)?.[1] ?? '';
 }
 
-process.on('message', (msg: { type: string; tag?: string; ids?: boolean }) => {
+interface Refuse {
+  domain: string;
+  after: number;
+  code: number;
+  message: string;
+}
+const domainOf = (a: string) => a.slice(a.lastIndexOf('@') + 1).toLowerCase();
+
+process.on('message', (msg: { type: string; tag?: string; ids?: boolean; rcpts?: boolean; refuse?: Refuse }) => {
   if (msg.type === 'count') process.send?.({ type: 'count', accepted: catcher.accepted, received: catcher.received });
   if (msg.type === 'listen') {
     const times: number[] = [];
     const ids: string[] = [];
-    const onAccept = msg.ids
-      ? (m: { raw: Buffer }) => {
-          times.push(now());
-          ids.push(messageId(m.raw));
-        }
-      : () => times.push(now());
-    void startSmtpCatcher({ host: '127.0.0.1', port: 0, keep: false, onAccept }).then((server) => {
-      timed.set(msg.tag!, { server, times, ids });
+    const rcpts: string[] = [];
+    const refusals: { at: number; rcpt: string }[] = [];
+    const refuse = msg.refuse;
+    let acceptedForRefused = 0;
+    const onAccept =
+      msg.ids || msg.rcpts || refuse
+        ? (m: { raw: Buffer; to: string[] }) => {
+            times.push(now());
+            if (msg.ids) ids.push(messageId(m.raw));
+            if (msg.rcpts) rcpts.push(m.to[0] ?? '');
+            if (refuse && domainOf(m.to[0] ?? '') === refuse.domain) acceptedForRefused++;
+          }
+        : () => times.push(now());
+    const opts: SmtpCatcherOptions = { host: '127.0.0.1', port: 0, keep: false, onAccept };
+    if (refuse) {
+      opts.rcptReply = (address) => {
+        if (domainOf(address) !== refuse.domain || acceptedForRefused < refuse.after) return undefined;
+        if (msg.rcpts) refusals.push({ at: now(), rcpt: address });
+        return { code: refuse.code, message: refuse.message };
+      };
+    }
+    void startSmtpCatcher(opts).then((server) => {
+      timed.set(msg.tag!, { server, times, ids, rcpts, refusals });
       process.send?.({ type: 'listening', tag: msg.tag, port: server.port });
     });
   }
@@ -45,7 +78,14 @@ process.on('message', (msg: { type: string; tag?: string; ids?: boolean }) => {
     const t = timed.get(msg.tag!);
     timed.delete(msg.tag!);
     void (t ? t.server.stop() : Promise.resolve()).then(() =>
-      process.send?.({ type: 'times', tag: msg.tag, times: t?.times ?? [], ids: t?.ids ?? [] }),
+      process.send?.({
+        type: 'times',
+        tag: msg.tag,
+        times: t?.times ?? [],
+        ids: t?.ids ?? [],
+        rcpts: t?.rcpts ?? [],
+        refusals: t?.refusals ?? [],
+      }),
     );
   }
   if (msg.type === 'stop') {

@@ -115,17 +115,10 @@ describe('throttles per mailbox provider in the send path', () => {
     expect(received('gmail.com').length).toBeLessThanOrEqual(5 + 4);
     const gmailBefore = received('gmail.com').length;
 
-    // Full rate for the others, measured at the server: the service's own pace, not google's.
+    // The others go at the service's own pace, never faster. That they keep its full configured
+    // rate is judged at a server in its own process: test/deliverability-rate.test.ts.
     const others = sent.filter((e) => !e.email.endsWith('@gmail.com')).map((e) => e.dispatchedAt);
-    expect(paceViolations(others, 20, 0)).toBeNull(); // never faster than the service allows
-    const span = (Math.max(...others) - Math.min(...others)) / 1000;
-    const rate = (others.length - 1) / span;
-    // Against the service's own achieved rate over the same run (a shared, loaded machine may not
-    // reach 50/s at all): google's suspension must not hold the others back. Figures in bench/.
-    const all = sent.map((e) => e.dispatchedAt);
-    const overall = (all.length - 1) / ((Math.max(...all) - Math.min(...all)) / 1000);
-    expect(rate).toBeGreaterThan(0.7 * overall);
-    expect(rate).toBeGreaterThan(5);
+    expect(paceViolations(others, 20, 0)).toBeNull();
 
     // The google messages wait in the queue for the end of the suspension, not lost, not sent.
     const waiting = await rows<{ n: number; earliest: Date }>(

@@ -12,6 +12,13 @@ export interface SinkProcess {
   listen(tag: string, opts?: { ids?: boolean }): Promise<number>;
   times(tag: string): Promise<number[]>;
   received(tag: string): Promise<{ times: number[]; ids: string[] }>;
+  /**
+   * A timed listener that records each accepted message's first recipient, and answers RCPTs for
+   * `refuse.domain` with `refuse`'s reply once it has accepted `refuse.after` messages for it.
+   */
+  listenRefusing(tag: string, refuse: { domain: string; after: number; code: number; message: string }): Promise<number>;
+  /** What such a listener saw: acceptances (instant, recipient) and refused RCPTs; closes it. */
+  arrivals(tag: string): Promise<{ accepted: { at: number; rcpt: string }[]; refused: { at: number; rcpt: string }[] }>;
   stop(): Promise<void>;
 }
 
@@ -44,6 +51,20 @@ export async function startSinkProcess(): Promise<SinkProcess> {
     },
     received(tag) {
       const p = answer('times', tag, (m) => ({ times: m.times as number[], ids: m.ids as string[] }));
+      proc.send({ type: 'times', tag });
+      return p;
+    },
+    listenRefusing(tag, refuse) {
+      const p = answer('listening', tag, (m) => m.port as number);
+      proc.send({ type: 'listen', tag, rcpts: true, refuse });
+      return p;
+    },
+    arrivals(tag) {
+      const p = answer('times', tag, (m) => {
+        const times = m.times as number[];
+        const rcpts = m.rcpts as string[];
+        return { accepted: times.map((at, i) => ({ at, rcpt: rcpts[i]! })), refused: m.refusals as { at: number; rcpt: string }[] };
+      });
       proc.send({ type: 'times', tag });
       return p;
     },
