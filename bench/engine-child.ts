@@ -1,15 +1,22 @@
 /**
  * A fairsend engine in a process of its own, driven over IPC by the benchmark:
- *   { type: 'init', url, target?, track? } -> creates the engine            -> { type: 'ready' }
- *   { type: 'start' }                      -> scheduler.start()             -> { type: 'started' }
- *   { type: 'stop' }                       -> engine.close()                -> { type: 'stopped', snapshots }
- * W1 runs it as the second engine of the two-process figure. W5 runs it with `track`, under
- * --expose-gc: it records heap and active resources at start, 5 %, 50 % and 100 % of `target`
- * sent (after a forced GC), and reports `{ type: 'done', snapshots }` once all are sent.
+ *   { type: 'init', url, services? }  -> creates the engine                 -> { type: 'ready' }
+ *   { type: 'start', target?, track? } -> scheduler.start()                 -> { type: 'started' }
+ *   { type: 'stop' }                  -> engine.close()                     -> { type: 'stopped', snapshots, owned, firstSentMs, maxRssMb }
+ * W1 runs it as the second engine of the two-process figure; W1-multi runs one or two, with the
+ * environment's SEND_WORKERS. W4 and W5 run it with `track`, under --expose-gc: it records heap
+ * and active resources at start, 5 %, 50 % and 100 % of `target` sent (after a forced GC), and
+ * reports `{ type: 'done', snapshots, firstSentMs, maxRssMb }` once all are sent.
+ *
+ * `services`: the only sending services this engine may own (W1-multi spreads 4 services 2 and 2
+ * over two processes). fairsend has no setting that places services on engines (each takes any
+ * service whose advisory lock is free), so the bench wraps ServiceLocks.tryAcquire in this
+ * process to refuse the others; the engine is otherwise unchanged.
  */
 import type { Engine } from '../src/engine.js';
 import { benchEngine, sentTotal } from './lib/fixtures.js';
 import { sleep } from './lib/stats.js';
+import { ServiceLocks } from '../services/scheduler/service-locks.js';
 
 export interface Snapshot {
   label: string;
@@ -25,6 +32,22 @@ export interface Snapshot {
 let engine: Engine | undefined;
 const snapshots: Snapshot[] = [];
 let sentEvents = 0;
+/** Services this engine took (their lock), and ms from start() to the first `sent` event. */
+const owned = new Set<number>();
+let startedAt = 0;
+let firstSentMs: number | undefined;
+const maxRssMb = () => process.resourceUsage().maxRSS / 1024;
+
+function restrictServices(services: number[] | undefined): void {
+  const tryAcquire = ServiceLocks.prototype.tryAcquire;
+  const allowed = services ? new Set(services) : undefined;
+  ServiceLocks.prototype.tryAcquire = async function (this: ServiceLocks, id: number) {
+    if (allowed && !allowed.has(id)) return false;
+    const ok = await tryAcquire.call(this, id);
+    if (ok) owned.add(id);
+    return ok;
+  };
+}
 
 function snapshot(label: string): void {
   (globalThis as { gc?: () => void }).gc?.();
@@ -57,24 +80,27 @@ async function track(target: number): Promise<void> {
   snapshot('start');
   while ((await sentTotal(engine!)) < target) await sleep(100);
   snapshot('end (100 %)');
-  process.send?.({ type: 'done', snapshots });
+  process.send?.({ type: 'done', snapshots, firstSentMs, maxRssMb: maxRssMb() });
 }
 
-process.on('message', (m: { type: string; url?: string; target?: number; track?: boolean }) => {
+process.on('message', (m: { type: string; url?: string; target?: number; track?: boolean; services?: number[] }) => {
   void (async () => {
     try {
       if (m.type === 'init') {
         snapshot('before engine');
+        restrictServices(m.services);
         engine = await benchEngine(m.url!);
+        engine.scheduler.on('sent', () => (firstSentMs ??= performance.now() - startedAt));
         process.send?.({ type: 'ready' });
       } else if (m.type === 'start') {
+        startedAt = performance.now();
         if (m.target && m.track) void track(m.target).catch(fail);
         else await engine!.scheduler.start();
         process.send?.({ type: 'started' });
       } else if (m.type === 'stop') {
         await engine?.close();
         snapshot('after close');
-        process.send?.({ type: 'stopped', snapshots });
+        process.send?.({ type: 'stopped', snapshots, owned: [...owned], firstSentMs, maxRssMb: maxRssMb() });
         setTimeout(() => process.exit(0), 50);
       }
     } catch (err) {

@@ -10,8 +10,9 @@ import { createBenchServer } from './lib/bench-db.js';
 import { startSink } from './lib/children.js';
 import { engineErrors } from './lib/fixtures.js';
 import type { BenchContext, RunRecord } from './lib/harness.js';
-import { buildTable, type Row } from './lib/report.js';
+import { buildSummary, buildTable, type Row } from './lib/report.js';
 import { runW1, w1Rows } from './w1-throughput.js';
+import { runW1Multi, w1MultiRows } from './w1-multi.js';
 import { runW2, w2Rows } from './w2-generation.js';
 import { runW3, w3Rows } from './w3-fairness.js';
 import { runW4, w4Rows } from './w4-scale.js';
@@ -33,6 +34,7 @@ interface Workload {
 
 const WORKLOADS: Workload[] = [
   { id: 'w1', run: runW1, rows: w1Rows },
+  { id: 'w1m', run: runW1Multi, rows: w1MultiRows },
   { id: 'w2', run: runW2, rows: w2Rows },
   { id: 'w3', run: runW3, rows: w3Rows },
   { id: 'w4', run: runW4, rows: w4Rows },
@@ -89,6 +91,10 @@ async function main(): Promise<void> {
     `Medians of ${runs} runs (min and max beside). CPU columns: CPU seconds of one run (median), engine / sink / PostgreSQL.`,
     '',
     table,
+    '',
+    '## Goals of #18',
+    '',
+    buildSummary(rows, quick),
     ...(Object.values(schedulerErrors).some((e) => e.count)
       ? [
           '',

@@ -12,6 +12,8 @@ import { clusterPostgresPids, serverPostgresPids, type PidSource } from './procs
 
 export interface BenchDatabase {
   url: string;
+  /** The database's name (a template for newDatabase's copies, once no one is connected to it). */
+  name: string;
   label: string;
   drop(): Promise<void>;
 }
@@ -25,7 +27,8 @@ export interface BenchServer {
   label: string;
   /** 'server': DATABASE_URL's; 'embedded': a cluster of the benchmark's own. */
   kind: 'server' | 'embedded';
-  newDatabase(name: string): Promise<BenchDatabase>;
+  /** A fresh database; with `template`, a copy of that database (CREATE DATABASE ... TEMPLATE: a file copy, no re-seeding). */
+  newDatabase(name: string, template?: string): Promise<BenchDatabase>;
   postgresPids(exclude: () => number[]): PidSource;
   version(): Promise<string>;
   close(): Promise<void>;
@@ -61,6 +64,7 @@ export async function createBenchDatabase(name = 'bench'): Promise<BenchDatabase
     u.pathname = `/${db}`;
     return {
       url: u.toString(),
+      name: db,
       label: `PostgreSQL at ${u.host}`,
       drop: () => admin(base, (c) => c.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`)).then(() => undefined),
     };
@@ -71,6 +75,7 @@ export async function createBenchDatabase(name = 'bench'): Promise<BenchDatabase
   await admin(embedded.url(), (c) => c.query(`CREATE DATABASE "${db}"`));
   return {
     url: embedded.url(db),
+    name: db,
     label: 'embedded PostgreSQL',
     drop: async () => {
       await embedded.stop();
@@ -84,6 +89,7 @@ function databaseOn(base: string, db: string, label: string): BenchDatabase {
   u.pathname = `/${db}`;
   return {
     url: u.toString(),
+    name: db,
     label,
     drop: () => admin(base, (c) => c.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`)).then(() => undefined),
   };
@@ -93,9 +99,9 @@ let seq = 0;
 
 export async function createBenchServer(workload: string): Promise<BenchServer> {
   const unique = (name: string) => `fairsend_${workload}_${name}_${Date.now().toString(36)}${(seq++).toString(36)}`.toLowerCase();
-  const make = (base: string, label: string) => async (name: string) => {
+  const make = (base: string, label: string) => async (name: string, template?: string) => {
     const db = unique(name);
-    await admin(base, (c) => c.query(`CREATE DATABASE "${db}"`));
+    await admin(base, (c) => c.query(`CREATE DATABASE "${db}"${template ? ` TEMPLATE "${template}"` : ''}`));
     return databaseOn(base, db, label);
   };
   const version = (base: string) => () => admin(base, async (c) => (await c.query<{ v: string }>('SELECT version() AS v')).rows[0]!.v);

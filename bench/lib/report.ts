@@ -16,6 +16,8 @@ export interface Row {
   ratio?: string;
   goal: string;
   met: string;
+  /** Set on the rows that carry a goal of #18 (a key of GOALS_18), for the summary table. */
+  summary?: Goal18;
 }
 
 /** A row from run records' values, with the CPU and RSS medians when recorded. */
@@ -45,6 +47,31 @@ export function rowOf(
 }
 
 export const verdict = (ok: boolean, detail = '') => (ok ? 'met' : 'NOT met') + (detail ? ` (${detail})` : '');
+
+/** The goals of #18, in its order. */
+export const GOALS_18 = {
+  w1Ceiling: 'W1, one process: >= 1.25x the single-thread nodemailer ceiling',
+  w1Peers: 'W1: ahead of pg-boss, graphile-worker batched and BullMQ in every run',
+  w1Multi: 'W1-multi, 4 services on 2 processes (SEND_WORKERS=1 each, spread 2 and 2): >= 1.15x one',
+  w4: 'W4: at 10,000 users >= 0.9x the throughput at 10 users; memory <= 300 MB',
+  w2Million: 'W2: 1,000,000 recipients in <= 2.5 s',
+  w2TenMillion: "W2: 10,000,000 recipients in <= 30 s with the engine's memory flat",
+  w5: 'W5: heap flat over 1,000,000 messages',
+} as const;
+export type Goal18 = keyof typeof GOALS_18;
+
+/** The goals of #18, one line each, with the verdict of this run's figures ("not measured" when no row carries it). */
+export function buildSummary(rows: Row[], quick: boolean): string {
+  const cell = (x: string) => x.replace(/\|/g, '/');
+  return [
+    `| Goal (#18) | Verdict${quick ? ' (quick: smaller sizes, time goals scaled)' : ''} |`,
+    '| --- | --- |',
+    ...(Object.keys(GOALS_18) as Goal18[]).map((k) => {
+      const r = rows.find((x) => x.summary === k);
+      return `| ${cell(GOALS_18[k])} | ${r ? cell(r.met) : 'not measured in this run'} |`;
+    }),
+  ].join('\n');
+}
 
 export function buildTable(rows: Row[]): string {
   const head = [
