@@ -1,12 +1,14 @@
 /**
- * Gathers the input of the completion forecast (forecast.ts) for some campaigns and runs it: four
+ * Gathers the input of the completion forecast (forecast.ts) for some campaigns and runs it: five
  * set-based reads whatever the number of campaigns (the campaigns; their remaining messages by
  * provider and window zone, counted on the subtasks' primary key as progress() counts them; the
- * enabled services; the other sending campaigns' remaining work, from the counters on tasks), and
- * the live throttles and counts of the services this process runs (the scheduler's status).
+ * enabled services; the other sending campaigns' remaining work, from the counters on tasks; the
+ * cap ledger's current windows, `delivery_counts`: every engine's reservations against hourly,
+ * daily and warm-up caps), and the live throttles and counts of the services this process runs
+ * (the scheduler's status).
  *
- * A service this process does not run is taken as normal on every provider with nothing counted
- * today: the throttles and pair counts live in the sending process (docs/deliverability.md).
+ * A service this process does not run is taken as normal on every provider: the throttles live in
+ * the sending process (docs/deliverability.md). Its capped pairs' counts come from the ledger.
  */
 import { DateTime } from 'luxon';
 import type { ServiceContext } from './context.js';
@@ -64,7 +66,12 @@ export function createForecaster(ctx: ServiceContext, live?: LiveDeliverability)
     return file;
   };
 
-  function toService(row: ServiceRow, now: DateTime, state: ReturnType<LiveDeliverability> | undefined): ForecastService {
+  function toService(
+    row: ServiceRow,
+    now: DateTime,
+    state: ReturnType<LiveDeliverability> | undefined,
+    ledger: { provider: string; scope: 'hour' | 'day' | 'warmup'; sent: number }[],
+  ): ForecastService {
     const own = serviceShapingSchema.safeParse(row.deliverability ?? {});
     const shaping = resolveShaping(shapingFile(), own.success ? own.data : null);
     const d = state?.get(Number(row.id));
@@ -79,6 +86,24 @@ export function createForecaster(ctx: ServiceContext, live?: LiveDeliverability)
         sentToday: p.sentToday,
       };
     }
+    // The cap ledger's rows (every engine's reservations in the current windows) where they say more.
+    const warmupSent = new Map<string, number>();
+    for (const r of ledger) {
+      if (r.scope === 'warmup') {
+        warmupSent.set(r.provider, Number(r.sent));
+        continue;
+      }
+      const pair = (pairs[r.provider] ??= {
+        state: 'normal',
+        rate: shaping.adaptive.unlimitedBaseRate,
+        suspendedUntil: null,
+        quietSince: now.toMillis(),
+        sentThisHour: 0,
+        sentToday: 0,
+      });
+      if (r.scope === 'hour') pair.sentThisHour = Math.max(pair.sentThisHour, Number(r.sent));
+      else pair.sentToday = Math.max(pair.sentToday, Number(r.sent));
+    }
     const liveWarmup = d?.warmup.length === shaping.warmup.length ? d.warmup : undefined;
     return {
       id: Number(row.id),
@@ -88,7 +113,10 @@ export function createForecaster(ctx: ServiceContext, live?: LiveDeliverability)
       quotaZone: row.quota_timezone,
       limits: (provider) => shaping.limitsFor(provider as Provider),
       adaptive: shaping.adaptive,
-      warmup: shaping.warmup.map((schedule, i) => ({ schedule, sentToday: liveWarmup?.[i]?.sentToday ?? 0 })),
+      warmup: shaping.warmup.map((schedule, i) => ({
+        schedule,
+        sentToday: Math.max(liveWarmup?.[i]?.sentToday ?? 0, warmupSent.get(schedule.provider ?? '*') ?? 0),
+      })),
       pairs,
       others: [],
     };
@@ -139,7 +167,7 @@ export function createForecaster(ctx: ServiceContext, live?: LiveDeliverability)
     for (const c of campaigns) if (c.status === 'paused') out.set(Number(c.id), { completesAt: null, reason: 'paused', ratePerSecond: 0 });
     if (!active.length) return out;
     const generated = active.filter((c) => c.generated).map((c) => Number(c.id));
-    const [remaining, services, sending] = await Promise.all([
+    const [remaining, services, sending, ledger] = await Promise.all([
       generated.length
         ? queryRows<{ task_id: string; provider: string | null; zone: string; n: number }>(
             ctx.apiDb,
@@ -164,10 +192,27 @@ export function createForecaster(ctx: ServiceContext, live?: LiveDeliverability)
            FROM tasks WHERE status = 'sending' AND generated_at IS NOT NULL`,
         {},
       ),
+      // The current window of each capped pair (deliverability/cap-ledger.ts): the earliest not ended.
+      queryRows<{ service_id: number; provider: string; scope: 'hour' | 'day' | 'warmup'; sent: number }>(
+        ctx.apiDb,
+        `SELECT DISTINCT ON (service_id, provider, scope) service_id, provider, scope, sent
+           FROM delivery_counts WHERE ends_at > $now ORDER BY service_id, provider, scope, ends_at`,
+        { now: now.toJSDate() },
+      ),
     ]);
     const state = live?.();
     const usable = (s: ServiceRow, userId: number) => s.open_to_all || (s.user_ids ?? []).map(Number).includes(Number(userId));
-    const base = new Map(services.map((s) => [Number(s.id), toService(s, now, state)]));
+    const base = new Map(
+      services.map((s) => [
+        Number(s.id),
+        toService(
+          s,
+          now,
+          state,
+          ledger.filter((r) => Number(r.service_id) === Number(s.id)),
+        ),
+      ]),
+    );
     for (const c of active) {
       const id = Number(c.id);
       const fixedZone = c.send_window && c.send_window.timezone !== 'recipient' ? c.send_window.timezone : undefined;

@@ -112,6 +112,23 @@ describe('campaigns.progress() forecast', () => {
     // modelled: the pessimistic reading): 0.5/s for 80 s, then Alice's last 20 at 1/s.
     expect(byId.get(alice)!.completes_at).toBe('2026-11-30T10:01:10.000Z');
 
+    // A daily cap for the recipients' provider, and the cap ledger (every engine's reservations)
+    // says 990 of it are used today: 10 now, Carol's other 30 after midnight in the quota zone.
+    await engine.campaigns.pause(alice);
+    await engine.services.update(service.id, { deliverability: { providers: { other: { daily: 1000 } } } });
+    await rows(
+      engine.apiDb,
+      `INSERT INTO delivery_counts (service_id, provider, scope, bucket, sent, ends_at)
+       VALUES ($id, 'other:example.test', 'day', '2026-11-30', 990, '2026-12-01T00:00:00Z')`,
+      { id: service.id },
+    );
+    now = DateTime.fromISO('2026-11-30T20:00:00Z', { zone: 'UTC' });
+    await rows(engine.apiDb, 'UPDATE tasks SET send_window = NULL WHERE id = $id', { id: carol });
+    expect(iso((await engine.campaigns.progress(carol)).forecast!.completesAt)).toBe('2026-12-01T00:00:30Z');
+    // Without the ledger's row: all 40 today.
+    await rows(engine.apiDb, 'DELETE FROM delivery_counts');
+    expect(iso((await engine.campaigns.progress(carol)).forecast!.completesAt)).toBe('2026-11-30T20:00:40Z');
+
     // Finished campaigns have no forecast.
     await engine.campaigns.cancel(carol);
     expect((await engine.campaigns.progress(carol)).forecast).toBeNull();

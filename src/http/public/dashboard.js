@@ -143,6 +143,14 @@ function fmtRate(perSecond) {
   return `${round(perSecond * 3600)}/h`;
 }
 
+/** Why a pair waits (its status `blocked`), when it is not its pace or a suspension (shown already). */
+const HELD = {
+  hourly: 'hourly cap reached',
+  daily: 'daily cap reached',
+  warmup: 'warm-up cap reached',
+  concurrency: 'at its concurrency limit',
+};
+
 /** "suspended until 14:05" (with the date when it is not today), "slowed", "normal". */
 function fmtState(p) {
   if (p.state !== 'suspended' || !p.suspended_until) return p.state;
@@ -185,7 +193,7 @@ function renderProviders(list, d) {
       `${fmtNumber(p.deferrals)} deferred`,
       ...(p.sent_today !== undefined ? [`${fmtNumber(p.sent_today)} sent today`] : []),
       ...(p.warmup ? [`warm-up day ${p.warmup.day}, cap ${p.warmup.cap === null ? 'none (ramp over)' : fmtNumber(p.warmup.cap)}`] : []),
-      ...(p.blocked && p.blocked !== 'suspended' && p.blocked !== 'rate' ? [`held: ${p.blocked} cap`] : []),
+      ...(HELD[p.blocked] ? [HELD[p.blocked]] : []),
     ];
     li.querySelector('.provider-name').textContent = p.provider;
     const state = li.querySelector('.state');
