@@ -248,6 +248,7 @@ describe('bounce reports', () => {
     expect(res.statusCode).toBe(200);
     expect(res.json()).toEqual({
       events: 1,
+      duplicates: 0,
       contacts_marked: 1,
       unmatched: [],
       cancelled: 1,
@@ -300,6 +301,7 @@ describe('bounce reports', () => {
     const res = await f.call('POST', '/api/bounces', f.adminToken, body);
     expect(res.json()).toEqual({
       events: 3,
+      duplicates: 0,
       contacts_marked: 0,
       unmatched: ['nobody@example.test'],
       cancelled: 0,
