@@ -5,7 +5,24 @@ import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { createMetrics } from '../src/http/metrics.js';
 import { createTestEngine, rows } from './helpers/db.js';
 import { LogSink } from './helpers/http.js';
+import { resolveSendWorkers } from '../services/delivery/worker-transport.js';
+import { ConfigError } from '../services/kernel/errors.js';
+import { loadConfig } from '../services/kernel/config.js';
 import { until, userWithContacts } from './helpers/scheduler.js';
+
+describe('SEND_WORKERS', () => {
+  it('defaults to the number of cores less one, at least 1; 0 keeps SMTP work on the main thread', () => {
+    expect(resolveSendWorkers(undefined, 8)).toBe(7);
+    expect(resolveSendWorkers(undefined, 2)).toBe(1);
+    expect(resolveSendWorkers(undefined, 1)).toBe(1);
+    expect(resolveSendWorkers(0, 8)).toBe(0);
+    expect(resolveSendWorkers(3, 2)).toBe(3);
+    expect(loadConfig({ SEND_WORKERS: '2' }).sendWorkers).toBe(2);
+    expect(loadConfig({}).sendWorkers).toBeUndefined();
+    expect(() => loadConfig({ SEND_WORKERS: '-1' })).toThrow(ConfigError);
+    expect(() => loadConfig({ SEND_WORKERS: 'two' })).toThrow('SEND_WORKERS must be a non-negative integer, got "two"');
+  });
+});
 
 const CONTACTS = 40;
 const DKIM_KEY = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();

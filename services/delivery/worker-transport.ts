@@ -38,13 +38,9 @@ export interface ServiceTransport {
   close(): void;
 }
 
-/**
- * The send worker threads to run: SEND_WORKERS when set (0: SMTP work on the main thread); unset,
- * none for now (opt-in while it is measured; the goal is the number of cores less one, at least 1).
- */
+/** The send worker threads to run: SEND_WORKERS when set (0: SMTP work on the main thread), else the cores less one, at least 1. */
 export function resolveSendWorkers(configured: number | undefined, cores: number): number {
-  void cores;
-  return configured ?? 0;
+  return configured ?? Math.max(1, cores - 1);
 }
 
 /** A send lost with its thread: classify.ts reads it as ambiguous, and not the service's fault. */

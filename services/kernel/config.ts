@@ -182,7 +182,7 @@ export const VARIABLES = {
   sendWorkers: {
     env: 'SEND_WORKERS',
     kind: 'nonNegInt',
-    doc: "Worker threads that build, sign and send the messages (each holds its share of every service's connections); 0 or unset: on the main thread",
+    doc: "Worker threads that build, sign and send the messages (each holds its share of every service's connections); unset: the number of cores less one, at least 1; 0: on the main thread",
   },
   shutdownGraceMs: {
     env: 'SHUTDOWN_GRACE_MS',
