@@ -89,7 +89,7 @@ export interface CampaignProgress {
   /**
    * When the rest is expected to be sent, from the rates, fair share, quotas, caps, windows and
    * warm-up in force (services/forecast.ts; an estimate, its assumptions in docs/deliverability.md).
-   * Null for a completed or cancelled campaign.
+   * Null for a completed or cancelled campaign, or when not asked for.
    */
   forecast: CampaignForecast | null;
 }
@@ -305,7 +305,8 @@ export function createCampaignsApi(ctx: ServiceContext, opts: CampaignsApiOption
         opts,
       ),
 
-    async progress(id: number): Promise<CampaignProgress> {
+    /** Counts by state and the completion forecast (`{ forecast: false }`: not made, null, for pollers that do not show it). */
+    async progress(id: number, opts: { forecast?: boolean } = {}): Promise<CampaignProgress> {
       const [rows] = (await ctx.apiDb.query(
         `SELECT t.id, t.status, t.generated_at, t.reserved_quota, t.wait_reason, t.pause_reason, t.total_count,
                 t.sent_count, t.failed_count, t.cancelled_count, t.unknown_count,
@@ -332,7 +333,7 @@ export function createCampaignsApi(ctx: ServiceContext, opts: CampaignsApiOption
         status,
         waitReason: (r.wait_reason as string | null) ?? null,
         pauseReason: (r.pause_reason as string | null) ?? null,
-        forecast: final ? null : ((await forecaster.forecast([Number(r.id)])).get(Number(r.id)) ?? null),
+        forecast: final || opts.forecast === false ? null : ((await forecaster.forecast([Number(r.id)])).get(Number(r.id)) ?? null),
       };
       if (r.purged) {
         // Finished long ago and cleaned up by retention: the totals were saved on the campaign first.

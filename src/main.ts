@@ -41,7 +41,7 @@ async function logProgress(engine: Engine): Promise<void> {
   try {
     const active = (await engine.campaigns.list()).filter((c) => c.status === 'sending' || c.status === 'scheduled');
     for (const c of active) {
-      const p = await engine.campaigns.progress(c.id);
+      const p = await engine.campaigns.progress(c.id, { forecast: false }); // not logged: no need to make it
       engine.logger[levelOf(`campaign ${c.id}`, [p.status, p.sent, p.failed, p.waitReason])](
         { campaign: c.id, name: c.name, status: p.status, sent: p.sent, total: p.total, failed: p.failed, waitReason: p.waitReason },
         'progress',

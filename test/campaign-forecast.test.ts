@@ -56,6 +56,8 @@ describe('campaigns.progress() forecast', () => {
     expect(alone).toMatchObject({ status: 'sending', queued: 100 });
     expect(iso(alone.forecast!.completesAt)).toBe('2026-11-30T10:01:40Z');
     expect(alone.forecast!.ratePerSecond).toBeCloseTo(1);
+    // Pollers that do not show it (the progress log) ask for none.
+    expect((await engine.campaigns.progress(alice, { forecast: false })).forecast).toBeNull();
 
     // Bob's 50 share the service: half each until Bob is done (100 s), then Alice's last 50 at 1/s.
     const bob = await campaign('Bob', 50);

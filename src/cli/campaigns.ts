@@ -50,7 +50,9 @@ export function registerCampaigns(program: Command, ctx: CliContext): void {
         const list = (await engine.campaigns.list(o.user ? { userId: o.user } : {}))
           .filter((c) => !o.status || c.status === o.status)
           .sort((a, b) => b.id - a.id);
-        const rows = await Promise.all(list.map(async (c) => ({ ...c, progress: await engine.campaigns.progress(c.id) })));
+        const rows = await Promise.all(
+          list.map(async (c) => ({ ...c, progress: await engine.campaigns.progress(c.id, { forecast: Boolean(o.json) }) })),
+        );
         if (o.json) return json(rows);
         out(
           table(
