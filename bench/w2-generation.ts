@@ -6,9 +6,13 @@
  * at most 2.5 s; 10,000,000 in at most 30 s with the engine's memory flat (its peak RSS during the
  * generation at most 1.2x its RSS before; the rows never pass through the engine). Quick runs
  * scale the time goals to their sizes.
+ *
+ * The cost of resolving mailbox providers (issue 13): at the 1,000,000 size each run also
+ * generates the same queue through a generator without provider resolution (the path before it;
+ * bench/lib/generation-run.ts), the two in alternating order; a row gives with / without per run.
  */
 import { benchEngine } from './lib/fixtures.js';
-import { loadGenerationData, prepareGenerationRun } from './lib/generation-run.js';
+import { loadGenerationData, plainGenerator, prepareGenerationRun } from './lib/generation-run.js';
 import { measure, type BenchContext, type RunRecord } from './lib/harness.js';
 import { rowOf, verdict, type Row } from './lib/report.js';
 import { fmt, median } from './lib/stats.js';
@@ -19,12 +23,24 @@ const FLAT = 1.2;
 async function runSize(ctx: BenchContext, config: 'small' | 'big', n: number, runs: number): Promise<RunRecord[]> {
   const db = await ctx.server.newDatabase(`w2${config}`);
   const engine = await benchEngine(db.url);
+  // The comparison without provider resolution, at the size measured every run.
+  const plain = config === 'small' ? await plainGenerator(db.url) : undefined;
   const records: RunRecord[] = [];
+  const without = async (run: number) => {
+    const { generate } = await prepareGenerationRun(engine, data, n, `${run} without providers`, plain!.generator);
+    const m = await measure(ctx, { go: generate, teardown: async () => undefined });
+    records.push({ config: 'smallNoProviders', run, value: m.seconds, seconds: m.seconds, messages: n, cpu: m.cpu });
+    ctx.log(
+      `W2 run ${run} without provider resolution: ${fmt(n)} recipients in ${m.seconds.toFixed(2)} s (CPU postgres ${m.cpu.postgres.toFixed(2)} s)`,
+    );
+  };
+  let data!: Awaited<ReturnType<typeof loadGenerationData>>;
   try {
     const t0 = performance.now();
-    const data = await loadGenerationData(engine, n, runs);
+    data = await loadGenerationData(engine, n, runs);
     ctx.log(`W2 loaded ${fmt(Math.round(n * 1.1))} contacts in ${((performance.now() - t0) / 1000).toFixed(1)} s (outside the clock)`);
     for (let run = 1; run <= runs; run++) {
+      if (plain && run % 2 === 0) await without(run);
       const { generate } = await prepareGenerationRun(engine, data, n, run);
       global.gc?.();
       const rssBeforeMb = process.memoryUsage().rss / 2 ** 20;
@@ -34,8 +50,10 @@ async function runSize(ctx: BenchContext, config: 'small' | 'big', n: number, ru
       ctx.log(
         `W2 run ${run}: ${fmt(n)} recipients in ${m.seconds.toFixed(2)} s (CPU postgres ${m.cpu.postgres.toFixed(2)} s); engine RSS ${rssBeforeMb.toFixed(0)} MB before, peak ${m.cpu.engineRssMb.toFixed(0)} MB during`,
       );
+      if (plain && run % 2 === 1) await without(run);
     }
   } finally {
+    await plain?.close();
     await engine.close();
     await db.drop();
   }
@@ -74,6 +92,46 @@ export function w2Rows(records: RunRecord[], quick: boolean): Row[] {
         ? verdict(r.median <= goal, `${fmt(n)} in ${r.median.toFixed(2)} s`)
         : verdict(r.median <= goal && flat <= FLAT, `${fmt(n)} in ${r.median.toFixed(2)} s; peak RSS ${flat.toFixed(2)}x before`);
     rows.push(r);
+    if (config === 'small')
+      rows.push(
+        ...providerCostRows(
+          rs,
+          records.filter((x) => x.config === 'smallNoProviders'),
+        ),
+      );
   }
   return rows;
+}
+
+/** The same size without provider resolution, and the cost: with / without, per run (median, min, max). */
+function providerCostRows(withP: RunRecord[], without: RunRecord[]): Row[] {
+  if (!without.length) return [];
+  const n = withP[0]!.messages!;
+  const ratios = withP.flatMap((w) => {
+    const o = without.find((x) => x.run === w.run);
+    return o ? [w.value / o.value] : [];
+  });
+  const plainRow = rowOf(without, {
+    workload: 'W2 generation',
+    config: `the same ${fmt(n)} without mailbox-provider resolution (no domain scan, lookups or join: the path before issue 13), same database, alternating order`,
+    unit: 's',
+    digits: 2,
+    goal: '-',
+    met: '-',
+  });
+  const cost = rowOf(
+    withP,
+    {
+      workload: 'W2 generation',
+      config: 'cost of resolving mailbox providers: generation time with / without, per run',
+      unit: 'x',
+      digits: 2,
+      goal: '-',
+      met: '-',
+    },
+    ratios,
+  );
+  delete cost.cpu;
+  delete cost.rssMb;
+  return [plainRow, cost];
 }

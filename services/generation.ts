@@ -49,11 +49,17 @@ interface DueTask {
 export interface GeneratorOptions {
   /** Resolves custom recipient domains to mailbox providers (MX); tests inject a fake one. */
   providers?: ProviderResolver;
+  /**
+   * false: the path before mailbox providers (no lookups, no join, `provider` left NULL, read from
+   * the address by the scheduler). Only for measuring what resolving providers costs (bench W2).
+   */
+  resolveProviders?: boolean;
 }
 
 export function createGenerator(ctx: ServiceContext, opts: GeneratorOptions = {}) {
   const db = ctx.schedulerDb;
   const providers = opts.providers ?? createProviderResolver({ timeoutMs: ctx.config.mxLookupTimeoutMs });
+  const resolve = opts.resolveProviders !== false;
   const query = <T>(sql: string, bind: Record<string, unknown>, transaction: Transaction) => queryRows<T>(db, sql, bind, transaction);
 
   /** not_before per recipient zone, computed with luxon once per distinct zone (not per recipient). */
@@ -97,7 +103,7 @@ export function createGenerator(ctx: ServiceContext, opts: GeneratorOptions = {}
       });
       // Mailbox providers of custom domains (MX lookups, bounded by the resolver's timeout) before
       // the user row is locked, so a slow DNS answer never holds up the user's other requests.
-      await fillDomainProviders(db, providers, recipients, t);
+      if (resolve) await fillDomainProviders(db, providers, recipients, t);
       // Lock the user's credit for the statement: the cap below must not race a new campaign.
       const [user] = await query<{ remaining_quota: string }>(
         'SELECT remaining_quota FROM users WHERE id = $id FOR UPDATE',
@@ -138,9 +144,9 @@ export function createGenerator(ctx: ServiceContext, opts: GeneratorOptions = {}
                 -- deterministic template choice: the same contact always gets the same template
                 ($templates::int[])[1 + (c.id % $nTemplates)::int],
                 ${notBefore}, ${task.send_window ? zoneExpr : 'NULL'},
-                ${providerSql('c')}
+                ${resolve ? providerSql('c') : 'NULL'}
            FROM contacts c ${join}
-           LEFT JOIN mail_domains md ON md.domain = ${DOMAIN_SQL('c')}
+           ${resolve ? `LEFT JOIN mail_domains md ON md.domain = ${DOMAIN_SQL('c')}` : ''}
           WHERE ${where.sql}`,
         { bind, transaction: t, type: 'INSERT' as never },
       )) as unknown as [unknown, number];
