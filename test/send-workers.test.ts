@@ -5,7 +5,9 @@ import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { createMetrics } from '../src/http/metrics.js';
 import { createTestEngine, rows } from './helpers/db.js';
 import { LogSink } from './helpers/http.js';
-import { resolveSendWorkers } from '../services/delivery/worker-transport.js';
+import { resolveSendWorkers, SendWorkerPool } from '../services/delivery/worker-transport.js';
+import { classifySendError } from '../services/delivery/classify.js';
+import { Keyring } from '../services/kernel/secrets.js';
 import { ConfigError } from '../services/kernel/errors.js';
 import { loadConfig } from '../services/kernel/config.js';
 import { until, userWithContacts } from './helpers/scheduler.js';
@@ -129,6 +131,39 @@ describe.each([
     expect(crashLog).toMatchObject({ level: 50, thread: 0, inFlight: lost, restarted: true });
     // The key went to the threads in memory only.
     expect(logs.text).not.toContain(KEY_LINE);
+  });
+});
+
+describe('a send worker thread that dies as it starts (a broken install)', () => {
+  it('starts again after a growing backoff, and its sends are refused unsent meanwhile', async () => {
+    const logs = new LogSink();
+    const pool = new SendWorkerPool({
+      threads: 1,
+      logger: createLogger('error', logs),
+      entry: new URL('data:text/javascript,throw new Error("broken install")'),
+    });
+    const t = pool.transport({ host: '127.0.0.1', port: 9 }, 1, null, new Keyring(undefined));
+    const codes = new Set<string>();
+    const started = Date.now();
+    while (Date.now() - started < 1500) {
+      const err = (await t.sendMail({ from: 'a@example.test', to: 'b@example.test', text: 'x' }).then(
+        () => new Error('sent'),
+        (e: unknown) => e,
+      )) as { code?: string };
+      codes.add(String(err.code));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // 100 + 200 + 400 + 800 ms of backoff fit in 1.5 s: a handful of starts, not one per send.
+    expect(pool.status().restarts).toBeGreaterThanOrEqual(2);
+    expect(pool.status().restarts).toBeLessThanOrEqual(6);
+    // Refused before any thread had it: a connection failure (never sent), not an ambiguous one.
+    expect(codes.has('EWORKERDOWN')).toBe(true);
+    expect(codes.has('sent')).toBe(false);
+    expect(classifySendError({ code: 'EWORKERDOWN', message: 'down' })).toMatchObject({ kind: 'connection', type: 'worker_down' });
+    expect(logs.lines()[0]).toMatchObject({ error: expect.stringContaining('broken install'), restartInMs: 100 });
+    t.close();
+    await pool.close();
+    expect(pool.running).toBe(0);
   });
 });
 

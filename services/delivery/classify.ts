@@ -154,6 +154,8 @@ export function classifySendError(err: unknown): Classified {
   // A send worker thread died with the send under way (worker-transport.ts): the message may have
   // reached the server, and the fault is the engine's, not the service's.
   if (e.code === 'EWORKER') return { kind: 'ambiguous', serviceFault: false, bounce: false, type: 'ambiguous_worker', message };
+  // No send worker thread could take it (one keeps dying as it starts): never sent.
+  if (e.code === 'EWORKERDOWN') return { kind: 'connection', serviceFault: true, bounce: false, type: 'worker_down', message };
   if (isTlsFailure(e)) return { kind: 'connection', serviceFault: true, bounce: false, type: 'tls', message: tlsMessage(e) };
   // Before the reply code too: a refused login (535) refuses the service's credentials, not the message.
   if (e.code === 'EAUTH') return { kind: 'connection', serviceFault: true, bounce: false, type: 'auth', message };

@@ -43,6 +43,24 @@ export function resolveSendWorkers(configured: number | undefined, cores: number
   return configured ?? Math.max(1, cores - 1);
 }
 
+/**
+ * A thread that keeps dying as it starts (a broken install) is started again after a backoff
+ * (100 ms doubling to 10 s) instead of at once; meanwhile its sends fail with EWORKERDOWN, never
+ * posted (classify.ts: not sent, a connection failure, so the service turns unhealthy and is
+ * probed on its own backoff instead of spinning).
+ */
+const EARLY_DEATH_MS = 1000;
+const MAX_RESTART_BACKOFF_MS = 10_000;
+
+/** A send that could not be handed to a thread (it is down, restarting after a backoff): never sent. */
+export class WorkerDownError extends Error {
+  readonly code = 'EWORKERDOWN';
+  constructor(message: string) {
+    super(message);
+    this.name = 'WorkerDownError';
+  }
+}
+
 /** A send lost with its thread: classify.ts reads it as ambiguous, and not the service's fault. */
 export class WorkerCrashError extends Error {
   readonly code = 'EWORKER';
@@ -66,6 +84,7 @@ interface Thread {
   /** Sends under way per transport (to pick the least busy thread). */
   busy: Map<number, number>;
   exited: Promise<void>;
+  startedAt: number;
 }
 
 export interface SendWorkerStatus {
@@ -81,14 +100,15 @@ export interface SendWorkerStatus {
 export interface SendWorkerPoolOptions {
   threads: number;
   logger: Logger;
+  /** The thread's entry (tests: one that fails); default send-worker.js, or .ts from the sources. */
+  entry?: URL;
 }
 
 function workerUrl(): URL {
   return new URL(import.meta.url.endsWith('.ts') ? './send-worker.ts' : './send-worker.js', import.meta.url);
 }
 
-function startWorker(): Worker {
-  const url = workerUrl();
+function startWorker(url: URL): Worker {
   if (!url.pathname.endsWith('.ts')) return new Worker(url);
   // From the sources (jest, tsx): the thread registers tsx first, then loads the TypeScript entry.
   const code = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(url.href)}); });`;
@@ -108,12 +128,19 @@ export class SendWorkerPool {
   private flushQueued = false;
   private readonly stats: SendWorkerStatus;
   private readonly logger: Logger;
+  private readonly entry: URL;
+  /** Per thread: the backoff before its next start after early deaths, and when it may start. */
+  private readonly backoff: number[];
+  private readonly downUntil: number[];
 
   constructor(opts: SendWorkerPoolOptions) {
     if (!Number.isInteger(opts.threads) || opts.threads < 1)
       throw new RangeError(`send worker threads must be at least 1, got ${opts.threads}`);
     this.threads = new Array<Thread | undefined>(opts.threads).fill(undefined);
     this.logger = opts.logger;
+    this.entry = opts.entry ?? workerUrl();
+    this.backoff = new Array<number>(opts.threads).fill(0);
+    this.downUntil = new Array<number>(opts.threads).fill(0);
     this.stats = { threads: opts.threads, restarts: 0, lostSends: 0, lastCrash: null };
   }
 
@@ -137,7 +164,11 @@ export class SendWorkerPool {
     const t = new WorkerTransport(this, tid, shares, { stored, storedDkim, keyring });
     this.transports.set(tid, t);
     shares.forEach((share, i) => {
-      if (share > 0) this.post(this.thread(i), this.openMessage(t, i));
+      const th = this.threads[i];
+      if (share === 0) return;
+      // A thread that is not running opens every live transport (this one too) when it starts.
+      if (th) this.post(th, this.openMessage(t, i));
+      else if (this.downUntil[i]! <= Date.now()) this.spawn(i);
     });
     return t;
   }
@@ -148,11 +179,15 @@ export class SendWorkerPool {
   }
 
   private thread(i: number): Thread {
-    return this.threads[i] ?? this.spawn(i);
+    const th = this.threads[i];
+    if (th) return th;
+    if (this.downUntil[i]! > Date.now()) throw new WorkerDownError(`send worker thread ${i} is down, restarting after a backoff`);
+    return this.spawn(i);
   }
 
+  /** Starts thread `index` with every live transport it carries. */
   private spawn(index: number): Thread {
-    const worker = startWorker();
+    const worker = startWorker(this.entry);
     let lastError: string | null = null;
     let exitedResolve!: () => void;
     const th: Thread = {
@@ -162,8 +197,10 @@ export class SendWorkerPool {
       outbox: [],
       busy: new Map(),
       exited: new Promise<void>((r) => (exitedResolve = r)),
+      startedAt: Date.now(),
     };
     this.threads[index] = th;
+    for (const t of this.transports.values()) if (t.shares[index]! > 0) this.post(th, this.openMessage(t, index));
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'settled') for (const r of m.results) this.settle(th, r);
     });
@@ -190,13 +227,23 @@ export class SendWorkerPool {
     th.busy.clear();
     this.stats.lostSends += lost;
     this.stats.lastCrash = { at: new Date(), thread: th.index, exitCode, error };
+    const i = th.index;
+    let restartInMs = 0;
     if (!this.closing) {
       this.stats.restarts++;
-      const next = this.spawn(th.index);
-      for (const t of this.transports.values()) if (t.shares[th.index]! > 0) this.post(next, this.openMessage(t, th.index));
+      // Died as it started: again after a backoff (a broken install must not spin); else at once.
+      this.backoff[i] =
+        Date.now() - th.startedAt < EARLY_DEATH_MS ? Math.min(MAX_RESTART_BACKOFF_MS, Math.max(100, this.backoff[i]! * 2)) : 0;
+      restartInMs = this.backoff[i]!;
+      this.downUntil[i] = Date.now() + restartInMs;
+      if (restartInMs === 0) this.spawn(i);
+      else
+        setTimeout(() => {
+          if (!this.closing && !this.threads[i]) this.spawn(i);
+        }, restartInMs).unref();
     }
     this.logger.error(
-      { thread: th.index, exitCode, error, inFlight: lost, restarts: this.stats.restarts, restarted: !this.closing },
+      { thread: i, exitCode, error, inFlight: lost, restarts: this.stats.restarts, restarted: !this.closing, restartInMs },
       'send worker thread died; its sends under way are classified ambiguous (delivery mode decides)',
     );
     for (const p of pending) p.reject(failure);
@@ -215,13 +262,18 @@ export class SendWorkerPool {
     th.worker.postMessage(m);
   }
 
-  /** The carrying thread with the fewest sends under way per connection of this transport. */
+  /** The carrying thread with the fewest sends under way per connection of this transport (one that is down last). */
   private pick(t: WorkerTransport): Thread {
     let best = -1;
     let load = Infinity;
+    const now = Date.now();
     for (let i = 0; i < t.shares.length; i++) {
       const share = t.shares[i]!;
       if (share === 0) continue;
+      if (!this.threads[i] && this.downUntil[i]! > now) {
+        if (best === -1) best = i;
+        continue;
+      }
       const l = (this.threads[i]?.busy.get(t.tid) ?? 0) / share;
       if (l < load) {
         load = l;
@@ -232,8 +284,13 @@ export class SendWorkerPool {
   }
 
   send(t: WorkerTransport, mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string }> {
-    if (this.closing || t.closed) return Promise.reject(new WorkerCrashError('send worker pool is closed'));
-    const th = this.pick(t);
+    if (this.closing || t.closed) return Promise.reject(new WorkerDownError('send worker pool is closed'));
+    let th: Thread;
+    try {
+      th = this.pick(t);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     const id = this.nextId++;
     th.busy.set(t.tid, (th.busy.get(t.tid) ?? 0) + 1);
     const promise = new Promise<{ response?: string | undefined; messageId: string }>((resolve, reject) =>
@@ -259,8 +316,13 @@ export class SendWorkerPool {
   }
 
   verify(t: WorkerTransport): Promise<unknown> {
-    if (this.closing || t.closed) return Promise.reject(new WorkerCrashError('send worker pool is closed'));
-    const th = this.pick(t);
+    if (this.closing || t.closed) return Promise.reject(new WorkerDownError('send worker pool is closed'));
+    let th: Thread;
+    try {
+      th = this.pick(t);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     const id = this.nextId++;
     th.busy.set(t.tid, (th.busy.get(t.tid) ?? 0) + 1);
     const promise = new Promise((resolve, reject) => th.pending.set(id, { resolve, reject, tid: t.tid }));
