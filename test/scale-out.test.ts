@@ -1,4 +1,5 @@
 import { paceViolations } from '../services/scheduler/pacer.js';
+import { UNCOMMITTED_PER_CONNECTION } from '../services/scheduler/service-runner.js';
 import { createTestDatabase, createTestEngine, rows } from './helpers/db.js';
 import { startEngineChild, type EngineChild } from './helpers/child.js';
 import { until, userWithContacts } from './helpers/scheduler.js';
@@ -99,10 +100,9 @@ describe('several engine processes on one PostgreSQL', () => {
         `[scale-out] takeover after ${takeoverMs} ms; received ${ids.length}, distinct ${distinct}, duplicates ${ids.length - distinct}`,
       );
       expect(distinct).toBe(2100);
-      // The documented bound: the victim's sends in flight (3 connections a service) and those
-      // whose outcomes were not written yet, at most three flush intervals (300 ms, 30 sends at
-      // 100/s) of each of its services; plus a small margin.
-      const bound = victimServices.size * (3 + 30) + 5;
+      // The crash bound (docs/delivery.md): each of the victim's services resends at most its
+      // commit window, the messages sent or being sent whose outcome was not committed.
+      const bound = victimServices.size * UNCOMMITTED_PER_CONNECTION * 3;
       expect(ids.length - distinct).toBeLessThanOrEqual(bound);
       for (const q of await check.services.quota()) expect(q.usedQuota).toBeLessThanOrEqual(1200);
       // One schedule per service, across all processes and the takeover: at the dispatch and at
