@@ -6,6 +6,8 @@
 import { hostname } from 'node:os';
 import { httpFixture, type HttpFixture } from './helpers/http.js';
 import { userWithContacts } from './helpers/scheduler.js';
+import { deliverabilityFor } from '../src/http/user-status.js';
+import type { ScopeStatus } from '../services/deliverability/shaper.js';
 
 describe('scheduler status seen by a plain user', () => {
   let f: HttpFixture;
@@ -84,5 +86,47 @@ describe('scheduler status seen by a plain user', () => {
     expect(all.instance_id).toBe(f.engine.scheduler.instanceId);
     expect(all.pools).toBeDefined();
     expect(admin.body).toContain('bob-private-relay');
+  });
+});
+
+describe("a service's throttles seen by a plain user", () => {
+  const google: ScopeStatus = {
+    provider: 'google',
+    state: 'suspended',
+    rate: 25,
+    configuredRate: 50,
+    suspendedUntil: '2026-11-30T10:15:00.000Z',
+    lastDeferral: { rule: 'gmail-4.7.28-rate-limited', reply: '421 4.7.28 <bob@gmail.com> unusual rate', at: '2026-11-30T10:00:00.000Z' },
+    deferrals: 3,
+    inFlight: 2,
+    limits: { ratePerSecond: null, concurrency: 20, hourly: null, daily: 1000 },
+    sentThisHour: 40,
+    sentToday: 400,
+    warmup: { day: 3, cap: 500, sentToday: 400 },
+    blocked: 'suspended',
+  };
+  const d = { providers: [google], warmup: [{ provider: null, day: 3, date: '2026-11-30', cap: 500, sentToday: 400 }] };
+
+  it('on a shared service: state, rates, rule and warm-up, without send counts or the reply text', () => {
+    const seen = deliverabilityFor(d, true)!;
+    expect(seen.providers[0]).toEqual({
+      provider: 'google',
+      state: 'suspended',
+      rate: 25,
+      configuredRate: 50,
+      suspendedUntil: '2026-11-30T10:15:00.000Z',
+      lastDeferral: { rule: 'gmail-4.7.28-rate-limited', at: '2026-11-30T10:00:00.000Z' },
+      deferrals: 3,
+      limits: google.limits,
+      warmup: { day: 3, cap: 500 },
+      blocked: 'suspended',
+    });
+    expect(seen.warmup).toEqual([{ provider: null, day: 3, date: '2026-11-30', cap: 500 }]);
+    expect(JSON.stringify(seen)).not.toContain('bob@gmail.com');
+  });
+
+  it('on a service listed for them alone: all of it; none when this process does not run it', () => {
+    expect(deliverabilityFor(d, false)).toEqual(d);
+    expect(deliverabilityFor(undefined, true)).toBeNull();
   });
 });

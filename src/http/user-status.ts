@@ -97,7 +97,7 @@ export async function collectUserStatus(engine: Engine, version: string, userId:
  * (other users' traffic, as its quota shows only as remaining) and the deferral reply's text (it
  * may quote another user's recipient) are left out; the state, rates, rule and warm-up stay.
  */
-function deliverabilityFor(
+export function deliverabilityFor(
   d: ServiceStatus['deliverability'] | undefined,
   shared: boolean,
 ): z.infer<typeof userDeliverabilitySchema> | null {
