@@ -7,7 +7,7 @@
  * in test/deliverability-caps.test.ts.
  */
 import { DateTime } from 'luxon';
-import { CapLedger, RECHECK_MS, type CapKey, type CapStore } from '../services/deliverability/cap-ledger.js';
+import { CapLedger, RECHECK_MS, batchFor, type CapKey, type CapStore } from '../services/deliverability/cap-ledger.js';
 import { ServiceShaper } from '../services/deliverability/shaper.js';
 import { resolveShaping } from '../services/deliverability/shaping.js';
 
@@ -62,7 +62,7 @@ describe('CapLedger', () => {
     const { store, rows } = memoryStore();
     const ready: number[] = [];
     const l = new CapLedger({ store, now: () => 0, onReady: () => ready.push(1) });
-    const k = key('2026-11-30', 100);
+    const k = key('2026-11-30', 1000);
     expect(l.check(k, 10)).toBe('wait');
     await settle();
     expect(ready).toHaveLength(1);
@@ -107,6 +107,14 @@ describe('CapLedger', () => {
     await settle();
     expect(l.check(day2, 1)).toBe('ok');
     expect(rows.get('day|google|2026-12-01')).toBe(1);
+  });
+
+  it('reserves at most a twentieth of the cap at once (what a crash can leave unused), at least one unit', () => {
+    expect(batchFor({ cap: 1000 }, 10)).toBe(10);
+    expect(batchFor({ cap: 100 }, 10)).toBe(5);
+    expect(batchFor({ cap: 8 }, 10)).toBe(1);
+    expect(batchFor({ cap: 100_000 }, 500)).toBe(100);
+    expect(batchFor({ cap: 1000 }, 0.2)).toBe(1);
   });
 
   it('a failed reservation is retried after a pause, not in a loop', async () => {

@@ -5,13 +5,16 @@
  * real SMTP server on loopback; what counts is what the server received.
  *
  * The engines' clock is the real one moved to the middle of the next hour (so no hour or day ends
- * during a test); leases and pacing run on real time.
+ * during a test); leases and pacing run on real time. The SIGKILL test runs engines in processes
+ * of their own on the real clock (a daily cap: it could only be confused within seconds of UTC
+ * midnight).
  */
 import { DateTime } from 'luxon';
 import type { Engine } from '../src/engine.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { createTestDatabase, createTestEngine, plainSequelize, rows } from './helpers/db.js';
 import { until } from './helpers/scheduler.js';
+import { startEngineChild, type EngineChild } from './helpers/child.js';
 
 describe('caps per (service, provider) across engines', () => {
   let smtp: SmtpCatcher;
@@ -157,5 +160,48 @@ describe('caps per (service, provider) across engines', () => {
     expect(total()).toBe(10);
     await close(b);
     expect(await counted(url)).toEqual([{ provider: '*', scope: 'warmup', sent: 10 }]);
+  });
+
+  it('a daily cap is never exceeded across a SIGKILL of the engine sending and a takeover by another process', async () => {
+    const url = await createTestDatabase();
+    // On the real clock, as the children are (the campaign is due for them at once).
+    const setup = await createTestEngine({ databaseUrl: url });
+    engines.push(setup);
+    await setUp(setup, { providers: { google: { daily: 8 } } });
+    const env = { SCHEDULER_TICK_MS: '50', HEARTBEAT_MS: '200', LEASE_TTL_MS: '1000', CHILD_LOG_LEVEL: 'silent' };
+    const children: EngineChild[] = [startEngineChild(url, env), startEngineChild(url, env)];
+    try {
+      await Promise.all(children.map((c) => c.ready));
+      await until(() => received('gmail.com') >= 2, 20_000, 'the first engine sending to gmail');
+      const owner = children.find((c) => c.sent.length > 0)!;
+      owner.proc.kill('SIGKILL');
+      await owner.exited;
+      expect(received('gmail.com')).toBeLessThan(8);
+      // The other engine takes the service over, recovers the dead one's leases and sends on.
+      const now = () => new Date();
+      await until(
+        async () =>
+          (
+            await rows<{ n: number }>(
+              setup.apiDb,
+              `SELECT count(*)::int AS n FROM subtasks
+                WHERE provider = 'google' AND (status = 'sent' OR (status = 'queued' AND not_before > $now))`,
+              { now: now() },
+            )
+          )[0]!.n === 12,
+        30_000,
+        'every gmail message sent or deferred by the cap',
+      );
+      // Never over the cap, whatever was in flight at the kill. Under it by at most what the dead
+      // engine had reserved and not delivered: the unit reserved ahead (a cap of 8 reserves one at
+      // a time) and the units of its sends under way (at most its 2 connections' worth), which
+      // count because such a send may have reached the server.
+      expect(received('gmail.com')).toBeLessThanOrEqual(8);
+      expect(received('gmail.com')).toBeGreaterThanOrEqual(8 - 1 - 2);
+      expect(await counted(url)).toEqual([{ provider: 'google', scope: 'day', sent: 8 }]);
+    } finally {
+      for (const c of children) if (c.proc.exitCode === null) c.proc.kill('SIGTERM');
+      await Promise.all(children.map((c) => c.exited));
+    }
   });
 });

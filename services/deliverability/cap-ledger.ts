@@ -6,15 +6,16 @@
  * (`delivery_counts`: service, provider, scope, bucket -> sent). A send needs one unit of every
  * cap that applies to it, and a unit is RESERVED from the row before the send, by a conditional
  * upsert that never grants beyond the cap (sql/caps.ts). Units are reserved in small batches
- * (about one second of the pair's sends, at least 1, at most 100) and the next batch is reserved
- * while half of this one is left, so a send waits on the database only for a pair's first send of
- * a window. The row counts what was reserved, so:
+ * (about one second of the pair's sends, at least 1, at most 100 and at most a twentieth of the
+ * cap) and the next batch is reserved while half of this one is left, so a send waits on the
+ * database only for a pair's first send of a window. The row counts what was reserved, so:
  *   - a restart or a takeover by another engine continues from the row: nothing is forgotten;
  *   - two engines sending on one service at once (a partition before the lock timeout) reserve
  *     from the same row, and the sum never passes the cap;
  *   - a clean stop gives back the units it reserved and did not use (release);
- *   - a crash leaves its unused units counted (at most one batch per window): the cap may be
- *     UNDER-used by that much in that window, never exceeded.
+ *   - a crash leaves its unused units counted (at most one batch per window: a twentieth of the
+ *     cap, or one unit), and those of its sends under way (they may have reached the server): the
+ *     cap may be UNDER-used by that much in that window, never exceeded.
  *
  * Why reservation, rather than adding the sends to the row in the outcome write: a count written
  * with the outcome lags the send (the write commits after the server answered), so a crash forgets
@@ -57,6 +58,11 @@ export const RECHECK_MS = 5_000;
 export const RETRY_MS = 1_000;
 
 export type CapState = 'ok' | 'full' | 'wait';
+
+/** Units reserved at once for a window: `batch` (a second of sends), 1 to 100, at most a twentieth of the cap. */
+export function batchFor(k: Pick<CapKey, 'cap'>, batch: number): number {
+  return Math.max(1, Math.min(100, Math.floor(batch), Math.floor(k.cap / 20)));
+}
 
 interface Entry {
   key: CapKey;
@@ -123,7 +129,7 @@ export class CapLedger {
       const e = this.entry(k);
       if (e.held <= 0) throw new Error(`cap ledger: no unit held for ${this.idOf(k)} ${k.bucket} (check first)`);
       e.held--;
-      if (e.held < Math.ceil(batch / 2)) this.reserve(e, batch);
+      if (e.held < Math.ceil(batchFor(k, batch) / 2)) this.reserve(e, batch);
     }
     return keys;
   }
@@ -159,7 +165,7 @@ export class CapLedger {
     if (e.reserving || this.opts.now() < e.retryAt) return;
     e.reserving = true;
     const key = e.key;
-    const done: Promise<void> = this.opts.store.reserve(key, Math.max(1, Math.min(100, Math.floor(batch)))).then(
+    const done: Promise<void> = this.opts.store.reserve(key, batchFor(key, batch)).then(
       ({ granted, sent }) => {
         e.reserving = false;
         // The window turned meanwhile: those units belong to the old row, and stay counted there.
