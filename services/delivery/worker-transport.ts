@@ -200,7 +200,17 @@ export class SendWorkerPool {
       startedAt: Date.now(),
     };
     this.threads[index] = th;
-    for (const t of this.transports.values()) if (t.shares[index]! > 0) this.post(th, this.openMessage(t, index));
+    for (const t of this.transports.values()) {
+      if (t.shares[index] === 0) continue;
+      try {
+        this.post(th, this.openMessage(t, index));
+      } catch (err) {
+        // The row's secrets no longer open (a key removed since): its sends on this thread fail
+        // as a closed transport would. Only the error's code and message are logged, never the options.
+        const e = err as { code?: unknown; message?: unknown };
+        this.logger.error({ thread: index, code: e.code, error: e.message }, 'send worker: a transport could not be opened');
+      }
+    }
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'settled') for (const r of m.results) this.settle(th, r);
     });
