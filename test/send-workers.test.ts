@@ -3,6 +3,8 @@ import type { Engine } from '../src/engine.js';
 import { createLogger } from '../services/kernel/logger.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { createMetrics } from '../src/http/metrics.js';
+import { createHttpServer } from '../src/http/server.js';
+import { createToken } from '../services/auth.js';
 import { createTestEngine, rows } from './helpers/db.js';
 import { LogSink } from './helpers/http.js';
 import { resolveSendWorkers, SendWorkerPool } from '../services/delivery/worker-transport.js';
@@ -127,6 +129,15 @@ describe.each([
     expect(text).toMatch(/^fairsend_send_worker_restarts_total 1$/m);
     expect(text).toMatch(new RegExp(`^fairsend_send_worker_lost_sends_total ${lost}$`, 'm'));
     expect(text).toMatch(/^fairsend_send_worker_threads 2$/m);
+    const admin = await engine.users.create({ name: 'Admin', email: 'admin@example.test', quota: 1, role: 'admin' });
+    const http = await createHttpServer(engine, { logger: createLogger('silent'), processMetrics: false });
+    const res = await http.app.inject({
+      method: 'GET',
+      url: '/api/scheduler/status',
+      headers: { authorization: `Bearer ${await createToken(engine, admin.id)}` },
+    });
+    await http.close();
+    expect(res.json<{ send_workers: unknown }>().send_workers).toMatchObject({ threads: 2, restarts: 1, lost_sends: lost });
     const crashLog = logs.lines().find((l) => /send worker thread died/.test(String(l.msg)));
     expect(crashLog).toMatchObject({ level: 50, thread: 0, inFlight: lost, restarted: true });
     // The key went to the threads in memory only.

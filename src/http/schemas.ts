@@ -354,6 +354,16 @@ export const statusSchema = z.object({
     )
     .describe('Live engine processes on this database (heartbeat within 3 x HEARTBEAT_MS) and the services each owns'),
   pools: z.object({ api: poolUsage, scheduler: poolUsage }),
+  sendWorkers: z
+    .object({
+      threads: z.number(),
+      restarts: z.number(),
+      lostSends: z.number(),
+      lastCrash: z.object({ at: date, thread: z.number(), exitCode: z.number(), error: z.string().nullable() }).nullable(),
+    })
+    .describe(
+      'Send worker threads of this process (SEND_WORKERS; 0: SMTP work on the main thread), threads restarted after one died, and the sends under way they lost (classified ambiguous)',
+    ),
   pausedCampaigns: pausedCampaignsSchema,
   pausedUsers: z
     .array(z.object({ id: z.number(), name: z.string(), reason: z.string() }))

@@ -63,6 +63,7 @@ export async function collectStatus(engine: Engine, ctx: Pick<RouteContext, 'ver
     // Which engines run, and which services each owns: other users' services are not named to a user.
     instances: instances.map((i) => ({ ...i, services: usable ? i.services.filter((id) => usable.has(id)) : i.services })),
     pools: engine.pools(),
+    sendWorkers: s.sendWorkers,
     pausedCampaigns: paused.campaigns,
     pausedUsers: paused.users,
   };
