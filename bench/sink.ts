@@ -11,7 +11,7 @@
  * each message's Message-ID too, with `rcpts: true` each message's first recipient (and the
  * instants and recipients of refused RCPTs); `refuse: { domain, after, code, message }` makes it
  * answer RCPTs for that domain with that reply once it has accepted `after` messages for it (a
- * throttling provider, for the deliverability tests); `{ type: 'times', tag }` closes it and
+ * throttling provider, for the deliverability tests), `times` of them when given, then accept again; `{ type: 'times', tag }` closes it and
  * answers `{ type: 'times', tag, times, ids, rcpts, refusals }`.
  */
 import { startSmtpCatcher, type SmtpCatcher, type SmtpCatcherOptions } from '../src/smtp-catcher.js';
@@ -40,6 +40,8 @@ interface Refuse {
   after: number;
   code: number;
   message: string;
+  /** Refuse this many RCPTs, then accept again (default: refuse from then on). */
+  times?: number;
 }
 const domainOf = (a: string) => a.slice(a.lastIndexOf('@') + 1).toLowerCase();
 
@@ -52,6 +54,7 @@ process.on('message', (msg: { type: string; tag?: string; ids?: boolean; rcpts?:
     const refusals: { at: number; rcpt: string }[] = [];
     const refuse = msg.refuse;
     let acceptedForRefused = 0;
+    let refused = 0;
     const onAccept =
       msg.ids || msg.rcpts || refuse
         ? (m: { raw: Buffer; to: string[] }) => {
@@ -65,6 +68,8 @@ process.on('message', (msg: { type: string; tag?: string; ids?: boolean; rcpts?:
     if (refuse) {
       opts.rcptReply = (address) => {
         if (domainOf(address) !== refuse.domain || acceptedForRefused < refuse.after) return undefined;
+        if (refuse.times !== undefined && refused >= refuse.times) return undefined;
+        refused++;
         if (msg.rcpts) refusals.push({ at: now(), rcpt: address });
         return { code: refuse.code, message: refuse.message };
       };

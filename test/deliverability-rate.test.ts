@@ -57,11 +57,9 @@ describe('other providers keep the configured rate while one is suspended (measu
   });
   afterAll(() => sink.stop());
 
-  it.each(CASES)('$name', async ({ domain, provider, code, message }) => {
-    const tag = `rate-${provider}`;
-    const port = await sink.listenRefusing(tag, { domain, after: 3, code, message });
-    engine = await createTestEngine({ schedulerTickMs: 50 });
-    const e = engine;
+  const addresses = (prefix: string, d: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}@${d}`);
+  /** Three users on one service at 20/s: thea's mail all for `domain`, otto's for others, mona's mixed. */
+  async function threeUsers(e: Engine, domain: string, port: number, theas = 20): Promise<void> {
     const campaign = async (name: string, emails: string[]) => {
       const u = await e.users.create({ name, email: `${name}@example.test`, quota: 10_000 });
       const { ids } = await e.contacts.bulkCreate(
@@ -71,8 +69,7 @@ describe('other providers keep the configured rate while one is suspended (measu
       const t = await e.templates.create(u.id, { name: 't', subject: `from ${name}`, text: 'x' });
       await e.campaigns.create({ userId: u.id, name, from: `${name}@example.test`, templates: [t.id], contacts: ids });
     };
-    const addresses = (prefix: string, d: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}@${d}`);
-    await campaign('thea', addresses('t', domain, 20)); // all for the provider that will throttle
+    await campaign('thea', addresses('t', domain, theas)); // all for the provider that will throttle
     await campaign('otto', addresses('o', 'example.org', 60));
     await campaign('mona', [...addresses('m', domain, 10), ...addresses('m', 'example.net', 10)].sort());
     await e.services.create({
@@ -82,15 +79,19 @@ describe('other providers keep the configured rate while one is suspended (measu
       dailyQuota: 100_000,
       maxConnections: 4,
     });
+  }
+  const sentCount = async (e: Engine, where: string, p: string) =>
+    (await rows<{ n: number }>(e.apiDb, `SELECT count(*)::int AS n FROM subtasks WHERE status = 'sent' AND ${where}`, { p }))[0]!.n;
+
+  it.each(CASES)('$name', async ({ domain, provider, code, message }) => {
+    const tag = `rate-${provider}`;
+    const port = await sink.listenRefusing(tag, { domain, after: 3, code, message });
+    engine = await createTestEngine({ schedulerTickMs: 50 });
+    const e = engine;
+    await threeUsers(e, domain, port);
     await e.scheduler.start();
     const others = 70;
-    const done = async () =>
-      (
-        await rows<{ n: number }>(e.apiDb, `SELECT count(*)::int AS n FROM subtasks WHERE status = 'sent' AND provider <> $p`, {
-          p: provider,
-        })
-      )[0]!.n === others;
-    await until(done, 30_000, 'the other providers, all of their mail');
+    await until(async () => (await sentCount(e, 'provider <> $p', provider)) === others, 30_000, 'the other providers, all of their mail');
     const scope = (await e.scheduler.status()).services[0]!.deliverability.providers.find((p) => p.provider === provider);
     expect(scope).toMatchObject({ state: 'suspended' });
     const { accepted, refused } = await sink.arrivals(tag);
@@ -112,5 +113,62 @@ describe('other providers keep the configured rate while one is suspended (measu
     );
     expect(rate).toBeGreaterThanOrEqual(TOLERANCE * CONFIGURED);
     expect(paceViolations(window, RATE * 1000)).toBeNull();
+  });
+
+  it('Microsoft 451 4.7.500 (microsoft slowed to half): the service keeps its rate, the others take what microsoft leaves', async () => {
+    const tag = 'rate-microsoft';
+    const message = '4.7.500 Access denied, please try again later. (S3150)';
+    // Two refusals, then the server accepts again: microsoft runs at half rate (10/s) from then on
+    // (it recovers only after a minute without deferrals).
+    const port = await sink.listenRefusing(tag, { domain: 'outlook.com', after: 3, code: 451, message, times: 2 });
+    engine = await createTestEngine({ schedulerTickMs: 50, retryDelayMs: 200 });
+    const e = engine;
+    await threeUsers(e, 'outlook.com', port, 40);
+    await e.scheduler.start();
+    // Everything arrives in the end: 70 for the others, 50 for outlook.com (the 2 refused ones retried).
+    await until(async () => (await sentCount(e, 'provider <> $p', 'microsoft')) === 70, 30_000, 'the other providers, all of their mail');
+    await until(async () => (await sentCount(e, 'provider = $p', 'microsoft')) === 50, 30_000, 'microsoft, all of its mail');
+    const scope = e.scheduler.status().services[0]!.deliverability.providers.find((p) => p.provider === 'microsoft');
+    expect(scope).toMatchObject({
+      state: 'slowed',
+      rate: 10,
+      configuredRate: 20,
+      lastDeferral: { rule: 'microsoft-4.7.5xx-6xx-throttled' },
+    });
+    const { accepted, refused } = await sink.arrivals(tag);
+    expect(refused).toHaveLength(2);
+    expect(new Set(accepted.map((a) => a.rcpt)).size).toBe(120); // none lost, none twice
+    expect(accepted).toHaveLength(120);
+    const isMicrosoft = (rcpt: string) => rcpt.toLowerCase().endsWith('@outlook.com');
+    // From the last refusal until the others' last message: both kinds have mail to send.
+    const from = Math.max(...refused.map((r) => r.at));
+    const until_ = Math.max(...accepted.filter((a) => !isMicrosoft(a.rcpt)).map((a) => a.at));
+    const window = accepted.filter((a) => a.at >= from && a.at <= until_).sort((a, b) => a.at - b.at);
+    const rateOf = (xs: { at: number }[]) => (xs.length - 1) / ((xs.at(-1)!.at - xs[0]!.at) / 1000);
+    const ms = window.filter((a) => isMicrosoft(a.rcpt));
+    const others = window.filter((a) => !isMicrosoft(a.rcpt));
+    console.log(
+      `[deliverability-rate] microsoft slowed: ${window.length} messages at ${rateOf(window).toFixed(2)} msg/s in all, ` +
+        `microsoft ${rateOf(ms).toFixed(2)}, others ${rateOf(others).toFixed(2)} msg/s at the server, ${CONFIGURED} configured`,
+    );
+    expect(others.length).toBeGreaterThanOrEqual(30);
+    expect(ms.length).toBeGreaterThanOrEqual(10);
+    // The slowed provider is held to its half rate at the server: k + 1 in any k of its intervals.
+    expect(
+      paceViolations(
+        ms.map((a) => a.at),
+        2 * RATE * 1000,
+      ),
+    ).toBeNull();
+    // The service's rate goes on in full: what microsoft no longer takes goes to the others.
+    expect(rateOf(window)).toBeGreaterThanOrEqual(TOLERANCE * CONFIGURED);
+    const slowed = 1 / (2 * RATE); // microsoft's rate in force: 10 a second
+    expect(rateOf(others)).toBeGreaterThanOrEqual(TOLERANCE * (CONFIGURED - slowed));
+    expect(
+      paceViolations(
+        window.map((a) => a.at),
+        RATE * 1000,
+      ),
+    ).toBeNull();
   });
 });

@@ -16,7 +16,7 @@ export interface SinkProcess {
    * A timed listener that records each accepted message's first recipient, and answers RCPTs for
    * `refuse.domain` with `refuse`'s reply once it has accepted `refuse.after` messages for it.
    */
-  listenRefusing(tag: string, refuse: { domain: string; after: number; code: number; message: string }): Promise<number>;
+  listenRefusing(tag: string, refuse: { domain: string; after: number; code: number; message: string; times?: number }): Promise<number>;
   /** What such a listener saw: acceptances (instant, recipient) and refused RCPTs; closes it. */
   arrivals(tag: string): Promise<{ accepted: { at: number; rcpt: string }[]; refused: { at: number; rcpt: string }[] }>;
   stop(): Promise<void>;
