@@ -107,24 +107,27 @@ export async function seedCampaigns(
   engine: Engine,
   o: { users: number; campaignsPerUser: number; perCampaign: number; service: ServiceSpec },
 ): Promise<number> {
-  for (let u = 1; u <= o.users; u++) {
-    const user = await engine.users.create({ name: `User ${u}`, email: `owner${u}@bench.example`, quota: 100_000_000 });
-    await insertContacts(engine, user.id, u, o.perCampaign);
-    const tpl = await engine.templates.create(user.id, { name: TEMPLATE.name, subject: TEMPLATE.subject, text: TEMPLATE.text! });
-    for (let c = 1; c <= o.campaignsPerUser; c++) {
-      await engine.campaigns.create({
-        userId: user.id,
-        name: `u${u} c${c}`,
-        from: FROM,
-        templates: [tpl.id],
-        recipientRule: { type: 'all' },
-      });
-    }
-  }
+  for (let u = 1; u <= o.users; u++) await seedUser(engine, u, o);
   await generateAll(engine);
   await engine.apiDb.query('VACUUM ANALYZE subtasks');
   await createService(engine, o.service);
   return o.users * o.campaignsPerUser * o.perCampaign;
+}
+
+/** User `u`: its contacts, one template, and `campaignsPerUser` campaigns to all its contacts (not generated yet). */
+async function seedUser(engine: Engine, u: number, o: { campaignsPerUser: number; perCampaign: number }): Promise<void> {
+  const user = await engine.users.create({ name: `User ${u}`, email: `owner${u}@bench.example`, quota: 100_000_000 });
+  await insertContacts(engine, user.id, u, o.perCampaign);
+  const tpl = await engine.templates.create(user.id, { name: TEMPLATE.name, subject: TEMPLATE.subject, text: TEMPLATE.text! });
+  for (let c = 1; c <= o.campaignsPerUser; c++) {
+    await engine.campaigns.create({
+      userId: user.id,
+      name: `u${u} c${c}`,
+      from: FROM,
+      templates: [tpl.id],
+      recipientRule: { type: 'all' },
+    });
+  }
 }
 
 /**
@@ -138,20 +141,7 @@ export async function seedManyUsers(
 ): Promise<{ total: number; createSeconds: number; generateSeconds: number }> {
   let next = 1;
   const worker = async () => {
-    for (let u = next++; u <= o.users; u = next++) {
-      const user = await engine.users.create({ name: `User ${u}`, email: `owner${u}@bench.example`, quota: 100_000_000 });
-      await insertContacts(engine, user.id, u, o.perCampaign);
-      const tpl = await engine.templates.create(user.id, { name: TEMPLATE.name, subject: TEMPLATE.subject, text: TEMPLATE.text! });
-      for (let c = 1; c <= o.campaignsPerUser; c++) {
-        await engine.campaigns.create({
-          userId: user.id,
-          name: `u${u} c${c}`,
-          from: FROM,
-          templates: [tpl.id],
-          recipientRule: { type: 'all' },
-        });
-      }
-    }
+    for (let u = next++; u <= o.users; u = next++) await seedUser(engine, u, o);
   };
   const t0 = performance.now();
   await Promise.all(Array.from({ length: concurrency }, worker));
