@@ -137,8 +137,12 @@ async function runOnce(
     if (setting === 'spinning') spin = spinner();
     let t0 = 0;
     let worstLag = 0;
+    const slips = new Map<number, { late: number; starved: number; answers: number; concurrency: number }>();
     const sampleLag = () => {
-      for (const sv of engine.scheduler.status().services) worstLag = Math.max(worstLag, sv.fairnessLag);
+      for (const sv of engine.scheduler.status().services) {
+        worstLag = Math.max(worstLag, sv.fairnessLag);
+        slips.set(sv.id, { ...sv.pacingSlipMs, concurrency: sv.concurrency.current });
+      }
     };
     const m = await measure(ctx, {
       go: async () => {
@@ -149,6 +153,7 @@ async function runOnce(
           await sleep(100);
           sampleLag();
         }
+        sampleLag();
         await engine.scheduler.stop();
       },
       teardown: async () => undefined,
@@ -166,7 +171,13 @@ async function runOnce(
     ctx.log(
       `W3 run ${run} (${setting}): worst fairness lag ${worstLag.toFixed(2)} turns; Jain median ${a.jainMedian.toFixed(3)} over ${a.windows} windows (ideal ${a.jainIdealMedian.toFixed(3)}); ` +
         `rates at the sink ${sink.rates.map((r) => r.toFixed(2)).join(' / ')} msg/s (pacing rule: ${sink.ruleExcess.map((x) => (x ? `+${x}` : 'ok')).join(' / ')}); ` +
-        `quota ${q.usedQuota}/${q.dailyQuota} used, ${quotaSends} sends; small users' ${a.waitM}th message at ${a.waitReal.toFixed(1)} s vs ideal ${a.waitIdeal.toFixed(1)} s`,
+        `quota ${q.usedQuota}/${q.dailyQuota} used, ${quotaSends} sends; small users' ${a.waitM}th message at ${a.waitReal.toFixed(1)} s vs ideal ${a.waitIdeal.toFixed(1)} s; ` +
+        `pacing slip late/starved/answers ms (concurrency at the end): ${serviceIds
+          .map((id) => {
+            const x = slips.get(id);
+            return x ? `${x.late.toFixed(0)}/${x.starved.toFixed(0)}/${x.answers.toFixed(0)} (${x.concurrency})` : '-';
+          })
+          .join(', ')}`,
     );
     return {
       config: setting,

@@ -108,30 +108,75 @@ describe('pacer', () => {
   });
 
   it('paces on the server’s answers: a send answered late moves the sends from n + 1 behind it back by the excess', () => {
-    // 10 a second: n = 10 sends per one-second window. Send 0 (a new connection) is answered at
-    // 350 instead of within its interval; sends 1-10 keep their slots; send 11 goes no sooner than
-    // 350 + 10 intervals, and the schedule continues from there.
+    // 10 a second: n = 10 sends per one-second window. Send 2 is answered at 550 instead of within
+    // its interval; sends 3-12 keep their slots; send 13 goes no sooner than 550 + 10 intervals,
+    // and the schedule continues from there.
     const clock = new FakeClock();
-    const { released } = servedService(new Pacer(100, clock), clock, 14, (seq) => (seq === 0 ? 350 : 5));
+    const { released } = servedService(new Pacer(100, clock), clock, 16, (seq) => (seq === 2 ? 350 : 0));
     clock.runUntil(5000);
-    expect(released.slice(0, 11)).toEqual([0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]);
-    expect(released.slice(11).map((t) => Math.round(t))).toEqual([1350, 1450, 1550]);
+    expect(released.slice(0, 13)).toEqual([0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200]);
+    expect(released.slice(13).map((t) => Math.round(t))).toEqual([1550, 1650, 1750]);
   });
 
   it('waits for a missing answer: send j does not go while send j - n - 1 has none', () => {
     const clock = new FakeClock();
-    const { released } = servedService(new Pacer(100, clock), clock, 13, (seq) => (seq === 0 ? 2000 : 5));
+    const { released } = servedService(new Pacer(100, clock), clock, 15, (seq) => (seq === 2 ? 2000 : 0));
     clock.runUntil(1900);
-    expect(released).toHaveLength(11); // sends 0-10; send 11 waits for send 0's answer
+    expect(released).toHaveLength(13); // sends 0-12; send 13 waits for send 2's answer (at 2200)
     clock.runUntil(10_000);
-    expect(released.slice(11).map((t) => Math.round(t))).toEqual([3000, 3100]);
+    expect(released.slice(13).map((t) => Math.round(t))).toEqual([3200, 3300]);
   });
 
-  it('moves nothing while answers come within an interval', () => {
+  it('starts the schedule on the server’s answer: a slow first message does not bring the second closer at the server', () => {
+    // Send 0 opens a connection (TLS, EHLO) and is answered 47 ms after its release; had send 1
+    // kept its slot at 50, the server would see the two 3 ms apart. It waits one interval after
+    // that answer instead, and the schedule goes on from there.
+    const clock = new FakeClock();
+    const { released, accepted } = servedService(new Pacer(50, clock), clock, 5, (seq) => (seq === 0 ? 47 : 1));
+    clock.runUntil(1000);
+    expect(released).toEqual([0, 97, 147, 197, 247]);
+    expect(accepted[1]! - accepted[0]!).toBeGreaterThanOrEqual(50);
+  });
+
+  it('anchors again after an idle second, and not after a shorter pause', () => {
+    const clock = new FakeClock();
+    const p = new Pacer(100, clock);
+    const a = servedService(p, clock, 2, () => 30);
+    clock.runUntil(500);
+    expect(a.released).toEqual([0, 130]); // send 1: one interval after send 0's answer at 30
+    const b = servedService(p, clock, 2, () => 30); // queued at 500: 370 ms idle, no new anchor
+    clock.runUntil(1000);
+    expect(b.released).toEqual([500, 600]);
+    clock.runUntil(3000);
+    const c = servedService(p, clock, 2, () => 30); // after 2.4 s idle: the schedule starts again
+    clock.runUntil(4000);
+    expect(c.released).toEqual([3000, 3130]);
+  });
+
+  it('keeps the slot of a send that reaches it within the catch-up, as one released late does', () => {
+    const clock = new FakeClock();
+    const p = new Pacer(10, clock);
+    const released: number[] = [];
+    const send = () => p.schedule((at, seq) => (released.push(at!), p.answered(seq, at!)));
+    send(); // 0
+    clock.runUntil(14); // the next message is ready 4 ms after its slot at 10 (CATCH_UP x 10 = 5)
+    send();
+    clock.runUntil(20);
+    send(); // its slot is 20: the late one kept its slot at 10
+    clock.runUntil(37); // 17 ms after its slot at 30: idle, it takes its own instant
+    send();
+    clock.runUntil(100);
+    expect(released).toEqual([0, 14, 20, 37]);
+    expect(p.slip.starved).toBe(7);
+  });
+
+  it('moves nothing while answers come within an interval, once the schedule started', () => {
     const clock = new FakeClock();
     const { released } = servedService(new Pacer(20, clock), clock, 200, (seq) => [3, 19.9, 0.5, 12][seq % 4]!);
     clock.runUntil(10_000);
-    released.forEach((t, k) => expect(t).toBeCloseTo(k * 20, 6));
+    // Send 1 waits one interval after send 0's answer (at 3); from there every send keeps its slot.
+    expect(released[0]).toBe(0);
+    released.slice(1).forEach((t, k) => expect(t).toBeCloseTo(3 + (k + 1) * 20, 6));
   });
 
   it('holds the k + 1 rule at the server over random latencies, stalls and acceptance points (property)', () => {

@@ -13,6 +13,8 @@ import { Keyring } from '../services/kernel/secrets.js';
 import { ConfigError } from '../services/kernel/errors.js';
 import { loadConfig } from '../services/kernel/config.js';
 import { until, userWithContacts } from './helpers/scheduler.js';
+import { startSinkProcess } from './helpers/sink.js';
+import { preciseNow } from '../services/scheduler/pacer.js';
 
 describe('SEND_WORKERS', () => {
   it('defaults to the number of cores less one, at least 1; 0 keeps SMTP work on the main thread', () => {
@@ -211,6 +213,39 @@ describe('send worker threads at shutdown', () => {
     } finally {
       await engine.close();
       await smtp.stop();
+    }
+  });
+});
+
+/**
+ * The instant of the server's answer is taken in the thread that sees it: the pacer keeps later
+ * sends behind it (scheduler/pacer.ts), and a main thread busy with other work would see it late.
+ * The SMTP server runs in its own process, so it answers while this thread is blocked.
+ */
+describe("a send worker thread's answer instant", () => {
+  it('lies between the send and the server’s acceptance plus the way back, not when the busy main thread got to it', async () => {
+    const sink = await startSinkProcess();
+    const pool = new SendWorkerPool({ threads: 1, logger: createLogger('error', new LogSink()) });
+    try {
+      const port = await sink.listen('stamp');
+      const t = pool.transport({ host: '127.0.0.1', port }, 1, null, new Keyring(undefined));
+      const mail = { from: 'a@example.test', to: 'b@example.test', subject: 's', text: 'x' };
+      await t.sendMail(mail); // the connection is open: the next send is one transaction
+      const before = preciseNow();
+      const sent = t.sendMail(mail);
+      await Promise.resolve(); // the send is posted to the thread at the end of this turn
+      const busyUntil = preciseNow() + 400;
+      while (preciseNow() < busyUntil); // this thread is busy while the server answers
+      const info = await sent;
+      const [, accepted] = await sink.times('stamp');
+      expect(typeof info.answeredAt).toBe('number');
+      expect(info.answeredAt!).toBeGreaterThanOrEqual(accepted!);
+      expect(info.answeredAt!).toBeGreaterThan(before);
+      expect(info.answeredAt!).toBeLessThan(busyUntil - 100);
+      t.close();
+    } finally {
+      await pool.close();
+      await sink.stop();
     }
   });
 });

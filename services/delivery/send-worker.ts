@@ -12,6 +12,7 @@ import { parentPort } from 'node:worker_threads';
 import type { SendMailOptions, Transporter } from 'nodemailer';
 import { createServiceTransport } from './transport.js';
 import type { FromWorker, Settled, ToWorker, WireError } from './worker-protocol.js';
+import { monoNow } from '../kernel/mono-clock.js';
 
 const port = parentPort!;
 const transports = new Map<number, Transporter>();
@@ -38,6 +39,9 @@ function flush(): void {
 
 function settle(r: Settled): void {
   underWay--;
+  // The instant of the answer, taken here: the main thread's pacer keeps later sends behind it
+  // (scheduler/pacer.ts), and this thread sees it sooner than the main thread's busy loop would.
+  r.at = monoNow();
   results.push(r);
   if (!flushing) {
     flushing = true;

@@ -31,8 +31,9 @@ export interface WireError {
   responseCode?: number;
 }
 
+/** `at`: when the thread saw the server's answer (or the failure), in monotonic ms (kernel/mono-clock.ts). */
 export type Settled =
-  | { id: number; info: { response?: string | undefined; messageId: string }; error?: undefined }
-  | { id: number; error: WireError; info?: undefined };
+  | { id: number; at?: number; info: { response?: string | undefined; messageId: string }; error?: undefined }
+  | { id: number; at?: number; error: WireError; info?: undefined };
 
 export type FromWorker = { type: 'settled'; results: Settled[] };

@@ -30,10 +30,12 @@ import type { Keyring } from '../kernel/secrets.js';
 import type { Logger } from '../kernel/logger.js';
 import { openServiceSecrets } from '../service-secrets.js';
 import type { FromWorker, Settled, ToWorker, WireError } from './worker-protocol.js';
+import { monoToEpoch } from '../kernel/mono-clock.js';
 
 /** What the engine uses of a service's transport: nodemailer's pooled transport, or WorkerTransport. */
 export interface ServiceTransport {
-  sendMail(mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string }>;
+  /** `answeredAt`: when a send worker thread saw the server's answer (epoch ms, this thread's clock); unset in-thread. */
+  sendMail(mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string; answeredAt?: number }>;
   verify(): Promise<unknown>;
   close(): void;
 }
@@ -71,7 +73,7 @@ export class WorkerCrashError extends Error {
 }
 
 interface Pending {
-  resolve(info: { response?: string | undefined; messageId: string }): void;
+  resolve(info: { response?: string | undefined; messageId: string; answeredAt?: number }): void;
   reject(err: Error): void;
   tid: number;
 }
@@ -264,8 +266,9 @@ export class SendWorkerPool {
     if (!p) return;
     th.pending.delete(r.id);
     th.busy.set(p.tid, (th.busy.get(p.tid) ?? 1) - 1);
-    if (r.error) p.reject(toError(r.error));
-    else p.resolve(r.info);
+    const answeredAt = r.at === undefined ? undefined : monoToEpoch(r.at);
+    if (r.error) p.reject(Object.assign(toError(r.error), { answeredAt }));
+    else p.resolve(answeredAt === undefined ? r.info : { ...r.info, answeredAt });
   }
 
   private post(th: Thread, m: ToWorker): void {
@@ -293,7 +296,7 @@ export class SendWorkerPool {
     return this.thread(best);
   }
 
-  send(t: WorkerTransport, mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string }> {
+  send(t: WorkerTransport, mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string; answeredAt?: number }> {
     if (this.closing || t.closed) return Promise.reject(new WorkerDownError('send worker pool is closed'));
     let th: Thread;
     try {
@@ -303,7 +306,7 @@ export class SendWorkerPool {
     }
     const id = this.nextId++;
     th.busy.set(t.tid, (th.busy.get(t.tid) ?? 0) + 1);
-    const promise = new Promise<{ response?: string | undefined; messageId: string }>((resolve, reject) =>
+    const promise = new Promise<{ response?: string | undefined; messageId: string; answeredAt?: number }>((resolve, reject) =>
       th.pending.set(id, { resolve, reject, tid: t.tid }),
     );
     th.outbox.push({ id, tid: t.tid, mail });
@@ -405,7 +408,7 @@ export class WorkerTransport implements ServiceTransport {
     readonly source: { stored: TransportConfig; storedDkim: DkimConfig | null; keyring: Keyring },
   ) {}
 
-  sendMail(mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string }> {
+  sendMail(mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string; answeredAt?: number }> {
     return this.pool.send(this, mail);
   }
 

@@ -85,6 +85,12 @@ export interface ServiceStatus {
    * (turns owed while the user had sendable work, minus turns got). Below 1 for a perfect round robin.
    */
   fairnessLag: number;
+  /**
+   * Where the pacing schedule lost time since this engine took the service (ms, pacer.ts slip): sends
+   * released late because this process was busy, sends with no message ready at their slot, and
+   * sends held back by the server's answers. Their sum over the time running is the rate's shortfall.
+   */
+  pacingSlipMs: { late: number; starved: number; answers: number };
   /** Dynamic concurrency: current concurrent sends, its bound (maxConnections), the backlog it was decided on. */
   concurrency: ConcurrencySnapshot;
   /** How the connection is protected: implicit TLS, STARTTLS required, or STARTTLS when offered. */
@@ -419,6 +425,7 @@ export class QueueScheduler extends EventEmitter {
       sendableCampaigns: r.ring.sendableCount,
       activeUsers: r.ring.activeUsers,
       fairnessLag: r.ring.worstLag(),
+      pacingSlipMs: { ...r.pacer.slip },
       consecutiveFailures: r.failures,
       exhaustedUntil: r.exhaustedUntil !== null ? new Date(r.exhaustedUntil) : null,
       lastSentAt: r.lastSentAt,

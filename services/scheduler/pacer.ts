@@ -12,9 +12,11 @@
  *     gate, "never sooner than the interval after the previous dispatch", lost every hiccup:
  *     100/s achieved 91/s on a busy machine).
  *   - Catching up is bounded: a send keeps at most CATCH_UP x interval of lateness. Later than
- *     that, its slot moves to (release - CATCH_UP x interval). Idle time therefore banks no
- *     credit: after a pause, a quota reset or a restart the next sends come one interval apart,
- *     never in a burst.
+ *     that, its slot moves to (release - CATCH_UP x interval). A send that reaches the pacer
+ *     after its slot (no message was ready) keeps the slot if it came within the same catch-up,
+ *     and otherwise starts at its own arrival. Idle time therefore banks no credit: after a
+ *     pause, a quota reset or a restart the next sends come one interval apart, never in a burst.
+ *     What the schedule lost, and why, is kept in `slip` (status: pacingSlipMs).
  *   - Intervals are fractional milliseconds (0.0333 s stays 33.3 ms; it is not rounded).
  *
  * Pacing on the server's acceptance. The rule is judged where the messages arrive: in any window
@@ -36,6 +38,13 @@
  * than that (paceViolations below checks exactly that). Both instants are measured on monotonic
  * clocks of their own process, so no clock is compared across processes. Pairs closer than n + 1
  * need no bound: any window the rule counts lasts n intervals or more and may hold n + 1.
+ *
+ * A schedule starts on the server's answer. The first send of a schedule (the first ever, after a
+ * restart or a takeover, or the first after an idle second, when the pool's connection may be
+ * new) often takes a connection's set-up before the server accepts it; had the second kept its
+ * slot, the server would see the two closer than an interval and a short run would read above
+ * its rate. So the second send goes no sooner than one interval after the first one's answer,
+ * and the schedule goes on from there: one latency lost per start.
  *
  * What it costs: when a message takes longer than an interval from release to answer (a new
  * connection, a stalled server), the sends from n on behind it move back by the excess, for good:
@@ -111,6 +120,21 @@ export class Pacer {
   private answerFloor = -Infinity;
   /** A drain stopped on a send with no answer: answered() resumes it. */
   private awaitingAnswer = false;
+  /**
+   * Where the schedule moved back, in ms summed over the run (each move is time the rate lost for
+   * good): `late`, sends released more than the catch-up after their slot (this process was busy);
+   * `starved`, sends that reached the pacer after their slot (no message was ready: picking,
+   * composing, the connections or the concurrency; gaps of a second or more count as idle, not
+   * here); `answers`, sends held back by the server's answers (pacing on acceptance, above).
+   */
+  readonly slip = { late: 0, starved: 0, answers: 0 };
+  /**
+   * The send that started the schedule (the first, or the first after an idle second) and its
+   * answer: the next send waits for one interval after that answer (see the header).
+   */
+  private anchor: { seq: number; at: number | null } | null = null;
+  /** Instant of the last release (ms). */
+  private lastRelease = -Infinity;
 
   /**
    * @param intervalMs the service's interval (0: no rate limit, every send goes at once)
@@ -157,6 +181,7 @@ export class Pacer {
    */
   answered(seq: number, at: number): void {
     if (!this.unanswered.delete(seq)) return;
+    if (this.anchor?.seq === seq) this.anchor.at = at;
     if (this.intervalMs > 0) {
       // Answers come nearly in release order (several connections may swap neighbours).
       let i = this.answers.length;
@@ -229,6 +254,11 @@ export class Pacer {
     this.drain();
   }
 
+  private noteSlip(ms: number, cause: 'late' | 'starved' | 'answers'): void {
+    if (cause === 'starved' && ms >= IDLE_GAP_MS) return;
+    this.slip[cause] += ms;
+  }
+
   private drain(): void {
     this.draining = true;
     try {
@@ -241,7 +271,10 @@ export class Pacer {
   private drainLoop(): void {
     while (this.queue.length) {
       const now = this.clock.now();
-      const bound = this.answerBound(this.released);
+      let bound = this.answerBound(this.released);
+      if (bound !== null && this.anchor && this.released === this.anchor.seq + 1) {
+        bound = this.anchor.at === null ? null : Math.max(bound, this.anchor.at + this.intervalMs);
+      }
       if (bound === null) {
         this.awaitingAnswer = true; // answered() resumes
         return;
@@ -258,15 +291,29 @@ export class Pacer {
       // The slot this send takes: the one due, unless the send is later than CATCH_UP intervals
       // after it (idle, or a long stall), or arrived after it (idle: no credit for the wait).
       // A slot the answers held back starts there (the dispatch keeps its own spacing).
-      const slot = Math.max(this.next, w.since, now - CATCH_UP * this.intervalMs, Math.min(bound, now));
+      const late = now - CATCH_UP * this.intervalMs;
+      const held = Math.min(bound, now);
+      // A send that reached the pacer within the catch-up after its slot keeps the slot, as one
+      // released late does; later than that, the gap was idle and banks nothing.
+      const arrived = w.since - this.next <= CATCH_UP * this.intervalMs ? -Infinity : w.since;
+      const slot = Math.max(this.next, arrived, late, held);
+      if (slot > this.next && this.next > -Infinity) this.noteSlip(slot - this.next, slot === held ? 'answers' : slot === arrived ? 'starved' : 'late');
       this.lastSlot = slot;
       this.next = slot + this.intervalMs;
       const seq = this.released++;
-      if (this.intervalMs > 0) this.unanswered.add(seq);
+      if (this.intervalMs > 0) {
+        this.unanswered.add(seq);
+        if (this.anchor && seq > this.anchor.seq) this.anchor = null;
+        if (now - this.lastRelease >= IDLE_GAP_MS) this.anchor = { seq, at: null };
+      }
+      this.lastRelease = now;
       w.fn(now, seq);
     }
   }
 }
+
+/** Gaps this long or longer are idle time, not a shortfall of the rate. */
+const IDLE_GAP_MS = 1000;
 
 function assertInterval(ms: number): void {
   if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`pacer interval must be a finite number >= 0, got ${ms}`);

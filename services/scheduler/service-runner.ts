@@ -412,8 +412,11 @@ export class ServiceRunner {
           // Started in the same turn as the pacer's decision: nothing runs between the two.
           const result = send();
           this.sending++;
-          const observe = () => {
-            const answered = preciseNow();
+          const observe = (v: unknown) => {
+            // A send worker thread stamps the answer when it sees it; in this thread, it is now.
+            const now = preciseNow();
+            const stamped = (v as { answeredAt?: unknown } | null)?.answeredAt;
+            const answered = typeof stamped === 'number' ? Math.min(now, Math.max(at, stamped)) : now;
             // The server accepted (or refused) it before this instant: the pacer keeps the later
             // sends behind it, so the rule holds where the server counts (pacer.ts, header).
             this.pacer.answered(seq, answered);
