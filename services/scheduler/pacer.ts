@@ -297,7 +297,8 @@ export class Pacer {
       // released late does; later than that, the gap was idle and banks nothing.
       const arrived = w.since - this.next <= CATCH_UP * this.intervalMs ? -Infinity : w.since;
       const slot = Math.max(this.next, arrived, late, held);
-      if (slot > this.next && this.next > -Infinity) this.noteSlip(slot - this.next, slot === held ? 'answers' : slot === arrived ? 'starved' : 'late');
+      if (slot > this.next && this.next > -Infinity)
+        this.noteSlip(slot - this.next, slot === held ? 'answers' : slot === arrived ? 'starved' : 'late');
       this.lastSlot = slot;
       this.next = slot + this.intervalMs;
       const seq = this.released++;
