@@ -1,6 +1,7 @@
 /** Campaigns as the scheduler reads them: active ones, their templates, their wait reasons. */
 import type { Sequelize } from 'sequelize';
 import { queryRows as q } from '../../kernel/db-query.js';
+import { prepare, queryPrepared } from '../../kernel/db-prepared.js';
 
 export interface CampaignRow {
   id: string;
@@ -18,16 +19,18 @@ export interface CampaignRow {
 
 /** Campaigns the scheduler must know about: sending ones, and paused/cancelled ones it may still hold. */
 export function loadActiveCampaigns(db: Sequelize, knownIds: number[]): Promise<CampaignRow[]> {
-  return q(
-    db,
-    `SELECT id, name, created_by, priority, status, from_address, from_name, send_window, wait_reason,
-            GREATEST(total_count - sent_count - failed_count - cancelled_count - unknown_count, 0)::int AS remaining
-       FROM tasks
-      WHERE status = 'sending' OR id = ANY($known::bigint[])
-      ORDER BY id`,
-    { known: knownIds },
-  );
+  return queryPrepared(db, ACTIVE_CAMPAIGNS, { known: knownIds });
 }
+
+/** Prepared (kernel/db-prepared.ts): read on every control tick. */
+const ACTIVE_CAMPAIGNS = prepare(
+  'fs_active_campaigns',
+  `SELECT id, name, created_by, priority, status, from_address, from_name, send_window, wait_reason,
+          GREATEST(total_count - sent_count - failed_count - cancelled_count - unknown_count, 0)::int AS remaining
+     FROM tasks
+    WHERE status = 'sending' OR id = ANY($known::bigint[])
+    ORDER BY id`,
+);
 
 export function loadTemplates(
   db: Sequelize,

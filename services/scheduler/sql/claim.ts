@@ -4,6 +4,7 @@
  */
 import type { Sequelize } from 'sequelize';
 import { queryRows as q } from '../../kernel/db-query.js';
+import { prepare, queryPrepared } from '../../kernel/db-prepared.js';
 
 export interface ClaimedRow {
   contact_id: string;
@@ -43,32 +44,36 @@ export function claimFresh(
   db: Sequelize,
   p: { taskId: number; cursor: number; limit: number; now: Date; owner: string; until: Date },
 ): Promise<ClaimedRow[]> {
-  return q(
-    db,
-    `WITH picked AS (
-       SELECT task_id, contact_id FROM subtasks
-        WHERE task_id = $taskId AND contact_id > $cursor AND status = 'queued' AND attempts = 0 AND not_before <= $now
-        ORDER BY contact_id LIMIT $limit FOR UPDATE SKIP LOCKED)
-     UPDATE subtasks s SET status = 'sending', lease_owner = $owner, lease_expires_at = $until ${CLAIM_RETURNING}`,
-    p,
-  );
+  return queryPrepared(db, CLAIM_FRESH, p);
 }
+
+// Prepared (kernel/db-prepared.ts): a claim runs every few dozen messages per campaign, and its
+// planning cost as much PostgreSQL CPU as its execution.
+const CLAIM_FRESH = prepare(
+  'fs_claim_fresh',
+  `WITH picked AS (
+     SELECT task_id, contact_id FROM subtasks
+      WHERE task_id = $taskId AND contact_id > $cursor AND status = 'queued' AND attempts = 0 AND not_before <= $now
+      ORDER BY contact_id LIMIT $limit FOR UPDATE SKIP LOCKED)
+   UPDATE subtasks s SET status = 'sending', lease_owner = $owner, lease_expires_at = $until ${CLAIM_RETURNING}`,
+);
 
 /** Claims due retries of one campaign (the small partial index subtasks_retries_idx). */
 export function claimRetries(
   db: Sequelize,
   p: { taskId: number; limit: number; now: Date; owner: string; until: Date },
 ): Promise<ClaimedRow[]> {
-  return q(
-    db,
-    `WITH picked AS (
-       SELECT task_id, contact_id FROM subtasks
-        WHERE task_id = $taskId AND status = 'queued' AND attempts > 0 AND not_before <= $now
-        ORDER BY not_before LIMIT $limit FOR UPDATE SKIP LOCKED)
-     UPDATE subtasks s SET status = 'sending', lease_owner = $owner, lease_expires_at = $until ${CLAIM_RETURNING}`,
-    p,
-  );
+  return queryPrepared(db, CLAIM_RETRIES, p);
 }
+
+const CLAIM_RETRIES = prepare(
+  'fs_claim_retries',
+  `WITH picked AS (
+     SELECT task_id, contact_id FROM subtasks
+      WHERE task_id = $taskId AND status = 'queued' AND attempts > 0 AND not_before <= $now
+      ORDER BY not_before LIMIT $limit FOR UPDATE SKIP LOCKED)
+   UPDATE subtasks s SET status = 'sending', lease_owner = $owner, lease_expires_at = $until ${CLAIM_RETURNING}`,
+);
 
 /**
  * When a campaign's claims come back empty: the earliest time something of it becomes sendable

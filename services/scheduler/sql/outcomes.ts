@@ -4,7 +4,8 @@
  * at-most-once dispatch mark.
  */
 import type { Sequelize } from 'sequelize';
-import { queryRows as q } from '../../kernel/db-query.js';
+import { queryRows } from '../../kernel/db-query.js';
+import { prepare, queryPrepared as q, type PreparedStatement } from '../../kernel/db-prepared.js';
 import { applyCounters } from './counters.js';
 import type { SpentUnits } from './quota.js';
 
@@ -66,20 +67,52 @@ export async function flushOutcomes(
   attempts: Attempt[] = [],
 ): Promise<FlushResult> {
   const holds = spent.filter((x) => x.n !== 0);
-  const ctes = [...(attempts.length ? [ATTEMPTS_CTE] : []), ...(holds.length ? [HOLDS_CTE] : [])];
   const binds = {
     owner,
     ...(attempts.length ? attemptBinds(attempts) : {}),
     ...(holds.length ? { hSvc: holds.map((x) => x.serviceId), hDay: holds.map((x) => x.day), hN: holds.map((x) => x.n) } : {}),
   };
   if (!outcomes.length) {
-    if (ctes.length) await q(db, `WITH ${ctes.join(',\n')} SELECT 1`, binds);
+    if (attempts.length || holds.length) await q(db, outcomeStatement(false, attempts.length > 0, holds.length > 0), binds);
     return { applied: 0, completed: [] };
   }
   const col = <K extends keyof Outcome>(k: K) => outcomes.map((o) => o[k]);
-  const [r] = await q<{ applied: number; completed: string[] | null }>(
-    db,
-    `WITH ${ctes.map((c) => `${c},`).join('\n')}
+  const [r] = await q<{ applied: number; completed: string[] | null }>(db, outcomeStatement(true, attempts.length > 0, holds.length > 0), {
+    ...binds,
+    ids: [...new Set(outcomes.map((o) => o.taskId))],
+    task: col('taskId'),
+    contact: col('contactId'),
+    status: col('status'),
+    svc: col('serviceId'),
+    at: col('at'),
+    mid: col('messageId'),
+    err: col('error'),
+    nb: col('notBefore'),
+    inc: col('attempt'),
+  });
+  return { applied: r?.applied ?? 0, completed: (r?.completed ?? []).map(Number) };
+}
+
+/**
+ * The outcome write's statement, in its variants (with or without outcomes, attempt records, spent
+ * units): each a named prepared statement (kernel/db-prepared.ts), so PostgreSQL plans it about once
+ * per connection rather than on every write (the planning of this many-CTE statement cost more
+ * PostgreSQL CPU than its execution: docs/performance.md).
+ */
+const statements = new Map<string, PreparedStatement>();
+function outcomeStatement(withOutcomes: boolean, withAttempts: boolean, withHolds: boolean): PreparedStatement {
+  const key = `fs_outcomes_${withOutcomes ? 'o' : ''}${withAttempts ? 'a' : ''}${withHolds ? 'h' : ''}`;
+  let stmt = statements.get(key);
+  if (!stmt) {
+    const ctes = [...(withAttempts ? [ATTEMPTS_CTE] : []), ...(withHolds ? [HOLDS_CTE] : [])];
+    stmt = prepare(key, withOutcomes ? OUTCOMES_SQL(ctes) : `WITH ${ctes.join(',\n')} SELECT 1`);
+    statements.set(key, stmt);
+  }
+  return stmt;
+}
+
+const OUTCOMES_SQL = (ctes: string[]) =>
+  `WITH ${ctes.map((c) => `${c},`).join('\n')}
      -- Every engine's write updates the same campaign counters: their rows are locked in id order
      -- first (the one-time filter of target below runs this before anything else), so
      -- concurrent writes queue behind each other instead of deadlocking (measured: 135 deadlocks
@@ -131,23 +164,7 @@ export async function flushOutcomes(
         WHERE users.id = r.created_by RETURNING users.id)
      SELECT (SELECT count(*)::int FROM upd) AS applied,
             (SELECT array_agg(id) FROM t WHERE status = 'completed') AS completed,
-            (SELECT count(*) FROM refund) AS refunds`,
-    {
-      ...binds,
-      ids: [...new Set(outcomes.map((o) => o.taskId))],
-      task: col('taskId'),
-      contact: col('contactId'),
-      status: col('status'),
-      svc: col('serviceId'),
-      at: col('at'),
-      mid: col('messageId'),
-      err: col('error'),
-      nb: col('notBefore'),
-      inc: col('attempt'),
-    },
-  );
-  return { applied: r?.applied ?? 0, completed: (r?.completed ?? []).map(Number) };
-}
+            (SELECT count(*) FROM refund) AS refunds`;
 
 /**
  * The attempt records of a write, inserted by the outcome write's own statement (a data-modifying
@@ -191,7 +208,7 @@ export async function recordErrors(
   errors: { type: string; message: string; serviceId: number | null; count: number; at: Date }[],
 ): Promise<void> {
   if (!errors.length) return;
-  await q(
+  await queryRows(
     db,
     `INSERT INTO error_logs (error_type, message, count, service_id, first_seen_at, last_seen_at)
      SELECT t, m, n, s, a, a FROM unnest($t::text[], $m::text[], $n::int[], $s::int[], $a::timestamptz[]) AS e(t, m, n, s, a)
@@ -209,7 +226,7 @@ export async function recordErrors(
 
 export async function markBounced(db: Sequelize, contactIds: number[]): Promise<void> {
   if (!contactIds.length) return;
-  await q(db, `UPDATE contacts SET status = 'bounced', updated_at = now() WHERE id = ANY($ids::bigint[]) AND status = 'active'`, {
+  await queryRows(db, `UPDATE contacts SET status = 'bounced', updated_at = now() WHERE id = ANY($ids::bigint[]) AND status = 'active'`, {
     ids: contactIds,
   });
 }
@@ -219,11 +236,13 @@ export async function markDispatched(
   db: Sequelize,
   p: { taskId: number; contactId: number; messageId: string; owner: string },
 ): Promise<boolean> {
-  const rows = await q(
-    db,
-    `UPDATE subtasks SET message_id = $messageId WHERE task_id = $taskId AND contact_id = $contactId AND status = 'sending' AND lease_owner = $owner
-     RETURNING 1`,
-    p,
-  );
+  const rows = await q(db, MARK_DISPATCHED, p);
   return rows.length === 1;
 }
+
+/** Once per message in at-most-once mode: prepared. */
+const MARK_DISPATCHED = prepare(
+  'fs_mark_dispatched',
+  `UPDATE subtasks SET message_id = $messageId WHERE task_id = $taskId AND contact_id = $contactId AND status = 'sending' AND lease_owner = $owner
+   RETURNING 1`,
+);

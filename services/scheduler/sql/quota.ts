@@ -1,6 +1,7 @@
 /** The exact quota ledger: reservations, holds per engine instance, releases, returns of a dead engine's holds. */
 import type { Sequelize } from 'sequelize';
 import { queryRows as q } from '../../kernel/db-query.js';
+import { prepare, queryPrepared } from '../../kernel/db-prepared.js';
 
 /** Net quota units one service spent on one quota day since the last write. */
 export interface SpentUnits {
@@ -28,9 +29,14 @@ export async function reserveQuota(
   db: Sequelize,
   p: { serviceId: number; want: number; today: string; now: Date; instance: string },
 ): Promise<{ granted: number; used: number; daily: number }> {
-  const [r] = await q<{ granted: number; used_quota: number; daily_quota: number }>(
-    db,
-    `WITH cur AS (
+  const [r] = await queryPrepared<{ granted: number; used_quota: number; daily_quota: number }>(db, RESERVE_QUOTA, p);
+  return r ? { granted: r.granted, used: r.used_quota, daily: r.daily_quota } : { granted: 0, used: -1, daily: -1 };
+}
+
+/** Prepared (kernel/db-prepared.ts): runs every few sends of a fast service. */
+const RESERVE_QUOTA = prepare(
+  'fs_reserve_quota',
+  `WITH cur AS (
        SELECT id, daily_quota, CASE WHEN quota_day < $today::date THEN 0 ELSE used_quota END AS used
          FROM email_services WHERE id = $serviceId AND enabled FOR UPDATE),
      upd AS (
@@ -46,10 +52,7 @@ export async function reserveQuota(
        SELECT $instance, $serviceId, $today::date, granted FROM upd WHERE granted > 0
        ON CONFLICT (instance_id, service_id, day) DO UPDATE SET units = quota_holds.units + EXCLUDED.units)
      SELECT * FROM upd`,
-    p,
-  );
-  return r ? { granted: r.granted, used: r.used_quota, daily: r.daily_quota } : { granted: 0, used: -1, daily: -1 };
-}
+);
 
 /** Gives back reserved but unused sends (idle, graceful stop), on the same quota day only; the hold shrinks with it. */
 export async function releaseQuota(db: Sequelize, p: { serviceId: number; n: number; day: string; instance: string }): Promise<void> {

@@ -1,6 +1,7 @@
 /** Sending services as the scheduler reads them, and their health. */
 import type { Sequelize } from 'sequelize';
 import { queryRows as q } from '../../kernel/db-query.js';
+import { prepare, queryPrepared } from '../../kernel/db-prepared.js';
 
 export interface ServiceRow {
   id: number;
@@ -25,13 +26,18 @@ export interface ServiceRow {
 }
 
 export function loadServices(db: Sequelize): Promise<ServiceRow[]> {
-  return q(
-    db,
-    `SELECT s.*, (SELECT array_agg(us.user_id ORDER BY us.user_id) FROM user_services us WHERE us.service_id = s.id) AS user_ids
-       FROM email_services s ORDER BY s.id`,
-    {},
-  );
+  return queryPrepared(db, SERVICES, {});
 }
+
+/**
+ * Prepared (kernel/db-prepared.ts): read on every control tick. `s.*` follows the table: after a
+ * migration adds a column, the statement fails once with 0A000 and is prepared again.
+ */
+const SERVICES = prepare(
+  'fs_services',
+  `SELECT s.*, (SELECT array_agg(us.user_id ORDER BY us.user_id) FROM user_services us WHERE us.service_id = s.id) AS user_ids
+     FROM email_services s ORDER BY s.id`,
+);
 
 export async function saveServiceHealth(
   db: Sequelize,
