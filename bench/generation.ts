@@ -1,6 +1,6 @@
 /**
- * W2: how long pre-generating the queue of a 1,000,000-recipient campaign takes (goal: <= 5 s on
- * the 2-core development machine). Makes its own database and data: one user with N tagged
+ * W2: how long pre-generating the queue of a 1,000,000-recipient campaign takes (goal, #18: <= 2.5 s
+ * on the 2-core development machine). Makes its own database and data: one user with N tagged
  * contacts (N = BENCH_RECIPIENTS, default 1,000,000; 10 % carry an excluded tag on top, so the
  * rule does real filtering), one campaign with a tag rule, then times processScheduledTasks().
  * Prints a line like `1,000,000 recipients generated in 3.9 s`. Runs RUNS times (default 3) on
@@ -15,6 +15,8 @@ import { loadGenerationData, plainGenerator, prepareGenerationRun } from './lib/
 
 const N = Number(process.env.BENCH_RECIPIENTS ?? 1_000_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+/** #18: 2.5 s a million, scaled to N. */
+const GOAL_S = (2.5 * N) / 1e6;
 const fmt = (n: number) => n.toLocaleString('en-US');
 
 async function main() {
@@ -43,7 +45,7 @@ async function main() {
     const sorted = [...times].sort((a, b) => a - b);
     const median = mid(times);
     console.log(
-      `${fmt(N)} recipients generated in ${median.toFixed(1)} s (median of ${RUNS}; min ${sorted[0]!.toFixed(1)} s, max ${sorted.at(-1)!.toFixed(1)} s; ${db.label}; goal <= 5 s: ${median <= 5 ? 'met' : 'NOT met'})`,
+      `${fmt(N)} recipients generated in ${median.toFixed(1)} s (median of ${RUNS}; min ${sorted[0]!.toFixed(1)} s, max ${sorted.at(-1)!.toFixed(1)} s; ${db.label}; goal <= ${GOAL_S} s: ${median <= GOAL_S ? 'met' : 'NOT met'})`,
     );
     console.log(`resolving mailbox providers costs x${mid(ratios).toFixed(2)} the generation time without it (median of the runs' ratios)`);
   } finally {

@@ -4,7 +4,7 @@
  * one tag-rule campaign per run whose queue processScheduledTasks() generates.
  *
  * The recipients' domains are spread as a real list's are: 3 in 10 gmail.com, 1 in 10 each
- * outlook.com, yahoo.com, icloud.com, and 4 in 10 over 1,000 custom domains (`d<n>.example`:
+ * outlook.com, yahoo.com, icloud.com, and 4 in 10 over 400 custom domains (`d<n>.example`, n ending in 6-9:
  * names reserved for examples, which the resolver never looks up, so no DNS is involved and the
  * figure is the database's work; real MX lookups add at most ceil(new domains / 16) x
  * MX_LOOKUP_TIMEOUT_MS the first time a domain is seen, then nothing for 30 days).
