@@ -187,7 +187,13 @@ async function runOnce(
       messages: events.length,
       sinkAccepted: m.sinkAccepted,
       cpu: m.cpu,
-      extra: { ...a, worstLag, sink, quota: { dailyQuota: q.dailyQuota, used: q.usedQuota, sends: quotaSends, overshoot } },
+      extra: {
+        ...a,
+        worstLag,
+        sink,
+        slips: serviceIds.map((id) => slips.get(id) ?? null),
+        quota: { dailyQuota: q.dailyQuota, used: q.usedQuota, sends: quotaSends, overshoot },
+      },
     };
   } finally {
     spin?.kill('SIGKILL');
@@ -278,6 +284,7 @@ function analyse(events: Ev[], t0: number, serviceIds: number[]) {
 
 type W3Extra = ReturnType<typeof analyse> & {
   worstLag: number;
+  slips: ({ late: number; starved: number; answers: number } | null)[];
   sink: ReturnType<typeof atTheSink>;
   quota: { dailyQuota: number; used: number; sends: number; overshoot: number };
 };
@@ -320,9 +327,12 @@ function rowsOf(records: RunRecord[], quick: boolean, setting: Setting): Row[] {
     );
     const dev = Math.max(...ex.map((e) => Math.abs(e.sink.deviations[k]!)));
     const excess = Math.max(...ex.map((e) => e.sink.ruleExcess[k]!));
+    // Where the schedule lost time (pacer slip, ms, median of the runs): released late / no message ready / held by answers.
+    const slip = (f: 'late' | 'starved' | 'answers') => median(ex.map((e) => e.slips?.[k]?.[f] ?? NaN)).toFixed(0);
     r.met = verdict(
       dev <= 0.5 && excess === 0,
-      `worst run ${dev.toFixed(2)} % off; ${excess === 0 ? 'rule held' : `rule broken by up to ${excess} message(s)`}`,
+      `worst run ${dev.toFixed(2)} % off; ${excess === 0 ? 'rule held' : `rule broken by up to ${excess} message(s)`}; ` +
+        `schedule slip late/starved/answers ${slip('late')}/${slip('starved')}/${slip('answers')} ms`,
     );
     rows.push(r);
   });
