@@ -19,6 +19,7 @@
  * (quick: 1 million) in a fresh process per scale and run; CPU by process.cpuUsage; heap after GC.
  */
 import { once } from 'node:events';
+import pg from 'pg';
 import type { Snapshot } from './engine-child.js';
 import { forkBench, nextMessage } from './lib/children.js';
 import { benchEngine, seedManyUsers } from './lib/fixtures.js';
@@ -52,6 +53,12 @@ async function runW4EndToEnd(ctx: BenchContext, runs: number): Promise<RunRecord
   const templates = new Map<number, { db: BenchDatabase; seedSeconds: number }>();
   try {
     for (const users of scales) {
+      const kept = await keptSeed(users, total);
+      if (kept) {
+        templates.set(users, { db: kept, seedSeconds: NaN });
+        ctx.log(`W4 reuses the seeded database ${kept.name} (BENCH_W4_KEEP_SEED)`);
+        continue;
+      }
       const t0 = performance.now();
       const db = await ctx.server.newDatabase(`w4t${users}`);
       const seeder = await benchEngine(db.url);
@@ -68,7 +75,7 @@ async function runW4EndToEnd(ctx: BenchContext, runs: number): Promise<RunRecord
         await seeder.close();
       }
       const seedSeconds = (performance.now() - t0) / 1000;
-      templates.set(users, { db, seedSeconds });
+      templates.set(users, { db: await keepSeed(db, users, total), seedSeconds });
       ctx.log(
         `W4 seeded ${fmt(users)} users x 3 campaigns (${fmt(total)} msgs) in ${seedSeconds.toFixed(1)} s${phases} (outside the clock)`,
       );
@@ -77,7 +84,8 @@ async function runW4EndToEnd(ctx: BenchContext, runs: number): Promise<RunRecord
       for (const users of scales) {
         const tpl = templates.get(users)!;
         const db = await ctx.server.newDatabase('w4', tpl.db.name);
-        const child = forkBench('engine-child.js', ['--expose-gc']);
+        if (tpl.db.label === 'kept seed') await pointAtSink(db.url, ctx.sink.port);
+        const child = forkBench('engine-child.js', ['--expose-gc', ...childArgs()]);
         child.send({ type: 'init', url: db.url });
         await nextMessage(child, 'ready');
         let done: { snapshots: Snapshot[]; firstSentMs: number; maxRssMb: number } | undefined;
@@ -124,6 +132,62 @@ async function runW4EndToEnd(ctx: BenchContext, runs: number): Promise<RunRecord
     for (const t of templates.values()) await t.db.drop().catch(() => undefined);
   }
   return records;
+}
+
+/** BENCH_W4_CHILD_ARGS: more Node options for the end-to-end engine child, e.g. `--cpu-prof --cpu-prof-dir=/tmp/w4prof`. */
+function childArgs(): string[] {
+  return (process.env.BENCH_W4_CHILD_ARGS ?? '').split(/\s+/).filter(Boolean);
+}
+
+/**
+ * BENCH_W4_KEEP_SEED=1 (with DATABASE_URL): the seeded template databases are kept under a fixed
+ * name and reused by the next run (seeding 10,000 users takes minutes). For iterating on the
+ * engine only: a kept seed has the schema of the code that made it.
+ */
+const seedName = (users: number, total: number) => `fairsend_w4seed_${users}x3_${total}`;
+
+async function keptSeed(users: number, total: number): Promise<BenchDatabase | undefined> {
+  const base = process.env.DATABASE_URL;
+  if (!process.env.BENCH_W4_KEEP_SEED || !base) return undefined;
+  const name = seedName(users, total);
+  const c = new pg.Client({ connectionString: base });
+  await c.connect();
+  try {
+    const { rows } = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (!rows.length) return undefined;
+  } finally {
+    await c.end();
+  }
+  const u = new URL(base);
+  u.pathname = `/${name}`;
+  return { url: u.toString(), name, label: 'kept seed', drop: async () => undefined };
+}
+
+async function keepSeed(db: BenchDatabase, users: number, total: number): Promise<BenchDatabase> {
+  const base = process.env.DATABASE_URL;
+  if (!process.env.BENCH_W4_KEEP_SEED || !base) return db;
+  const name = seedName(users, total);
+  const c = new pg.Client({ connectionString: base });
+  await c.connect();
+  try {
+    await c.query(`ALTER DATABASE "${db.name}" RENAME TO "${name}"`);
+  } finally {
+    await c.end();
+  }
+  const u = new URL(base);
+  u.pathname = `/${name}`;
+  return { url: u.toString(), name, label: 'kept seed', drop: async () => undefined };
+}
+
+/** A kept seed's service points at the sink of the run that made it: this run's sink instead. */
+async function pointAtSink(url: string, port: number): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(`UPDATE email_services SET transport = jsonb_set(transport, '{port}', to_jsonb($1::int))`, [port]);
+  } finally {
+    await c.end();
+  }
 }
 
 async function runW4Decisions(ctx: BenchContext, runs: number): Promise<RunRecord[]> {
