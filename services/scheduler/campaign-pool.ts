@@ -8,8 +8,13 @@
  *   - waiting:   the last claim found nothing sendable now; `wakeAt` says when to look again
  *                (a retry's backoff, a send window opening), or never when nothing is queued.
  * Refills start before the buffer runs dry (below the low-water mark), so a campaign with work
- * keeps its turns. Claims run through one p-queue with a small concurrency, so refilling thousands
- * of campaigns never takes more than a couple of the scheduler pool's connections.
+ * keeps its turns. Refills are claimed in bulk: the campaigns due for one wait in a queue (in the
+ * order they asked, which is the services' ring order once sending), and one statement claims for
+ * up to BULK_CLAIM of them at once (sql/claim-many.ts), at most CLAIMS_IN_FLIGHT statements at a
+ * time, so refilling thousands of campaigns takes a few statements and never more than a couple of
+ * the scheduler pool's connections. A campaign's buffer holds claimSize messages: the pool's
+ * budget shared among its campaigns, so at scale each campaign holds only the few messages its
+ * share of the service's sends needs before the next refill lands.
  *
  * The claim itself moves idle -> claiming -> idle, asserted (state.ts): never two claims of one
  * campaign at once.
@@ -20,17 +25,19 @@
  * cursor starts over from zero if so.
  *
  * The pool also follows the campaigns in the database (sync: new sending campaigns join, paused or
- * cancelled ones release their claimed messages, finished ones leave) and keeps the compiled
- * templates they use. Where a campaign is carried (the services' rings) is the fleet's business:
- * the pool tells it through the hooks in PoolOptions.
+ * cancelled ones release their claimed messages, finished ones leave; only new campaigns and
+ * changes come back, not every known campaign's row, and beyond SYNC_PER_TICK campaigns not at
+ * every tick) and keeps the compiled templates they use, one compiled copy per distinct content. Where a campaign is carried (the services' rings)
+ * is the fleet's business: the pool tells it through the hooks in PoolOptions.
  */
-import PQueue from 'p-queue';
+import { createHash } from 'node:crypto';
 import type { Sequelize } from 'sequelize';
 import type { StoredSendWindow } from '../../models/index.js';
 import { compileForSending, type SendableTemplate } from '../delivery/message.js';
-import { campaignOutlook, claimFresh, claimRetries, type ClaimedRow } from './sql/claim.js';
-import { loadActiveCampaigns, loadTemplates, templatesOf } from './sql/campaigns.js';
-import { StateMachine } from './state.js';
+import type { ClaimedRow } from './sql/claim.js';
+import { campaignOutlooks, claimFreshMany, claimRetriesMany } from './sql/claim-many.js';
+import { loadCampaignChanges, loadNewCampaigns, loadTemplates } from './sql/campaigns.js';
+import { StateMachine, type Transitions } from './state.js';
 import { builtinProvider, otherProvider, type Provider } from '../deliverability/providers.js';
 
 export interface Claimed {
@@ -50,6 +57,9 @@ export interface Claimed {
   /** The recipient's mailbox provider (deliverability/providers.ts): the throttle scope of a send. */
   provider: Provider;
 }
+
+/** A campaign's claim: idle -> claiming (queued for a bulk claim, or in one) -> idle. One table for all campaigns. */
+const CLAIM_EDGES: Transitions<'idle' | 'claiming'> = { idle: ['claiming'], claiming: ['idle'] };
 
 export class CampaignState {
   readonly id: number;
@@ -72,7 +82,7 @@ export class CampaignState {
    * new before the buffer drains (only retries, which wake the campaign at their own time).
    */
   atEnd = false;
-  private readonly claim = new StateMachine<'idle' | 'claiming'>('campaign claim', { idle: ['claiming'], claiming: ['idle'] }, 'idle');
+  private readonly claim = new StateMachine<'idle' | 'claiming'>('campaign claim', CLAIM_EDGES, 'idle');
   /** ms epoch at which to look for work again; null: not waiting. */
   wakeAt: number | null = null;
   /** Nothing queued and nothing in flight here: the campaign is finishing. */
@@ -96,7 +106,7 @@ export class CampaignState {
     return this.buffer.length - this.head;
   }
 
-  /** A claim is in flight. */
+  /** A claim is queued or in flight. */
   get refilling(): boolean {
     return this.claim.is('claiming');
   }
@@ -184,103 +194,204 @@ export interface PoolOptions {
   carried: (c: CampaignState) => boolean;
 }
 
-const toClaimed =
-  (taskId: number) =>
-  (r: ClaimedRow): Claimed => ({
-    taskId,
-    contactId: Number(r.contact_id),
-    email: r.email,
-    templateId: r.template_id,
-    attempts: r.attempts,
-    timezone: r.timezone,
-    name: r.name,
-    attributes: r.attributes ?? {},
-    contactActive: r.contact_status === 'active',
-    suppressed: r.suppressed ?? null,
-    lastServiceId: r.service_id,
-    // Rows generated before the provider column have none: the built-in table, without DNS.
-    provider: (r.provider as Provider | null) ?? builtinProvider(r.email) ?? otherProvider(r.email),
-  });
+const toClaimed = (taskId: number, r: ClaimedRow): Claimed => ({
+  taskId,
+  contactId: Number(r.contact_id),
+  email: r.email,
+  templateId: r.template_id,
+  attempts: r.attempts,
+  timezone: r.timezone,
+  name: r.name,
+  attributes: r.attributes ?? {},
+  contactActive: r.contact_status === 'active',
+  suppressed: r.suppressed ?? null,
+  lastServiceId: r.service_id,
+  // Rows generated before the provider column have none: the built-in table, without DNS.
+  provider: (r.provider as Provider | null) ?? builtinProvider(r.email) ?? otherProvider(r.email),
+});
 
 /** How often a campaign with nothing queued but messages in flight looks for work again. */
 const IN_FLIGHT_RECHECK_MS = 1000;
+/** Campaigns claimed for in one statement at most (a few hundred index probes: tens of milliseconds). */
+export const BULK_CLAIM = 500;
+/** Bulk claims running at once: a couple of the scheduler pool's connections at most. */
+const CLAIMS_IN_FLIGHT = 2;
+/** The smallest buffer a campaign claims, however many campaigns share the budget. */
+const MIN_CLAIM = 2;
+/**
+ * Campaigns read at every tick: up to SYNC_PER_TICK campaigns the pool reads them at each tick;
+ * beyond, every ceil(campaigns / SYNC_PER_TICK) ticks, at most SYNC_GAP_MAX (30,000 campaigns:
+ * every 8th tick, 2 s at the default 250 ms), so following the campaigns costs the database a
+ * bounded share, and a pause or cancel takes effect within that gap.
+ */
+const SYNC_PER_TICK = 2_000;
+const SYNC_GAP_MAX = 8;
 
 export class CampaignPool {
   readonly campaigns = new Map<number, CampaignState>();
-  private readonly claims = new PQueue({ concurrency: 2 });
+  /** Campaigns waiting for a claim, in the order they asked (each at most once: it is `refilling`). */
+  private due: CampaignState[] = [];
+  private claimsRunning = 0;
+  private idleWaiters: (() => void)[] = [];
+  /** Ticks since the campaigns were last read (see SYNC_PER_TICK). */
+  private syncSkipped = 0;
+  /**
+   * Bumped whenever a campaign joins or leaves or its status, priority or backlog changes: what
+   * the fleet derives from all campaigns (backlogs, wait reasons) is worked out again only then.
+   */
+  version = 0;
   private readonly opts: PoolOptions;
 
   constructor(opts: PoolOptions) {
     this.opts = opts;
   }
 
-  /** Messages claimed per refill: the batch size, shrunk so all campaigns together stay within budget. */
+  /**
+   * Messages claimed per refill: the batch size, shrunk so all campaigns together stay within the
+   * budget (each campaign's share of it). With 30,000 campaigns a service serves each one once
+   * in 30,000 sends, so a couple of messages cover the time a refill takes.
+   */
   get claimSize(): number {
-    return Math.max(4, Math.min(this.opts.claimBatch, Math.floor(this.opts.budget / Math.max(1, this.campaigns.size))));
+    return Math.max(MIN_CLAIM, Math.min(this.opts.claimBatch, Math.floor(this.opts.budget / Math.max(1, this.campaigns.size))));
   }
 
   lowWater(): number {
     return Math.max(1, Math.floor(this.claimSize / 2));
   }
 
-  /** Starts a refill unless one is running or the campaign is waiting for later. */
+  /** Queues a refill unless one is queued or running or the campaign is waiting for later. */
   refill(c: CampaignState, force = false): void {
     if (c.refilling || c.status !== 'sending') return;
     if (!force && c.wakeAt !== null && c.wakeAt > this.opts.now().getTime()) return;
     // The cursor is at the end and messages are still buffered: a claim would find nothing.
     if (!force && c.atEnd && c.size > 0) return;
     c.refilling = true;
-    void this.claims.add(async () => {
-      try {
-        await this.claimInto(c);
-      } catch (err) {
-        this.opts.onError(err, c);
-        c.wakeAt = this.opts.now().getTime() + 1000;
-      } finally {
-        c.refilling = false;
-      }
-    });
+    this.due.push(c);
+    this.startClaims();
   }
 
-  private async claimInto(c: CampaignState): Promise<void> {
-    if (c.status !== 'sending' || !this.campaigns.has(c.id)) return;
+  /** Starts bulk claims for the queued campaigns, up to CLAIMS_IN_FLIGHT at once. */
+  private startClaims(): void {
+    while (this.claimsRunning < CLAIMS_IN_FLIGHT && this.due.length) {
+      const batch = this.due.length <= BULK_CLAIM ? this.due : this.due.slice(0, BULK_CLAIM);
+      this.due = this.due.length <= BULK_CLAIM ? [] : this.due.slice(BULK_CLAIM);
+      this.claimsRunning++;
+      void this.claimBatch(batch).finally(() => {
+        this.claimsRunning--;
+        this.startClaims();
+        if (this.claimsRunning === 0 && !this.due.length) for (const w of this.idleWaiters.splice(0)) w();
+      });
+    }
+  }
+
+  private async claimBatch(batch: CampaignState[]): Promise<void> {
+    try {
+      await this.claimInto(batch.filter((c) => c.status === 'sending' && this.campaigns.get(c.id) === c));
+    } catch (err) {
+      if (batch[0]) this.opts.onError(err, batch[0]);
+      const later = this.opts.now().getTime() + 1000;
+      for (const c of batch) c.wakeAt = later;
+    } finally {
+      for (const c of batch) c.refilling = false;
+    }
+  }
+
+  /**
+   * One bulk claim: due retries of every campaign, then fresh messages for those still short, then
+   * the outlook of those that got nothing. Per campaign, the same rules as one claim of its own.
+   */
+  private async claimInto(cs: CampaignState[]): Promise<void> {
+    if (!cs.length) return;
     const limit = this.claimSize;
     const now = this.opts.now();
     const lease = { owner: this.opts.owner, until: new Date(now.getTime() + this.opts.leaseMs), now };
-    const rows = await claimRetries(this.opts.db, { taskId: c.id, limit, ...lease });
-    if (rows.length < limit) {
-      const fresh = await claimFresh(this.opts.db, { taskId: c.id, cursor: c.cursor, limit: limit - rows.length, ...lease });
-      if (fresh.length) c.cursor = Number(fresh[fresh.length - 1]!.contact_id);
-      c.atEnd = fresh.length < limit - rows.length;
-      rows.push(...fresh);
-    }
-    if (rows.length === 0) {
-      const outlook = await campaignOutlook(this.opts.db, c.id);
-      if (outlook.nextAt && outlook.nextAt.getTime() <= now.getTime()) {
-        // Something behind the cursor became sendable: start over from the first contact.
-        c.cursor = 0;
-        c.atEnd = false;
-        c.wakeAt = now.getTime();
-      } else if (outlook.nextAt === null && c.size > 0) {
-        // Nothing queued, messages still buffered: the next look is when the buffer drains (a
-        // retry wakes it at its own time), not every second (measured on W1 quick: 3 statements a
-        // second for each of 50 campaigns, most of the claims and outlooks of the run).
-        c.wakeAt = null;
-        c.drained = false;
-      } else {
-        c.drained = outlook.nextAt === null && outlook.inFlight === 0;
-        // Nothing queued but messages in flight (they may come back as retries): look again in a
-        // second rather than on every tick; a retry's own backoff is longer than that anyway.
-        c.wakeAt = outlook.nextAt ? outlook.nextAt.getTime() : c.drained ? null : now.getTime() + IN_FLIGHT_RECHECK_MS;
+    const got = new Map<number, ClaimedRow[]>();
+    const add = (r: ClaimedRow) => {
+      const id = Number(r.task_id);
+      const list = got.get(id);
+      if (list) list.push(r);
+      else got.set(id, [r]);
+    };
+    for (const r of await claimRetriesMany(this.opts.db, { taskIds: cs.map((c) => c.id), limit, ...lease })) add(r);
+    const short = cs.filter((c) => (got.get(c.id)?.length ?? 0) < limit);
+    if (short.length) {
+      const retried = short.map((c) => got.get(c.id)?.length ?? 0);
+      const fresh = new Map<number, ClaimedRow[]>();
+      const rows = await claimFreshMany(this.opts.db, {
+        taskIds: short.map((c) => c.id),
+        cursors: short.map((c) => c.cursor),
+        limits: retried.map((n) => limit - n),
+        ...lease,
+      });
+      for (const r of rows) {
+        const id = Number(r.task_id);
+        const list = fresh.get(id);
+        if (list) list.push(r);
+        else fresh.set(id, [r]);
       }
-      return;
+      short.forEach((c, i) => {
+        const f = fresh.get(c.id) ?? [];
+        // In contact-id order (the cursor is the last one claimed), whatever order RETURNING gave.
+        if (f.length > 1) f.sort((a, b) => Number(a.contact_id) - Number(b.contact_id));
+        if (f.length) c.cursor = Number(f[f.length - 1]!.contact_id);
+        c.atEnd = f.length < limit - retried[i]!;
+        for (const r of f) add(r);
+      });
     }
-    c.wakeAt = null;
-    c.drained = false;
-    const wasEmpty = c.size === 0;
-    // A campaign paused or cancelled while the claim ran keeps its rows until the scheduler releases them.
-    c.add(rows.map(toClaimed(c.id)));
-    if (wasEmpty && c.status === 'sending') this.opts.onSendable(c, true);
+    const empty = cs.filter((c) => !got.has(c.id));
+    const outlooks = empty.length
+      ? await campaignOutlooks(
+          this.opts.db,
+          empty.map((c) => c.id),
+        )
+      : undefined;
+    for (const c of cs) {
+      const rows = got.get(c.id);
+      if (!rows) {
+        this.noneClaimed(c, outlooks!.get(c.id) ?? { nextAt: null, inFlight: 0 }, now);
+        continue;
+      }
+      const items = rows.map((r) => toClaimed(c.id, r));
+      if (this.campaigns.get(c.id) !== c) {
+        // Forgotten while the claim ran (shutdown): the rows go back at once.
+        this.opts.onRelease(items, c.status === 'cancelled' ? 'cancelled' : 'queued');
+        continue;
+      }
+      c.wakeAt = null;
+      c.drained = false;
+      const wasEmpty = c.size === 0;
+      // A campaign paused or cancelled while the claim ran keeps its rows until the scheduler releases them.
+      c.add(items);
+      if (wasEmpty && c.status === 'sending') this.opts.onSendable(c, true);
+    }
+  }
+
+  /** A claim found nothing for the campaign: when to look again, from its outlook. */
+  private noneClaimed(c: CampaignState, outlook: { nextAt: Date | null; inFlight: number }, now: Date): void {
+    if (outlook.nextAt && outlook.nextAt.getTime() <= now.getTime()) {
+      // Something behind the cursor became sendable: start over from the first contact.
+      c.cursor = 0;
+      c.atEnd = false;
+      c.wakeAt = now.getTime();
+    } else if (outlook.nextAt === null && c.size > 0) {
+      // Nothing queued, messages still buffered: the next look is when the buffer drains (a
+      // retry wakes it at its own time), not every second (measured on W1 quick: 3 statements a
+      // second for each of 50 campaigns, most of the claims and outlooks of the run).
+      c.wakeAt = null;
+      c.drained = false;
+    } else {
+      c.drained = outlook.nextAt === null && outlook.inFlight === 0;
+      // Nothing queued, nothing in flight: no backlog left, whatever the last read of the
+      // counters said (read again only every few ticks at scale; a retry requested later raises
+      // it again there, and the campaign looks again).
+      if (c.drained && c.remaining !== 0) {
+        c.remaining = 0;
+        this.version++;
+      }
+      // Nothing queued but messages in flight (they may come back as retries): look again in a
+      // second rather than on every tick; a retry's own backoff is longer than that anyway.
+      c.wakeAt = outlook.nextAt ? outlook.nextAt.getTime() : c.drained ? null : now.getTime() + IN_FLIGHT_RECHECK_MS;
+    }
   }
 
   template(id: number): SendableTemplate | undefined {
@@ -290,32 +401,53 @@ export class CampaignPool {
   /**
    * Follows the campaigns in the database: new sending ones join (their templates loaded first),
    * status and priority changes are applied, paused or cancelled ones release their messages,
-   * finished or deleted ones leave.
+   * finished or deleted ones leave. Reads the new campaigns and the known ones that changed
+   * (status, priority, backlog), not every known campaign's row.
    */
   async sync(): Promise<void> {
-    const rows = await loadActiveCampaigns(this.opts.db, [...this.campaigns.keys()]);
-    await this.loadTemplates(rows.filter((r) => r.status === 'sending' && !this.campaigns.has(Number(r.id))).map((r) => Number(r.id)));
-    const seen = new Set<number>();
-    for (const row of rows) {
+    const gap = Math.min(SYNC_GAP_MAX, Math.ceil(this.campaigns.size / SYNC_PER_TICK));
+    if (++this.syncSkipped < gap) return;
+    this.syncSkipped = 0;
+    const known = [...this.campaigns.values()];
+    const changes = known.length
+      ? await loadCampaignChanges(this.opts.db, {
+          ids: known.map((c) => c.id),
+          statuses: known.map((c) => c.status),
+          priorities: known.map((c) => c.priority),
+          remaining: known.map((c) => c.remaining),
+        })
+      : [];
+    const fresh = await loadNewCampaigns(
+      this.opts.db,
+      known.map((c) => c.id),
+    );
+    if (fresh.length || changes.length) this.version++;
+    await this.loadTemplates(fresh.flatMap((r) => r.templates ?? []));
+    for (const row of fresh) {
       const id = Number(row.id);
-      seen.add(id);
-      let c = this.campaigns.get(id);
-      if (!c) {
-        if (row.status !== 'sending') continue;
-        c = new CampaignState({
-          id,
-          name: row.name,
-          userId: row.created_by,
-          priority: row.priority,
-          status: row.status,
-          fromAddress: row.from_address,
-          fromName: row.from_name,
-          sendWindow: row.send_window,
-          waitReason: row.wait_reason,
-        });
-        c.remaining = row.remaining;
-        this.campaigns.set(id, c);
-        this.opts.onPlace(c);
+      if (this.campaigns.has(id)) continue;
+      const c = new CampaignState({
+        id,
+        name: row.name,
+        userId: row.created_by,
+        priority: row.priority,
+        status: row.status,
+        fromAddress: row.from_address,
+        fromName: row.from_name,
+        sendWindow: row.send_window,
+        waitReason: row.wait_reason,
+      });
+      c.remaining = row.remaining;
+      this.campaigns.set(id, c);
+      this.opts.onPlace(c);
+    }
+    for (const row of changes) {
+      const c = this.campaigns.get(Number(row.id));
+      if (!c) continue;
+      if (row.status === null) {
+        // Deleted: nothing left to hold (a claim under way first lands; the next tick finds it gone again).
+        if (c.size) this.retire(c, 'queued');
+        if (!c.refilling) this.forget(c);
         continue;
       }
       c.remaining = row.remaining;
@@ -323,25 +455,35 @@ export class CampaignPool {
       c.status = row.status;
       c.priority = row.priority;
       if (changed) this.opts.onPlace(c);
-      if (row.status !== 'sending') this.retire(c, row.status === 'cancelled' ? 'cancelled' : 'queued');
-    }
-    // Completed (or deleted) campaigns: nothing left to hold.
-    for (const c of [...this.campaigns.values()]) {
-      if (!seen.has(c.id) || (c.status !== 'sending' && c.size === 0)) {
-        if (c.size) this.retire(c, 'queued');
-        this.opts.onGone(c);
-        this.campaigns.delete(c.id);
+      if (row.status !== 'sending') {
+        this.retire(c, row.status === 'cancelled' ? 'cancelled' : 'queued');
+        // Completed, paused or cancelled, and nothing held: it leaves (a resumed one joins again as
+        // new). A claim under way lands first; the next tick releases what it brought.
+        if (c.size === 0 && !c.refilling) this.forget(c);
       }
     }
   }
 
-  private readonly templates = new Map<number, SendableTemplate>();
+  private forget(c: CampaignState): void {
+    this.opts.onGone(c);
+    this.campaigns.delete(c.id);
+  }
 
-  private async loadTemplates(taskIds: number[]): Promise<void> {
-    if (!taskIds.length) return;
-    const missing = (await templatesOf(this.opts.db, taskIds)).filter((id) => !this.templates.has(id));
+  /** Compiled templates by id; templates with the same content share one compiled copy. */
+  private readonly templates = new Map<number, SendableTemplate>();
+  private readonly compiled = new Map<string, SendableTemplate>();
+
+  private async loadTemplates(ids: number[]): Promise<void> {
+    const missing = [...new Set(ids.map(Number))].filter((id) => !this.templates.has(id));
     if (!missing.length) return;
-    for (const t of await loadTemplates(this.opts.db, missing)) this.templates.set(t.id, compileForSending(t));
+    for (const t of await loadTemplates(this.opts.db, missing)) {
+      const key = createHash('sha256')
+        .update(JSON.stringify([t.subject, t.html, t.text]))
+        .digest('base64');
+      let compiled = this.compiled.get(key);
+      if (!compiled) this.compiled.set(key, (compiled = compileForSending(t)));
+      this.templates.set(t.id, compiled);
+    }
   }
 
   /** Releases a paused campaign's claimed messages (back to queued) or cancels a cancelled one's. */
@@ -355,11 +497,13 @@ export class CampaignPool {
     const nowMs = this.opts.now().getTime();
     const low = this.lowWater();
     for (const c of this.campaigns.values()) {
-      if (c.status !== 'sending' || !this.opts.carried(c)) continue;
-      if (c.wakeAt !== null && c.wakeAt <= nowMs) this.refill(c, true);
+      if (c.refilling || c.status !== 'sending') continue;
+      if (c.wakeAt !== null) {
+        if (c.wakeAt <= nowMs && this.opts.carried(c)) this.refill(c, true);
+      }
       // A drained campaign with messages left (retried by engine.campaigns.retry while it was
       // finishing here) looks again; `remaining` comes from the tick's reload of the campaigns.
-      else if (c.wakeAt === null && (!c.drained || c.remaining > 0) && c.size <= low) this.refill(c);
+      else if ((!c.drained || c.remaining > 0) && c.size <= low && !(c.atEnd && c.size > 0) && this.opts.carried(c)) this.refill(c);
     }
   }
 
@@ -372,12 +516,14 @@ export class CampaignPool {
 
   /** Waits until the claims queued so far have landed. */
   settled(): Promise<void> {
-    return this.claims.onIdle();
+    if (this.claimsRunning === 0 && !this.due.length) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Waits for running claims (shutdown). */
+  /** Drops the queued claims and waits for the running ones (shutdown). */
   async idle(): Promise<void> {
-    this.claims.clear();
-    await this.claims.onIdle();
+    for (const c of this.due) c.refilling = false;
+    this.due = [];
+    await this.settled();
   }
 }

@@ -1,7 +1,6 @@
 /** Campaigns as the scheduler reads them: active ones, their templates, their wait reasons. */
 import type { Sequelize } from 'sequelize';
 import { queryRows as q } from '../../kernel/db-query.js';
-import { prepare, queryPrepared } from '../../kernel/db-prepared.js';
 
 export interface CampaignRow {
   id: string;
@@ -15,22 +14,59 @@ export interface CampaignRow {
   wait_reason: string | null;
   /** Messages without a final state yet (queued, or sending): the campaign's backlog. */
   remaining: number;
+  /** The ids of the templates the campaign uses. */
+  templates: number[] | null;
 }
 
-/** Campaigns the scheduler must know about: sending ones, and paused/cancelled ones it may still hold. */
-export function loadActiveCampaigns(db: Sequelize, knownIds: number[]): Promise<CampaignRow[]> {
-  return queryPrepared(db, ACTIVE_CAMPAIGNS, { known: knownIds });
+/** A campaign's backlog: messages without a final state yet. */
+const remainingOf = (t: string) =>
+  `GREATEST(${t}.total_count - ${t}.sent_count - ${t}.failed_count - ${t}.cancelled_count - ${t}.unknown_count, 0)::int`;
+
+/**
+ * Sending campaigns the scheduler does not know yet (not in `knownIds`), every column it needs.
+ * The known ones are followed by loadCampaignChanges, so a tick reads each row once, not every
+ * known campaign's row again (30,000 campaigns at 10,000 users x 3).
+ */
+export function loadNewCampaigns(db: Sequelize, knownIds: number[]): Promise<CampaignRow[]> {
+  return q(
+    db,
+    `SELECT id, name, created_by, priority, status, from_address, from_name, send_window, wait_reason, templates,
+            ${remainingOf('tasks')} AS remaining
+       FROM tasks
+      WHERE status = 'sending' AND NOT EXISTS (SELECT 1 FROM unnest($known::bigint[]) AS k(id) WHERE k.id = tasks.id)
+      ORDER BY id`,
+    { known: knownIds },
+  );
 }
 
-/** Prepared (kernel/db-prepared.ts): read on every control tick. */
-const ACTIVE_CAMPAIGNS = prepare(
-  'fs_active_campaigns',
-  `SELECT id, name, created_by, priority, status, from_address, from_name, send_window, wait_reason,
-          GREATEST(total_count - sent_count - failed_count - cancelled_count - unknown_count, 0)::int AS remaining
-     FROM tasks
-    WHERE status = 'sending' OR id = ANY($known::bigint[])
-    ORDER BY id`,
-);
+export interface CampaignChange {
+  id: string;
+  /** null: the campaign is gone (deleted). */
+  status: string | null;
+  priority: number;
+  remaining: number;
+}
+
+/**
+ * The known campaigns whose status, priority or backlog differ from what the scheduler holds, or
+ * that are gone, or that are not sending (those are retired, then forgotten). Only those rows come
+ * back: at scale, a tick reads a few rows, not one per known campaign.
+ */
+export function loadCampaignChanges(
+  db: Sequelize,
+  known: { ids: number[]; statuses: string[]; priorities: number[]; remaining: number[] },
+): Promise<CampaignChange[]> {
+  return q(
+    db,
+    `SELECT k.id, t.status, t.priority, ${remainingOf('t')} AS remaining
+       FROM unnest($ids::bigint[], $statuses::text[], $priorities::int[], $remaining::int[]) AS k(id, status, priority, remaining)
+       LEFT JOIN tasks t ON t.id = k.id
+      WHERE t.id IS NULL OR t.status <> 'sending' OR t.status <> k.status OR t.priority <> k.priority
+         OR ${remainingOf('t')} <> k.remaining
+      ORDER BY k.id`,
+    known,
+  );
+}
 
 export function loadTemplates(
   db: Sequelize,
@@ -46,16 +82,4 @@ export async function setWaitReasons(db: Sequelize, updates: { id: number; reaso
     `UPDATE tasks SET wait_reason = u.reason FROM unnest($ids::bigint[], $reasons::text[]) AS u(id, reason) WHERE tasks.id = u.id`,
     { ids: updates.map((u) => u.id), reasons: updates.map((u) => u.reason) },
   );
-}
-
-/** The ids of the templates the campaigns use. */
-export async function templatesOf(db: Sequelize, taskIds: number[]): Promise<number[]> {
-  const rows = await q<{ id: number }>(
-    db,
-    `SELECT DISTINCT jsonb_array_elements_text(templates)::int AS id FROM tasks WHERE id = ANY($ids::bigint[])`,
-    {
-      ids: taskIds,
-    },
-  );
-  return rows.map((r) => Number(r.id));
 }

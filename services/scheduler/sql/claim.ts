@@ -7,6 +7,7 @@ import { queryRows as q } from '../../kernel/db-query.js';
 import { prepare, queryPrepared } from '../../kernel/db-prepared.js';
 
 export interface ClaimedRow {
+  task_id: string;
   contact_id: string;
   email: string;
   template_id: number;
@@ -26,10 +27,11 @@ export interface ClaimedRow {
 // The suppression list is re-checked here, at claim: an address suppressed after the queue was
 // generated (a bounce, a complaint, an entry added by hand) comes back flagged and is not sent. One
 // probe of suppressions_email_idx per claimed row, matched as generation matches (lower(email)).
-const CLAIM_RETURNING = `
+// Shared with the bulk claims (claim-many.ts), which read task_id to hand each row to its campaign.
+export const CLAIM_RETURNING = `
   FROM picked LEFT JOIN contacts c ON c.id = picked.contact_id
  WHERE s.task_id = picked.task_id AND s.contact_id = picked.contact_id
-RETURNING s.contact_id, s.email, s.template_id, s.attempts, s.timezone, s.service_id, s.provider, c.name, c.attributes, c.status AS contact_status,
+RETURNING s.task_id, s.contact_id, s.email, s.template_id, s.attempts, s.timezone, s.service_id, s.provider, c.name, c.attributes, c.status AS contact_status,
           (SELECT sp.reason || CASE WHEN sp.user_id IS NULL THEN ' (global list)' ELSE '' END FROM suppressions sp
             WHERE sp.email = lower(s.email) AND (sp.user_id = s.user_id OR sp.user_id IS NULL)
             ORDER BY sp.user_id NULLS LAST LIMIT 1) AS suppressed`;

@@ -1,0 +1,196 @@
+import type { Engine } from '../src/engine.js';
+import { campaignOutlooks, claimFreshMany, claimRetriesMany } from '../services/scheduler/sql/claim-many.js';
+import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
+import { createTestEngine, plainSequelize, rows } from './helpers/db.js';
+import { recordSends, until, userWithContacts } from './helpers/scheduler.js';
+
+/**
+ * Bulk claims (sql/claim-many.ts, used by the campaign pool): one statement claims for many
+ * campaigns, each exactly as many as asked, after its own cursor, never a row another claim holds;
+ * and a pool that claims in bulk still serves users round robin, each message once.
+ */
+describe('bulk claims', () => {
+  let engine: Engine;
+  beforeAll(async () => {
+    engine = await createTestEngine();
+  });
+  afterAll(() => engine.close());
+
+  const campaignOf = async (name: string, n: number) => {
+    const u = await userWithContacts(engine, name, n);
+    const c = await engine.campaigns.create({
+      userId: u.userId,
+      name,
+      from: 'bulk@example.test',
+      templates: [u.templateId],
+      recipientRule: { type: 'all' },
+    });
+    return { id: c.id, contactIds: u.contactIds.map(Number).sort((a, b) => a - b) };
+  };
+  const lease = (owner: string) => {
+    const now = new Date();
+    return { now, owner, until: new Date(now.getTime() + 60_000) };
+  };
+  const byTask = (rs: { task_id: string; contact_id: string }[]) => {
+    const out = new Map<number, number[]>();
+    for (const r of rs) out.set(Number(r.task_id), [...(out.get(Number(r.task_id)) ?? []), Number(r.contact_id)]);
+    for (const list of out.values()) list.sort((a, b) => a - b);
+    return out;
+  };
+
+  it('claims exactly each campaign’s limit after its cursor, skips rows another claim holds, and leases them', async () => {
+    const a = await campaignOf('BulkA', 6);
+    const b = await campaignOf('BulkB', 6);
+    const c = await campaignOf('BulkC', 2);
+    await engine.scheduler.processScheduledTasks(); // generates the queues
+
+    // Another engine's transaction holds A's 3rd and 4th messages: the claim skips them, never waits.
+    const other = plainSequelize(engine.databaseUrl);
+    const t = await other.transaction();
+    try {
+      await other.query('SELECT 1 FROM subtasks WHERE task_id = $t AND contact_id = ANY($ids::bigint[]) FOR UPDATE', {
+        bind: { t: a.id, ids: a.contactIds.slice(2, 4) },
+        transaction: t,
+      });
+      const claimed = await claimFreshMany(engine.schedulerDb, {
+        taskIds: [a.id, b.id, c.id],
+        cursors: [a.contactIds[0]!, 0, 0],
+        limits: [3, 4, 5],
+        ...lease('engine-a'),
+      });
+      const got = byTask(claimed);
+      // A: after its cursor (its 1st contact), its 2nd, then 5th and 6th (3rd and 4th held).
+      expect(got.get(a.id)).toEqual([a.contactIds[1], a.contactIds[4], a.contactIds[5]]);
+      expect(got.get(b.id)).toEqual(b.contactIds.slice(0, 4));
+      // C has 2: it gets 2 of the 5 asked.
+      expect(got.get(c.id)).toEqual(c.contactIds);
+      expect(claimed.every((r) => r.email && r.template_id && r.attempts === 0 && r.contact_status === 'active')).toBe(true);
+    } finally {
+      await t.rollback();
+      await other.close();
+    }
+    const leased = await rows<{ task_id: string; n: number }>(
+      engine.apiDb,
+      `SELECT task_id, count(*)::int AS n FROM subtasks WHERE status = 'sending' AND lease_owner = 'engine-a' GROUP BY task_id ORDER BY task_id`,
+    );
+    expect(leased.map((r) => [Number(r.task_id), r.n])).toEqual([
+      [a.id, 3],
+      [b.id, 4],
+      [c.id, 2],
+    ]);
+
+    // A second engine claiming the same campaigns at once gets the rest, none twice.
+    const [x, y] = await Promise.all([
+      claimFreshMany(engine.schedulerDb, { taskIds: [a.id, b.id], cursors: [0, 0], limits: [10, 10], ...lease('engine-b') }),
+      claimFreshMany(engine.schedulerDb, { taskIds: [b.id, a.id], cursors: [0, 0], limits: [10, 10], ...lease('engine-c') }),
+    ]);
+    const keys = [...x, ...y].map((r) => `${r.task_id}.${r.contact_id}`);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(keys.sort()).toEqual(
+      [
+        `${a.id}.${a.contactIds[0]}`,
+        `${a.id}.${a.contactIds[2]}`,
+        `${a.id}.${a.contactIds[3]}`,
+        `${b.id}.${b.contactIds[4]}`,
+        `${b.id}.${b.contactIds[5]}`,
+      ].sort(),
+    );
+
+    // Outlooks: one answer per campaign asked; nothing queued, all in flight.
+    const outlooks = await campaignOutlooks(engine.schedulerDb, [a.id, b.id, c.id]);
+    expect([...outlooks.entries()].sort((p, q) => p[0] - q[0])).toEqual([
+      [a.id, { nextAt: null, inFlight: 6 }],
+      [b.id, { nextAt: null, inFlight: 6 }],
+      [c.id, { nextAt: null, inFlight: 2 }],
+    ]);
+  });
+
+  it('claims only due retries, at most the limit a campaign, oldest due first', async () => {
+    const a = await campaignOf('RetryA', 4);
+    const b = await campaignOf('RetryB', 3);
+    await engine.scheduler.processScheduledTasks();
+    const past = (s: number) => new Date(Date.now() - s * 1000);
+    // A: three retries due (at -30 s, -20 s, -10 s), one not yet due; B: one retry due, two never attempted.
+    const retry = (task: number, contact: number, notBefore: Date) =>
+      engine.apiDb.query('UPDATE subtasks SET attempts = 1, not_before = $nb WHERE task_id = $t AND contact_id = $c', {
+        bind: { t: task, c: contact, nb: notBefore },
+      });
+    await retry(a.id, a.contactIds[0]!, past(10));
+    await retry(a.id, a.contactIds[1]!, past(30));
+    await retry(a.id, a.contactIds[2]!, past(20));
+    await retry(a.id, a.contactIds[3]!, new Date(Date.now() + 60_000));
+    await retry(b.id, b.contactIds[0]!, past(5));
+    const claimed = await claimRetriesMany(engine.schedulerDb, { taskIds: [a.id, b.id], limit: 2, ...lease('engine-r') });
+    const got = byTask(claimed);
+    expect(got.get(a.id)).toEqual([a.contactIds[1], a.contactIds[2]].sort((p, q) => p! - q!));
+    expect(got.get(b.id)).toEqual([b.contactIds[0]]);
+    const outlooks = await campaignOutlooks(engine.schedulerDb, [a.id, b.id]);
+    // A: its 1st (due) is still queued; B: its two fresh ones.
+    expect(outlooks.get(a.id)!.inFlight).toBe(2);
+    expect(outlooks.get(a.id)!.nextAt!.getTime()).toBeLessThanOrEqual(Date.now());
+    expect(outlooks.get(b.id)!.inFlight).toBe(1);
+  });
+});
+
+describe('a pool that claims in bulk', () => {
+  let engine: Engine;
+  let smtp: SmtpCatcher;
+  beforeAll(async () => {
+    smtp = await startSmtpCatcher();
+    engine = await createTestEngine({ schedulerTickMs: 50 });
+  });
+  afterAll(async () => {
+    await engine.close();
+    await smtp.stop();
+  });
+
+  it('serves 40 users x 3 campaigns round robin, users then their campaigns, every message once', async () => {
+    const USERS = 40;
+    const users: { userId: number; campaigns: number[] }[] = [];
+    for (let i = 0; i < USERS; i++) {
+      const u = await userWithContacts(engine, `Many${i}`, 2);
+      const campaigns: number[] = [];
+      for (let k = 0; k < 3; k++) {
+        const c = await engine.campaigns.create({
+          userId: u.userId,
+          name: `m${i}c${k}`,
+          from: 'many@example.test',
+          templates: [u.templateId],
+          recipientRule: { type: 'all' },
+        });
+        campaigns.push(c.id);
+      }
+      users.push({ userId: u.userId, campaigns });
+    }
+    await engine.services.create({
+      name: 'serial',
+      transport: { host: '127.0.0.1', port: smtp.port },
+      sendingRate: 0,
+      dailyQuota: 100000,
+      maxConnections: 1,
+    });
+    // Every queue generated before the start, so the service's first round sees every campaign.
+    while ((await engine.scheduler.processScheduledTasks(100)).length > 0);
+    const sent = recordSends(engine);
+    await engine.scheduler.start();
+    const total = USERS * 3 * 2;
+    await until(
+      async () =>
+        (await rows<{ n: number }>(engine.apiDb, `SELECT count(*)::int AS n FROM subtasks WHERE status = 'sent'`))[0]!.n === total,
+      60_000,
+      'all sent',
+    );
+    await engine.scheduler.stop();
+    // Round robin: user i's turn r sends from its campaign r mod 3 (each has 2 messages: rounds 0-5).
+    const expected: number[] = [];
+    for (let round = 0; round < 6; round++) for (const u of users) expected.push(u.campaigns[round % 3]!);
+    expect(sent.map((e) => e.taskId)).toEqual(expected);
+    const keys = sent.map((e) => `${e.taskId}.${e.contactId}`);
+    expect(new Set(keys).size).toBe(total);
+    const done = await rows<{ n: number }>(
+      engine.apiDb,
+      `SELECT count(*)::int AS n FROM tasks WHERE status = 'completed' AND sent_count = 2`,
+    );
+    expect(done[0]!.n).toBe(USERS * 3);
+  }, 120_000);
+});
