@@ -2,7 +2,7 @@
  * W4's measurement, in a fresh process (run with --expose-gc) per scale and run: the scheduling
  * decision itself, in memory. `users` users x 3 campaigns in a FairRing; each campaign a
  * CampaignState (the scheduler's buffer) holding as many claimed messages as the real pool would
- * give it (its 20,000-message budget shared among campaigns, 4 to 100 each). One decision is what
+ * give it (its 20,000-message budget shared among campaigns, 2 to 100 each, as CampaignPool.claimSize). One decision is what
  * the scheduler's pick does: ring.next(), the campaign lookup, buffer.take(); an empty buffer gets
  * its messages back (in the engine, a refill from PostgreSQL, out of this measurement).
  * Replies { type: 'result', usPerDecision, heapMb, bytesPerUser }.
@@ -16,7 +16,7 @@ process.once('message', (m: { users: number; decisions: number }) => {
   gc();
   const heap0 = process.memoryUsage().heapUsed;
   const campaigns = m.users * 3;
-  const perCampaign = Math.max(4, Math.min(100, Math.floor(20_000 / campaigns)));
+  const perCampaign = Math.max(2, Math.min(100, Math.floor(20_000 / campaigns)));
   const ring = new FairRing();
   const states = new Map<number, CampaignState>();
   const taken = new Map<number, Claimed[]>();
