@@ -1,12 +1,14 @@
 /**
  * A fairsend engine in a process of its own, driven over IPC by the benchmark:
  *   { type: 'init', url, services? }  -> creates the engine                 -> { type: 'ready' }
- *   { type: 'start', target?, track? } -> scheduler.start()                 -> { type: 'started' }
+ *   { type: 'start', target?, track?, samples? } -> scheduler.start()       -> { type: 'started' }
  *   { type: 'stop' }                  -> engine.close()                     -> { type: 'stopped', snapshots, owned, firstSentMs, maxRssMb }
  * W1 runs it as the second engine of the two-process figure; W1-multi runs one or two, with the
  * environment's SEND_WORKERS. W4 and W5 run it with `track`, under --expose-gc: it records heap
  * and active resources at start, 5 %, 50 % and 100 % of `target` sent (after a forced GC), and
- * reports `{ type: 'done', snapshots, firstSentMs, maxRssMb }` once all are sent.
+ * reports `{ type: 'done', snapshots, firstSentMs, maxRssMb }` once all are sent. With `samples: n`
+ * (W5) it also takes one at every n-th of `target` ("at 10 %"...), and posts each snapshot as it is
+ * taken (`{ type: 'sample', snapshot }`), so a run cut short still says how far its heap went.
  *
  * `services`: the only sending services this engine may own (W1-multi spreads 4 services 2 and 2
  * over two processes). fairsend has no setting that places services on engines (each takes any
@@ -49,6 +51,9 @@ function restrictServices(services: number[] | undefined): void {
   };
 }
 
+/** Whether each snapshot is also posted to the parent as it is taken (W5's `samples`). */
+let postSamples = false;
+
 function snapshot(label: string): void {
   (globalThis as { gc?: () => void }).gc?.();
   const mem = process.memoryUsage();
@@ -65,13 +70,20 @@ function snapshot(label: string): void {
     timers: byType.Timeout ?? 0,
     byType,
   });
+  if (postSamples) process.send?.({ type: 'sample', snapshot: snapshots.at(-1) });
 }
 
-async function track(target: number): Promise<void> {
+async function track(target: number, samples = 0): Promise<void> {
   const marks = [
     { at: Math.ceil(target * 0.05), label: 'warm (5 %)' },
     { at: Math.ceil(target * 0.5), label: 'middle (50 %)' },
   ];
+  postSamples = samples > 0;
+  for (let i = 1; i < samples; i++) {
+    const pct = (100 * i) / samples;
+    if (pct !== 50) marks.push({ at: Math.ceil((target * i) / samples), label: `at ${pct} %` });
+  }
+  marks.sort((a, b) => a.at - b.at);
   engine!.scheduler.on('sent', () => {
     sentEvents++;
     while (marks.length && sentEvents >= marks[0]!.at) snapshot(marks.shift()!.label);
@@ -83,7 +95,7 @@ async function track(target: number): Promise<void> {
   process.send?.({ type: 'done', snapshots, firstSentMs, maxRssMb: maxRssMb() });
 }
 
-process.on('message', (m: { type: string; url?: string; target?: number; track?: boolean; services?: number[] }) => {
+process.on('message', (m: { type: string; url?: string; target?: number; track?: boolean; samples?: number; services?: number[] }) => {
   void (async () => {
     try {
       if (m.type === 'init') {
@@ -94,7 +106,7 @@ process.on('message', (m: { type: string; url?: string; target?: number; track?:
         process.send?.({ type: 'ready' });
       } else if (m.type === 'start') {
         startedAt = performance.now();
-        if (m.target && m.track) void track(m.target).catch(fail);
+        if (m.target && m.track) void track(m.target, m.samples).catch(fail);
         else await engine!.scheduler.start();
         process.send?.({ type: 'started' });
       } else if (m.type === 'stop') {
