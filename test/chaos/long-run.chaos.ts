@@ -7,7 +7,7 @@
  * flat (live heap at 10 %, 50 %, 90 % and the end, after full collections), and closing the engine
  * leaves no timer, socket or other handle behind.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { startSmtpCatcher, type SmtpCatcher } from '../../src/smtp-catcher.js';
 import { createTestDatabase, plainSequelize, rows } from '../helpers/db.js';
 import { recordFigures } from './report.js';
@@ -36,8 +36,17 @@ const MESSAGE_ID = /^Message-ID: (.*)\r$/m;
 
 describe('long run', () => {
   const catchers: SmtpCatcher[] = [];
-  afterAll(() => Promise.all(catchers.map((c) => c.stop())));
+  let child: ChildProcess | undefined;
+  afterAll(async () => {
+    // A run cut short by jest's time limit must not outlive the suite.
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await Promise.all(catchers.map((c) => c.stop()));
+  });
 
+  // Time limit 45 minutes: the fixture gives up after 120 s without a send, or 40 minutes in all,
+  // a guard against a hang, not a speed bound (what this test checks is the figures; speed is the
+  // bench's). Until 900 s here and 600 s in the fixture: 333 msg/s at least, which a run at load 35
+  // on the 2 cores did not make (150-250 msg/s).
   it(`delivers ${TOTAL} messages through two services across two quota resets, with a flat heap and no leaked handles`, async () => {
     const url = await createTestDatabase();
     const seen = new Map<string, number>();
@@ -52,7 +61,7 @@ describe('long run', () => {
         }),
       );
     }
-    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', 'test/chaos/fixtures/long-run.ts'], {
+    child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', 'test/chaos/fixtures/long-run.ts'], {
       env: {
         ...process.env,
         DATABASE_URL: url,
@@ -62,10 +71,11 @@ describe('long run', () => {
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    child.stdout.setEncoding('utf8');
+    const proc = child;
+    proc.stdout!.setEncoding('utf8');
     let out = '';
-    child.stdout.on('data', (d: string) => (out += d));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    proc.stdout!.on('data', (d: string) => (out += d));
+    const code = await new Promise<number | null>((resolve) => proc.once('exit', resolve));
     expect(code).toBe(0);
     const r = JSON.parse(out.trim().split('\n').at(-1)!) as Result;
 
@@ -118,5 +128,5 @@ describe('long run', () => {
       inputsTried: 0,
       notes: `${rate} msg/s over ${(r.elapsedMs / 1000).toFixed(0)} s; live heap ${heapSamples[0]} -> ${heapSamples.at(-1)} MB (max growth ${growth.toFixed(1)} MB, before engine ${r.heapBefore}, after close ${r.heapAfterClose}); handles ${Object.values(r.resourcesBefore).reduce((a, b) => a + b, 0)} before, ${Object.values(r.resourcesAfter).reduce((a, b) => a + b, 0)} after close`,
     });
-  }, 900_000);
+  }, 2_700_000);
 });
