@@ -2,7 +2,8 @@
  * Figures of the chaos suite. Every test records one row (what it injected, what it sent, what
  * was lost, the duplicates and their bound, how many inputs it tried) in its own JSON file, so
  * rows survive jest's workers; the global teardown prints them as one markdown table and writes
- * it to test-artifacts/chaos-summary.md, which the README's reliability section quotes.
+ * it to test-artifacts/chaos-summary.md, which the README's reliability section quotes
+ * (CHAOS_SUMMARY_FILE names another: CI's second run, with SEND_WORKERS=2, keeps the first's).
  */
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -11,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 // import.meta.url, not import.meta.dirname: jest's ESM modules (vm) do not set dirname.
 const here = dirname(fileURLToPath(import.meta.url));
 export const FIGURES_DIR = resolve(here, '../../test-artifacts/chaos');
-export const SUMMARY_FILE = resolve(here, '../../test-artifacts/chaos-summary.md');
+export const SUMMARY_FILE = resolve(process.env.CHAOS_SUMMARY_FILE ?? resolve(here, '../../test-artifacts/chaos-summary.md'));
 
 export interface ChaosFigures {
   /** Short name of the scenario, e.g. "SIGKILL at 10 seeded points (at-least-once)". */
@@ -71,5 +72,6 @@ export async function printSummary(): Promise<void> {
   }
   const table = summaryTable(rows);
   await writeFile(SUMMARY_FILE, table + '\n');
-  console.log(`\n[fairsend chaos] summary (also in ${SUMMARY_FILE}):\n\n${table}\n`);
+  const workers = process.env.SEND_WORKERS === undefined ? 'default' : process.env.SEND_WORKERS;
+  console.log(`\n[fairsend chaos] summary, SEND_WORKERS ${workers} (also in ${SUMMARY_FILE}):\n\n${table}\n`);
 }
