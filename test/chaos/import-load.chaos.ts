@@ -4,14 +4,18 @@
  * a campaign is being delivered by the same process to an SMTP server on loopback.
  *
  * Measured in the process, for the whole import (post, background job, last poll):
- * - the event loop's longest delay, with perf_hooks.monitorEventLoopDelay (10 ms resolution), must
- *   stay under 50 ms;
+ * - the event loop's longest stall must stay under 50 ms: the longest lateness of a 10 ms timer,
+ *   at most the main thread's own CPU time in that interval (helpers/loop-stall.ts, from Linux's
+ *   per-thread schedstat): the work that held the loop, whatever the machine's load. On this shared
+ *   2-core machine at load 13, delivery alone measured a 96 ms wall-clock delay
+ *   (monitorEventLoopDelay) with no import at all, 418 ms at load 33: the machine's load, not the
+ *   engine. The wall-clock figure and the lateness less the wait for a core are printed beside it;
  * - RSS growth over the RSS before the import must stay under 200 MB (sampled every 50 ms);
  * - delivery goes on during the import (messages reach the SMTP server while it runs), and every
  *   row is stored with its time zone.
  * The figures are recorded in the chaos table whether or not they pass, so a regression is visible,
- * with the same delay measured for 5 s of delivery alone, the longest GC pause and the machine's
- * load average: on a shared 2-core machine a process waiting for a core shows as loop delay too.
+ * with the same measures for 5 s of delivery alone, the longest GC pause and the machine's
+ * load average.
  */
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { request } from 'node:http';
@@ -22,6 +26,7 @@ import { createToken } from '../../services/auth.js';
 import { createHttpServer } from '../../src/http/server.js';
 import { startSmtpCatcher } from '../../src/smtp-catcher.js';
 import { createTestEngine, rows } from '../helpers/db.js';
+import { measureLoopStall } from './helpers/loop-stall.js';
 import { recordFigures } from './report.js';
 
 const ROWS = 100_000;
@@ -73,7 +78,7 @@ async function get(port: number, path: string, token: string): Promise<unknown> 
 }
 
 describe('a 100,000-row import while delivery runs', () => {
-  it(`keeps the event loop's longest pause under ${MAX_DELAY_MS} ms and RSS growth under ${MAX_RSS_GROWTH_MB} MB`, async () => {
+  it(`keeps the event loop's longest stall under ${MAX_DELAY_MS} ms and RSS growth under ${MAX_RSS_GROWTH_MB} MB`, async () => {
     const catcher = await startSmtpCatcher({ keep: false });
     const engine = await createTestEngine({ schedulerTickMs: 50 });
     const http = await createHttpServer(engine, { logger: createLogger('silent'), processMetrics: false, port: 0 });
@@ -107,7 +112,9 @@ describe('a 100,000-row import while delivery runs', () => {
       // read against what the machine does without it (a shared 2-core machine under load).
       const base = monitorEventLoopDelay({ resolution: 10 });
       base.enable();
+      const baseStall = measureLoopStall();
       await new Promise((r) => setTimeout(r, 5000));
+      const baseline = baseStall.stop();
       base.disable();
       const baselineMs = base.max / 1e6;
 
@@ -124,27 +131,37 @@ describe('a 100,000-row import while delivery runs', () => {
       gcObserver.observe({ entryTypes: ['gc'] });
       const histogram = monitorEventLoopDelay({ resolution: 10 });
       histogram.enable();
+      const stall = measureLoopStall();
       const started = Date.now();
-      let job: { id: number; status: string; rowsRead: number; result: { created: number } | null; error: unknown };
+      let job: { id: number; status: string; rowsRead: number; bytesRead: number; result: { created: number } | null; error: unknown };
       try {
         const res = await post(port, '/api/contacts', token, body, 'text/csv');
         expect(res.status).toBe(202);
         job = (res.json as { import: typeof job }).import;
-        const until = Date.now() + 240_000;
-        while (job.status === 'running' && Date.now() < until) {
+        // Given up when the job showed no progress for 240 s (a hang; the whole import's limit
+        // until now), not after a fixed time: at load 32 on the 2 cores the process got 12 s of CPU
+        // in 240 s and the import was still running. Progress is the rows and bytes read the job
+        // saves; a 60 s window gave up at 63 s on an import at load 21 (one took 134 s at load 16).
+        let lastProgress = '';
+        let lastProgressAt = Date.now();
+        while (job.status === 'running' && Date.now() - lastProgressAt < 240_000) {
           await new Promise((r) => setTimeout(r, 100));
           job = ((await get(port, `/api/contacts/imports/${job.id}`, token)) as { import: typeof job }).import;
+          const progress = JSON.stringify([job.rowsRead, job.bytesRead]);
+          if (progress !== lastProgress) [lastProgress, lastProgressAt] = [progress, Date.now()];
         }
       } finally {
         histogram.disable();
         clearInterval(sampler);
       }
+      const stalled = stall.stop();
       const seconds = (Date.now() - started) / 1000;
       const sentDuring = catcher.received - sentBefore;
       const maxDelayMs = histogram.max / 1e6;
+      const ownMs = stalled.cpuMaxMs;
       const p99Ms = histogram.percentile(99) / 1e6;
       const growthMb = (rssMax - rssBefore) / 2 ** 20;
-      const figures = `${(body.length / 2 ** 20).toFixed(1)} MB CSV in ${seconds.toFixed(1)} s; event-loop delay max ${maxDelayMs.toFixed(1)} ms, p99 ${p99Ms.toFixed(1)} ms (delivery alone: max ${baselineMs.toFixed(1)} ms); longest GC ${Math.max(0, ...gcs).toFixed(0)} ms; load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores; RSS +${growthMb.toFixed(0)} MB; ${sentDuring} messages delivered meanwhile`;
+      const figures = `${(body.length / 2 ** 20).toFixed(1)} MB CSV in ${seconds.toFixed(1)} s; longest stall ${ownMs.toFixed(1)} ms of the loop's CPU${stalled.corrected ? '' : ' (not measurable here: wall clock)'} (delivery alone ${baseline.cpuMaxMs.toFixed(1)} ms), less the wait for a core ${stalled.ownMaxMs.toFixed(1)} ms (alone ${baseline.ownMaxMs.toFixed(1)} ms); wall-clock event-loop delay max ${maxDelayMs.toFixed(1)} ms, p99 ${p99Ms.toFixed(1)} ms (delivery alone: max ${baselineMs.toFixed(1)} ms); waited ${(stalled.waitMs / 1000).toFixed(1)} s for a core; longest GC ${Math.max(0, ...gcs).toFixed(0)} ms; load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores; RSS +${growthMb.toFixed(0)} MB; ${sentDuring} messages delivered meanwhile`;
       process.stdout.write(`[import-load] ${figures}\n`);
       gcObserver.disconnect();
 
@@ -158,9 +175,9 @@ describe('a 100,000-row import while delivery runs', () => {
       );
       expect(stored).toEqual({ n: ROWS, zones: ZONES.length });
       expect(sentDuring).toBeGreaterThan(0);
-      const ok = maxDelayMs < MAX_DELAY_MS && growthMb < MAX_RSS_GROWTH_MB;
+      const ok = ownMs < MAX_DELAY_MS && growthMb < MAX_RSS_GROWTH_MB;
       await recordFigures({
-        scenario: `100,000-row CSV import while delivering (loop delay < ${MAX_DELAY_MS} ms, RSS < +${MAX_RSS_GROWTH_MB} MB)`,
+        scenario: `100,000-row CSV import while delivering (loop stall < ${MAX_DELAY_MS} ms, RSS < +${MAX_RSS_GROWTH_MB} MB)`,
         faultsInjected: 1,
         faultsSurvived: ok ? 1 : 0,
         messagesSent: sentDuring,
@@ -171,12 +188,12 @@ describe('a 100,000-row import while delivery runs', () => {
         notes: figures,
       });
       expect(growthMb).toBeLessThan(MAX_RSS_GROWTH_MB);
-      expect(maxDelayMs).toBeLessThan(MAX_DELAY_MS);
+      expect(ownMs).toBeLessThan(MAX_DELAY_MS);
     } finally {
       await engine.scheduler.stop().catch(() => undefined);
       await http.close();
       await engine.close();
       await catcher.stop();
     }
-  });
+  }, 900_000);
 });
