@@ -109,9 +109,29 @@ export function isoWeekdayOfDay(dayMs: number): number {
   return new Date(dayMs).getUTCDay() || 7;
 }
 
+/**
+ * Per zone, the last answer of quotaDayOf and the instants it holds for: from the instant it was
+ * computed at until the next local midnight, at most an hour on, and only when the offset is the
+ * same at that hour's end (transitions in the tz database are never less than an hour apart, so
+ * the offset is the same throughout). Every slot of every service asks for its quota day, and a
+ * zone's offset costs an Intl lookup (~25 µs); with this, one lookup an hour.
+ */
+const dayCache = new Map<string, { from: number; to: number; day: string }>();
+const DAY_CACHE_MAX = 1000;
+
 /** The service-local calendar date (ISO 'yyyy-MM-dd') that `now` falls on in `zone`. */
 export function quotaDayOf(now: DateTime | Date, zone: string): string {
-  return new Date(localDayOf(instantOf(now), zoneOf(zone))).toISOString().slice(0, 10);
+  const ms = instantOf(now);
+  const c = dayCache.get(zone);
+  if (c && ms >= c.from && ms < c.to) return c.day;
+  const iana = zoneOf(zone);
+  const offset = iana.offset(ms);
+  const dayMs = Math.floor((ms + offset * MINUTE_MS) / DAY_MS) * DAY_MS;
+  const day = new Date(dayMs).toISOString().slice(0, 10);
+  const to = Math.min(dayMs + DAY_MS - offset * MINUTE_MS, ms + HOUR_MS);
+  if (dayCache.size >= DAY_CACHE_MAX) dayCache.clear();
+  dayCache.set(zone, { from: ms, to: iana.offset(to - 1) === offset ? to : ms + 1, day });
+  return day;
 }
 
 /**

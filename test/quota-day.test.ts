@@ -35,6 +35,28 @@ describe('quotaDayOf', () => {
     expect(quotaDayOf(inUtc.toJSDate(), 'Asia/Tokyo')).toBe('2026-05-11');
     expect(quotaDayOf(inUtc, 'UTC')).toBe('2026-05-10');
   });
+
+  it('answers from its per-zone cache exactly as the wall clock does, across midnights and DST changes', () => {
+    // Instants a few minutes apart, in order (what the scheduler asks) and then backwards, over days
+    // with a DST change, a midnight that does not exist (America/Santiago) and a 45-minute offset.
+    const zones = ['Europe/Paris', 'America/Santiago', 'Asia/Kathmandu', 'Australia/Lord_Howe', 'UTC'];
+    const days = ['2026-03-28T12:00:00Z', '2026-04-04T12:00:00Z', '2026-09-05T12:00:00Z', '2026-10-24T12:00:00Z'];
+    const wallDay = (ms: number, zone: string) => DateTime.fromMillis(ms, { zone }).toISODate();
+    for (const zone of zones) {
+      for (const start of days) {
+        const t0 = Date.parse(start);
+        const steps = Array.from({ length: (48 * 60) / 7 }, (_, i) => t0 + i * 7 * 60_000 + (i % 3));
+        for (const ms of [...steps, ...steps.reverse()])
+          expect([zone, ms, quotaDayOf(new Date(ms), zone)]).toEqual([zone, ms, wallDay(ms, zone)]);
+      }
+    }
+    fc.assert(
+      fc.property(fc.integer({ min: Date.parse('2020-01-01'), max: Date.parse('2035-01-01') }), fc.constantFrom(...zones), (ms, zone) => {
+        expect(quotaDayOf(new Date(ms), zone)).toBe(wallDay(ms, zone));
+        expect(quotaDayOf(new Date(ms + 59 * 60_000), zone)).toBe(wallDay(ms + 59 * 60_000, zone));
+      }),
+    );
+  });
 });
 
 describe('nextQuotaReset', () => {
