@@ -296,7 +296,11 @@ export class SendWorkerPool {
     return this.thread(best);
   }
 
-  send(t: WorkerTransport, mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string; answeredAt?: number }> {
+  /**
+   * A send or a probe on the least busy carrying thread: counted as under way there until it
+   * settles (or the thread dies); `post` hands it to the thread under the id it settles with.
+   */
+  private submit<T>(t: WorkerTransport, post: (th: Thread, id: number) => void): Promise<T> {
     if (this.closing || t.closed) return Promise.reject(new WorkerDownError('send worker pool is closed'));
     let th: Thread;
     try {
@@ -306,16 +310,20 @@ export class SendWorkerPool {
     }
     const id = this.nextId++;
     th.busy.set(t.tid, (th.busy.get(t.tid) ?? 0) + 1);
-    const promise = new Promise<{ response?: string | undefined; messageId: string; answeredAt?: number }>((resolve, reject) =>
-      th.pending.set(id, { resolve, reject, tid: t.tid }),
-    );
-    th.outbox.push({ id, tid: t.tid, mail });
-    if (!this.flushQueued) {
-      this.flushQueued = true;
-      // Every send dispatched in this turn goes in one message, at the end of the turn.
-      queueMicrotask(() => this.flush());
-    }
+    const promise = new Promise<T>((resolve, reject) => th.pending.set(id, { resolve: resolve as Pending['resolve'], reject, tid: t.tid }));
+    post(th, id);
     return promise;
+  }
+
+  send(t: WorkerTransport, mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string; answeredAt?: number }> {
+    return this.submit(t, (th, id) => {
+      th.outbox.push({ id, tid: t.tid, mail });
+      if (!this.flushQueued) {
+        this.flushQueued = true;
+        // Every send dispatched in this turn goes in one message, at the end of the turn.
+        queueMicrotask(() => this.flush());
+      }
+    });
   }
 
   private flush(): void {
@@ -329,18 +337,7 @@ export class SendWorkerPool {
   }
 
   verify(t: WorkerTransport): Promise<unknown> {
-    if (this.closing || t.closed) return Promise.reject(new WorkerDownError('send worker pool is closed'));
-    let th: Thread;
-    try {
-      th = this.pick(t);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
-    const id = this.nextId++;
-    th.busy.set(t.tid, (th.busy.get(t.tid) ?? 0) + 1);
-    const promise = new Promise((resolve, reject) => th.pending.set(id, { resolve, reject, tid: t.tid }));
-    this.post(th, { type: 'verify', id, tid: t.tid });
-    return promise;
+    return this.submit(t, (th, id) => this.post(th, { type: 'verify', id, tid: t.tid }));
   }
 
   closeTransport(t: WorkerTransport): void {
