@@ -156,26 +156,29 @@ describe('a send worker thread that dies as it starts (a broken install)', () =>
       entry: new URL('data:text/javascript,throw new Error("broken install")'),
     });
     const t = pool.transport({ host: '127.0.0.1', port: 9 }, 1, null, new Keyring(undefined));
-    const codes = new Set<string>();
-    const started = Date.now();
-    while (Date.now() - started < 1500) {
-      const err = (await t.sendMail({ from: 'a@example.test', to: 'b@example.test', text: 'x' }).then(
-        () => new Error('sent'),
-        (e: unknown) => e,
-      )) as { code?: string };
-      codes.add(String(err.code));
-      await new Promise((r) => setTimeout(r, 20));
+    try {
+      const codes = new Set<string>();
+      const started = Date.now();
+      while (Date.now() - started < 1500) {
+        const err = (await t.sendMail({ from: 'a@example.test', to: 'b@example.test', text: 'x' }).then(
+          () => new Error('sent'),
+          (e: unknown) => e,
+        )) as { code?: string };
+        codes.add(String(err.code));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // 100 + 200 + 400 + 800 ms of backoff fit in 1.5 s: a handful of starts, not one per send.
+      expect(pool.status().restarts).toBeGreaterThanOrEqual(2);
+      expect(pool.status().restarts).toBeLessThanOrEqual(6);
+      // Refused before any thread had it: a connection failure (never sent), not an ambiguous one.
+      expect(codes.has('EWORKERDOWN')).toBe(true);
+      expect(codes.has('sent')).toBe(false);
+      expect(classifySendError({ code: 'EWORKERDOWN', message: 'down' })).toMatchObject({ kind: 'connection', type: 'worker_down' });
+      expect(logs.lines()[0]).toMatchObject({ error: expect.stringContaining('broken install'), restartInMs: 100 });
+    } finally {
+      t.close();
+      await pool.close();
     }
-    // 100 + 200 + 400 + 800 ms of backoff fit in 1.5 s: a handful of starts, not one per send.
-    expect(pool.status().restarts).toBeGreaterThanOrEqual(2);
-    expect(pool.status().restarts).toBeLessThanOrEqual(6);
-    // Refused before any thread had it: a connection failure (never sent), not an ambiguous one.
-    expect(codes.has('EWORKERDOWN')).toBe(true);
-    expect(codes.has('sent')).toBe(false);
-    expect(classifySendError({ code: 'EWORKERDOWN', message: 'down' })).toMatchObject({ kind: 'connection', type: 'worker_down' });
-    expect(logs.lines()[0]).toMatchObject({ error: expect.stringContaining('broken install'), restartInMs: 100 });
-    t.close();
-    await pool.close();
     expect(pool.running).toBe(0);
   });
 });
