@@ -19,12 +19,11 @@
  * (quick: 1 million) in a fresh process per scale and run; CPU by process.cpuUsage; heap after GC.
  */
 import { once } from 'node:events';
-import pg from 'pg';
 import type { Snapshot } from './engine-child.js';
 import { forkBench, nextMessage } from './lib/children.js';
 import { benchEngine, seedManyUsers } from './lib/fixtures.js';
 import { measure, type BenchContext, type RunRecord } from './lib/harness.js';
-import type { BenchDatabase } from './lib/bench-db.js';
+import { admin, type BenchDatabase } from './lib/bench-db.js';
 import { rowOf, verdict, type Row } from './lib/report.js';
 import { fmt, median, summarize } from './lib/stats.js';
 
@@ -150,30 +149,20 @@ async function keptSeed(users: number, total: number): Promise<BenchDatabase | u
   const base = process.env.DATABASE_URL;
   if (!process.env.BENCH_W4_KEEP_SEED || !base) return undefined;
   const name = seedName(users, total);
-  const c = new pg.Client({ connectionString: base });
-  await c.connect();
-  try {
-    const { rows } = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (!rows.length) return undefined;
-  } finally {
-    await c.end();
-  }
-  const u = new URL(base);
-  u.pathname = `/${name}`;
-  return { url: u.toString(), name, label: 'kept seed', drop: async () => undefined };
+  const { rows } = await admin(base, (c) => c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]));
+  return rows.length ? seedDatabase(base, name) : undefined;
 }
 
 async function keepSeed(db: BenchDatabase, users: number, total: number): Promise<BenchDatabase> {
   const base = process.env.DATABASE_URL;
   if (!process.env.BENCH_W4_KEEP_SEED || !base) return db;
   const name = seedName(users, total);
-  const c = new pg.Client({ connectionString: base });
-  await c.connect();
-  try {
-    await c.query(`ALTER DATABASE "${db.name}" RENAME TO "${name}"`);
-  } finally {
-    await c.end();
-  }
+  await admin(base, (c) => c.query(`ALTER DATABASE "${db.name}" RENAME TO "${name}"`));
+  return seedDatabase(base, name);
+}
+
+/** The kept seed `name` on the server of `base`: never dropped by the run. */
+function seedDatabase(base: string, name: string): BenchDatabase {
   const u = new URL(base);
   u.pathname = `/${name}`;
   return { url: u.toString(), name, label: 'kept seed', drop: async () => undefined };
@@ -181,13 +170,7 @@ async function keepSeed(db: BenchDatabase, users: number, total: number): Promis
 
 /** A kept seed's service points at the sink of the run that made it: this run's sink instead. */
 async function pointAtSink(url: string, port: number): Promise<void> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query(`UPDATE email_services SET transport = jsonb_set(transport, '{port}', to_jsonb($1::int))`, [port]);
-  } finally {
-    await c.end();
-  }
+  await admin(url, (c) => c.query(`UPDATE email_services SET transport = jsonb_set(transport, '{port}', to_jsonb($1::int))`, [port]));
 }
 
 async function runW4Decisions(ctx: BenchContext, runs: number): Promise<RunRecord[]> {
