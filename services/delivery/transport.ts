@@ -3,7 +3,9 @@
  * (`maxMessages: Infinity`): connection setup dominates the cost of small messages. With DKIM
  * configured, nodemailer signs every message, and the signed headers include both
  * List-Unsubscribe headers (RFC 8058 requires them to be covered). The pool never resends on its
- * own (`maxRequeues: 0`): every retry goes through the engine's backoff and delivery mode.
+ * own (`maxRequeues: 0`): every retry goes through the engine's backoff and delivery mode. The
+ * pool keeps one warm spare connection beyond those in use (spare-connection.ts), so a message
+ * never waits for a new connection's greeting while the pool is under maxConnections.
  *
  * The row's secrets (SMTP password, DKIM key, TLS material) are stored encrypted; this is the one
  * place they are decrypted, into the transport's options and nowhere else.
@@ -20,6 +22,7 @@ import type { DkimConfig, TransportConfig } from '../../models/index.js';
 import { Keyring } from '../kernel/secrets.js';
 import { openServiceSecrets } from '../service-secrets.js';
 import { checksCertificates, effectiveRequireTls } from './tls-policy.js';
+import { keepSpareConnection } from './spare-connection.js';
 
 export const DKIM_HEADER_FIELDS = [
   'From',
@@ -51,7 +54,7 @@ export function createServiceTransport(
 ): Transporter {
   const { transport: t, dkim } = openServiceSecrets(keyring, { transport: stored, dkim: storedDkim });
   const timeout = t.timeoutMs ?? 30_000;
-  return nodemailer.createTransport({
+  const transporter = nodemailer.createTransport({
     pool: true,
     host: t.host,
     port: t.port,
@@ -82,6 +85,8 @@ export function createServiceTransport(
       : {}),
     logger: false,
   });
+  keepSpareConnection(transporter);
+  return transporter;
 }
 
 /** nodemailer's auth: a password (PLAIN or LOGIN, or whichever the server offers first), or an OAuth2 access token. */
