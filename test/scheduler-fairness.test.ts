@@ -115,6 +115,57 @@ describe('fair order through one serial service', () => {
     for (let i = 1; i < 20; i++) expect(sent[i]!.taskId === tiny.id).not.toBe(sent[i - 1]!.taskId === tiny.id);
   });
 
+  it('keeps every user within one turn of a round robin when many users finish in the same round', async () => {
+    // W3's shape, small: one user with a long backlog, 20 with 3 messages each. The 20 finish in
+    // the same round, each right after its turn (ahead of the ideal round robin). Their lead used
+    // to stay owed to the users still waiting, 1/N of each turn by a shrinking N: the big user
+    // was left owed over two turns, for good (fair-ring.ts, "Leaving ahead").
+    const big = await userWithContacts(engine, 'Big', 100);
+    await engine.campaigns.create({
+      userId: big.userId,
+      name: 'big',
+      from: 'x@example.test',
+      templates: [big.templateId],
+      recipientRule: { type: 'all' },
+    });
+    const small: number[] = [];
+    for (let u = 1; u <= 20; u++) {
+      const s = await userWithContacts(engine, `S${u}`, 3);
+      const c = await engine.campaigns.create({
+        userId: s.userId,
+        name: `small ${u}`,
+        from: 'x@example.test',
+        templates: [s.templateId],
+        recipientRule: { type: 'all' },
+      });
+      small.push(c.id);
+    }
+    await serialService();
+    const sent = recordSends(engine);
+    let worstLag = -Infinity;
+    const sample = () => (worstLag = Math.max(worstLag, ...engine.scheduler.status().services.map((s) => s.fairnessLag)));
+    engine.scheduler.on('sent', sample);
+    await engine.scheduler.start();
+    const smallIds = new Set(small);
+    await until(() => sent.filter((e) => smallIds.has(e.taskId)).length === 60, 20000, 'the small campaigns');
+    // A few sends of the big user alone after them.
+    const after = sent.length + 5;
+    await until(() => sent.length >= after, 20000, 'the big user alone');
+    engine.scheduler.off('sent', sample);
+    sample();
+    // Served round robin (measured: B 1 2 ... 19 B 20 1 2 ... 19 B 20 ...: the last campaign joins the
+    // ring after the first pick): between two turns of a user, nobody else has two.
+    expect(sent.findLastIndex((e) => smallIds.has(e.taskId))).toBeLessThanOrEqual(63);
+    const lastTurn = new Map<number, number>();
+    sent.forEach((e, i) => {
+      const prev = lastTurn.get(e.taskId);
+      if (prev !== undefined) expect(new Set(sent.slice(prev + 1, i).map((x) => x.taskId)).size).toBe(i - prev - 1);
+      lastTurn.set(e.taskId, i);
+    });
+    expect(worstLag).toBeGreaterThan(0);
+    expect(worstLag).toBeLessThan(1);
+  });
+
   it('serves a higher-priority campaign of a user first, without taking turns from other users', async () => {
     const a = await userWithContacts(engine, 'P', 6);
     const b = await userWithContacts(engine, 'Q', 6);

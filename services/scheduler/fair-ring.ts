@@ -32,6 +32,19 @@
  * the ring (had sendable work) minus the turns it got: 0 after each full round of a perfect round
  * robin, below 1 between. `owedAcc` sums 1/N over all turns, so owing every user is O(1): a user
  * remembers the sum when it joins the ring and banks the difference when it leaves.
+ *
+ * Leaving ahead: a round robin serves a user before the ideal has owed it the whole turn, so right
+ * after its turn its lag is negative (down to -(N-1)/N), and the users later in the round are owed
+ * that difference until their own turn comes. A user whose work ends with that turn (its last
+ * message) leaves ahead; the users still in the ring would stay owed what it was ahead by, and be
+ * owed 1/N of each later turn by a smaller N. When many users finish in the same round, that adds
+ * up along the harmonic series (a perfect round robin of 100 users left the last one waiting owed
+ * 3.7 turns, and a user left alone keeps such a debt for good: it is owed exactly the turn it
+ * gets). So a user leaving ahead has what it was ahead by, up to one turn (all a round robin can
+ * put it ahead), struck from what the others in the ring are owed, evenly (owedAcc -= ahead / N,
+ * as EEVDF does when a client leaves), and leaves with that much less lag banked. Ahead by more
+ * than a turn is a real favour: the rest stays banked, the others stay owed it. A user leaving
+ * behind (owed: passed over, or its shared buffer emptied by another service) keeps its lag.
  * worstLag() (O(users), for status and metrics) is the largest lag of a known user.
  *
  * Cost: every operation is O(1) except finding, creating or dropping a level, which is O(P) in
@@ -376,9 +389,12 @@ export class FairRing {
 
   private leaveRingIfIdle(user: UserNode): void {
     if (!user.inRing || user.levels.length > 0) return;
-    user.owedBase += this.owedAcc - user.joinedAcc;
+    // Ahead of the ideal (negative lag), up to one turn: struck from the others' debt (see the header).
+    const ahead = Math.min(1, Math.max(0, -this.lag(user)));
+    user.owedBase += this.owedAcc - user.joinedAcc + ahead;
     user.inRing = false;
     this.usersInRing--;
+    if (this.usersInRing > 0) this.owedAcc -= ahead / this.usersInRing;
     if (user.next === user) {
       this.cursor = undefined;
     } else {
