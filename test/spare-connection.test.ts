@@ -21,7 +21,12 @@ interface Seen {
 }
 
 async function startServer(
-  opts: { acceptConnections?: number; holdGreeting?: (n: number) => Promise<void> } = {},
+  opts: {
+    acceptConnections?: number;
+    holdGreeting?: (n: number) => Promise<void>;
+    /** Holds the server's reply to the message with this subject until the promise resolves. */
+    holdReply?: { subject: string; until: Promise<void>; arrived: () => void };
+  } = {},
 ): Promise<{ server: SMTPServer; port: number; seen: Seen }> {
   const seen: Seen = { connects: [], carriedBy: new Map(), closed: 0 };
   const server = new SMTPServer({
@@ -42,7 +47,10 @@ async function startServer(
       stream.on('end', () => {
         const subject = /^Subject: (.*)$/m.exec(Buffer.concat(chunks).toString())?.[1]?.trim() ?? '';
         seen.carriedBy.set(subject, session.id);
-        cb();
+        if (opts.holdReply?.subject === subject) {
+          opts.holdReply.arrived();
+          void opts.holdReply.until.then(() => cb());
+        } else cb();
       });
     },
     onClose() {
@@ -96,6 +104,36 @@ describe('warm spare connection', () => {
     await until(() => stats.ready === 2, 5000, 'the next spare');
     await Promise.all(['4', '5', '6', '7'].map((s) => transport.sendMail(mail(s))));
     expect(seen.connects.length).toBeLessThanOrEqual(3);
+  });
+
+  it('while the spare is being greeted, a message that finds no idle connection waits for it instead of opening another', async () => {
+    let greet!: () => void;
+    const greeting = new Promise<void>((r) => (greet = r));
+    let reply!: () => void;
+    let arrived!: () => void;
+    const threeArrived = new Promise<void>((r) => (arrived = r));
+    const { server, port, seen } = await startServer({
+      holdGreeting: (n) => (n === 2 ? greeting : Promise.resolve()),
+      holdReply: { subject: 'three', until: new Promise<void>((r) => (reply = r)), arrived },
+    });
+    const transport = pool(port, 4);
+    open.push({ server, transport });
+    const stats = keepSpareConnection(transport)!;
+    await transport.sendMail(mail('one'));
+    await transport.sendMail(mail('two')); // opens the spare, whose greeting the server holds
+    await until(() => seen.connects.length === 2, 5000, 'the spare connection');
+    // 'three' holds the one open connection; 'four' finds none idle while the spare is greeted.
+    const three = transport.sendMail(mail('three'));
+    const four = transport.sendMail(mail('four'));
+    await threeArrived;
+    greet();
+    await four;
+    reply();
+    await three;
+    // 'four' waited for the spare (the second connection) instead of a third one opened for it.
+    expect(seen.carriedBy.get('four')).toBe(seen.connects[1]!.id);
+    expect(seen.connects).toHaveLength(2);
+    expect(stats).toMatchObject({ opened: 1, ready: 1, failed: 0 });
   });
 
   it('opens no spare when maxConnections is 1', async () => {

@@ -14,7 +14,9 @@
  * the connections that are idle or being opened would not leave one spare once this message and
  * those queued before it have taken theirs, and the pool is under maxConnections, one more
  * connection is opened and greeted in the background. It is handed no message until it is ready;
- * then the pool's own queue takes it. The pool never holds more than maxConnections, and never
+ * then the pool's own queue takes it. Meanwhile the pool opens no other connection: a message that
+ * finds none idle waits for the spare or for a busy one to free up, both sooner than a connection
+ * opened from scratch. The pool never holds more than maxConnections, and never
  * more than one connection beyond what its busiest moment used (idle ones close after nodemailer's
  * idle timeout, or when the server drops them, and are opened again when needed).
  *
@@ -81,10 +83,21 @@ export function keepSpareConnection(transporter: Transporter, opts: SpareOptions
   const stats: SpareStats = { opened: 0, ready: 0, failed: 0 };
   let warming = 0;
   let failedAt = -Infinity;
+  /** The pool's maxConnections while a spare is being opened (see open()). */
+  let heldMax: number | undefined;
+  const release = () => {
+    if (heldMax !== undefined) pool.options.maxConnections = heldMax;
+    heldMax = undefined;
+  };
 
   const open = () => {
     const r = pool._createConnection();
     r.available = false; // no message until it is greeted
+    // While the spare is being greeted, a message that finds no idle connection must wait for it
+    // (or for a busy one to free up) rather than make the pool open yet another connection from
+    // scratch: the pool opens none beyond those it has until the spare is ready or has failed.
+    heldMax = pool.options.maxConnections ?? 5;
+    pool.options.maxConnections = pool._connections.length;
     warming++;
     stats.opened++;
     let done = false;
@@ -94,14 +107,17 @@ export function keepSpareConnection(transporter: Transporter, opts: SpareOptions
       warming--;
       stats.failed++;
       failedAt = now();
+      release();
     };
-    r.once('error', fail);
-    r.once('close', fail);
+    // Before the pool's own handlers, so its queue is served with the bound restored.
+    r.prependOnceListener('error', fail);
+    r.prependOnceListener('close', fail);
     r.connect((err) => {
       if (done) return;
       if (err) return fail();
       done = true;
       warming--;
+      release();
       r.removeListener('error', fail);
       r.removeListener('close', fail);
       if (!pool._closed) stats.ready++;
