@@ -1,0 +1,44 @@
+/**
+ * When a service runner may start one more send slot (service-runner.ts, mayStartSlot): pure.
+ */
+import { describe, expect, it } from '@jest/globals';
+import { LOOKAHEAD_MS, lookaheadFor, mayStartSlot } from '../services/scheduler/service-runner.js';
+
+const base = { concurrency: 5, commitWindow: 40, active: 0, ahead: 0, committing: 0 };
+
+describe('slot admission', () => {
+  it('looks LOOKAHEAD_MS ahead of the schedule: at least two messages, one for services slower than one a second', () => {
+    expect(LOOKAHEAD_MS).toBe(20);
+    expect(lookaheadFor(2)).toBe(10); // 500 msg/s
+    expect(lookaheadFor(10)).toBe(2); // 100 msg/s
+    expect(lookaheadFor(50)).toBe(2); // 20 msg/s
+    expect(lookaheadFor(999)).toBe(2);
+    expect(lookaheadFor(1000)).toBe(1);
+    expect(lookaheadFor(60_000)).toBe(1);
+  });
+
+  it('paced: the concurrency bounds the sends on the wire, not the slots waiting for their slot', () => {
+    // Five on the wire: no more, whatever waits.
+    expect(mayStartSlot({ ...base, intervalMs: 2, active: 5, ahead: 0 })).toBe(false);
+    // Four on the wire and one waiting: one more may pick its message (counting the waiting one
+    // against the concurrency, as for an unpaced service, would refuse it).
+    expect(mayStartSlot({ ...base, intervalMs: 2, active: 5, ahead: 1 })).toBe(true);
+    expect(mayStartSlot({ ...base, intervalMs: 0, active: 5, ahead: 1 })).toBe(false);
+    // The lookahead bounds the waiting ones: ten at 500 msg/s, two at 100 msg/s.
+    expect(mayStartSlot({ ...base, intervalMs: 2, active: 12, ahead: 9 })).toBe(true);
+    expect(mayStartSlot({ ...base, intervalMs: 2, active: 13, ahead: 10 })).toBe(false);
+    expect(mayStartSlot({ ...base, intervalMs: 10, active: 3, ahead: 2 })).toBe(false);
+    expect(mayStartSlot({ ...base, intervalMs: 10, active: 3, ahead: 1 })).toBe(true);
+  });
+
+  it('no rate limit: at most the concurrency running, wherever they are', () => {
+    expect(mayStartSlot({ ...base, intervalMs: 0, active: 4, ahead: 4 })).toBe(true);
+    expect(mayStartSlot({ ...base, intervalMs: 0, active: 5, ahead: 5 })).toBe(false);
+  });
+
+  it('never more than the commit window alive, running or committing (the crash bound)', () => {
+    expect(mayStartSlot({ ...base, intervalMs: 2, active: 3, ahead: 2, committing: 37 })).toBe(false);
+    expect(mayStartSlot({ ...base, intervalMs: 2, active: 3, ahead: 2, committing: 36 })).toBe(true);
+    expect(mayStartSlot({ ...base, intervalMs: 0, active: 1, committing: 39 })).toBe(false);
+  });
+});
