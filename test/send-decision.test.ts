@@ -11,6 +11,7 @@ import {
   checkDecision,
   compose,
   notDispatched,
+  withdrawn,
   type Decision,
   type SendPolicy,
 } from '../services/scheduler/send.js';
@@ -122,6 +123,18 @@ describe('the send Decision', () => {
   it('not dispatched: the service stopped (put back) or the lease was lost (not ours, nothing written)', () => {
     expect(checkDecision(notDispatched('stopped'))).toMatchObject({ putBack: true, outcome: null });
     expect(checkDecision(notDispatched('lease lost'))).toMatchObject({ putBack: false, outcome: null, unit: 'returned' });
+  });
+
+  it('withdrawn at its slot: back to queued for a paused campaign, cancelled for a cancelled one; never an attempt', () => {
+    const at = new Date('2026-11-30T10:00:00Z');
+    expect(checkDecision(withdrawn('paused', at))).toMatchObject({
+      outcome: { status: 'queued', attempt: 0, serviceId: null, at },
+      unit: 'returned',
+      putBack: false,
+      event: null,
+      attempt: null,
+    });
+    expect(checkDecision(withdrawn('cancelled', at))).toMatchObject({ outcome: { status: 'cancelled', attempt: 0 }, unit: 'returned' });
   });
 
   it('checkDecision refuses a Decision whose fields contradict each other', () => {

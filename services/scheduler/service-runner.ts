@@ -48,7 +48,7 @@ import { nextQuotaReset, quotaDayOf } from '../quota-day.js';
 import { releaseQuota, reserveQuota, type SpentUnits } from './sql/quota.js';
 import { saveServiceHealth, type ServiceRow } from './sql/services.js';
 import { markDispatched } from './sql/outcomes.js';
-import { afterSend, beforeSend, checkDecision, compose, notDispatched, type Decision, type SendPolicy } from './send.js';
+import { afterSend, beforeSend, checkDecision, compose, notDispatched, withdrawn, type Decision, type SendPolicy } from './send.js';
 import type { Picked } from './pick.js';
 import type { CampaignState, Claimed } from './campaign-pool.js';
 import { StateMachine, type Transitions } from './state.js';
@@ -64,7 +64,11 @@ import { capStore } from './sql/caps.js';
  * Hands one message to the transport when the pacer's slot comes: resolves with the dispatch
  * instant and the send's result, or null when the service stopped first (nothing was sent).
  */
-export type Dispatch = <T>(send: () => Promise<T>) => Promise<{ at: number; result: Promise<T> } | null>;
+export type Dispatch = <T>(
+  send: () => Promise<T>,
+  /** Checked at the slot, before the send: false withdraws the message (its campaign was paused or cancelled meanwhile). */
+  wanted: () => boolean,
+) => Promise<{ at: number; result: Promise<T> } | { at: number; result?: undefined } | null>;
 
 type SlotState = 'idle' | 'unit' | 'picked' | 'paced' | 'sending' | 'committing' | 'done';
 const SLOT: Transitions<SlotState> = {
@@ -446,12 +450,18 @@ export class ServiceRunner {
     let pumpAfter = false;
     /** Moved from `active` to `committing` (see the header). */
     let leftConcurrency = false;
-    const dispatch: Dispatch = (send) =>
+    const dispatch: Dispatch = (send, wanted) =>
       new Promise((resolve) => {
         this.pacer.schedule((at, seq) => {
           dispatched = true;
           this.ahead--;
           if (at === null) return resolve(null);
+          if (!wanted()) {
+            // Picked before its campaign was paused or cancelled: nothing goes out, the slot is spent.
+            this.pacer.answered(seq, at);
+            queueMicrotask(() => this.pump());
+            return resolve({ at });
+          }
           // Started in the same turn as the pacer's decision: nothing runs between the two.
           const result = send();
           this.sending++;
@@ -552,8 +562,13 @@ export class ServiceRunner {
       if (!marked) return { decision: notDispatched('lease lost'), info: null };
     }
     slot.to('paced');
-    const sent = await dispatch(() => this.transport.sendMail(mail));
+    // A message picked ahead of its slot (mayStartSlot) goes only if its campaign still sends then.
+    const sent = await dispatch(
+      () => this.transport.sendMail(mail),
+      () => c.status === 'sending',
+    );
     if (!sent) return { decision: notDispatched('stopped'), info: null };
+    if (!sent.result) return { decision: withdrawn(c.status, this.host.clock().toJSDate()), info: null };
     slot.to('sending');
     const info = { dispatchedAt: sent.at, messageId: mail.messageId };
     const base = { item, serviceId: this.id, messageId: mail.messageId, policy: this.host.policy };
