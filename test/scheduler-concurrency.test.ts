@@ -82,13 +82,16 @@ describe('dynamic concurrency per service (injected clock)', () => {
 
     now = now.plus({ seconds: 30 });
     await until(() => concurrency(svc.id)!.current === 3, 5_000, 'a scale-up to 3');
-    await until(() => peak === 3, 5_000, 'three sends in flight at once');
+    // At maxConnections, one more message is queued behind each connection (service-runner.ts,
+    // mayStartSlot): three on the connections, three waiting for them.
+    await until(() => peak === 6, 5_000, 'six sends in flight at once');
 
     // maxConnections bounds it.
     now = now.plus({ seconds: 60 });
     await engine.scheduler.tick();
     await engine.scheduler.tick();
     expect(concurrency(svc.id)!.current).toBe(3);
+    expect(peak).toBe(6);
 
     // The campaign completes: the backlog is 0, under half. Down one step per two minutes, to the initial 1.
     await until(async () => (await engine.campaigns.progress(c.id)).status === 'completed', 30_000, 'completion');

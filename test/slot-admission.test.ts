@@ -4,7 +4,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { LOOKAHEAD_MS, lookaheadFor, mayStartSlot } from '../services/scheduler/service-runner.js';
 
-const base = { concurrency: 5, commitWindow: 40, active: 0, ahead: 0, committing: 0 };
+const base = { concurrency: 5, maxConnections: 5, commitWindow: 40, active: 0, ahead: 0, committing: 0 };
 
 describe('slot admission', () => {
   it('looks LOOKAHEAD_MS ahead of the schedule: at least two messages, one for services slower than one a second', () => {
@@ -23,7 +23,7 @@ describe('slot admission', () => {
     // Four on the wire and one waiting: one more may pick its message (counting the waiting one
     // against the concurrency, as for an unpaced service, would refuse it).
     expect(mayStartSlot({ ...base, intervalMs: 2, active: 5, ahead: 1 })).toBe(true);
-    expect(mayStartSlot({ ...base, intervalMs: 0, active: 5, ahead: 1 })).toBe(false);
+    expect(mayStartSlot({ ...base, intervalMs: 0, concurrency: 4, active: 4, ahead: 1 })).toBe(false);
     // The lookahead bounds the waiting ones: ten at 500 msg/s, two at 100 msg/s.
     expect(mayStartSlot({ ...base, intervalMs: 2, active: 12, ahead: 9 })).toBe(true);
     expect(mayStartSlot({ ...base, intervalMs: 2, active: 13, ahead: 10 })).toBe(false);
@@ -31,9 +31,13 @@ describe('slot admission', () => {
     expect(mayStartSlot({ ...base, intervalMs: 10, active: 3, ahead: 1 })).toBe(true);
   });
 
-  it('no rate limit: at most the concurrency running, wherever they are', () => {
-    expect(mayStartSlot({ ...base, intervalMs: 0, active: 4, ahead: 4 })).toBe(true);
-    expect(mayStartSlot({ ...base, intervalMs: 0, active: 5, ahead: 5 })).toBe(false);
+  it('no rate limit: the concurrency running while it scales up; at maxConnections, one more queued behind each connection', () => {
+    const scaling = { ...base, intervalMs: 0, concurrency: 2 };
+    expect(mayStartSlot({ ...scaling, active: 1, ahead: 1 })).toBe(true);
+    expect(mayStartSlot({ ...scaling, active: 2, ahead: 2 })).toBe(false);
+    // At the pool's bound: five on the connections and five queued behind them.
+    expect(mayStartSlot({ ...base, intervalMs: 0, active: 9, ahead: 4 })).toBe(true);
+    expect(mayStartSlot({ ...base, intervalMs: 0, active: 10, ahead: 5 })).toBe(false);
   });
 
   it('never more than the commit window alive, running or committing (the crash bound)', () => {
