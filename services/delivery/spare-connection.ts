@@ -9,16 +9,16 @@
  * answers (scheduler/pacer.ts), and W3 measured about 90 ms lost per new connection at 100 msg/s,
  * most of the shortfall of a 10 s run.
  *
- * So the pool keeps one connection ready beyond those in use: once it has a connection, right
- * before each message is handed to the pool (nodemailer's `stream` plugin step, which runs just before the transport's send), if
- * the connections that are idle or being opened would not leave one spare once this message and
- * those queued before it have taken theirs, and the pool is under maxConnections, one more
- * connection is opened and greeted in the background. It is handed no message until it is ready;
- * then the pool's own queue takes it. Meanwhile the pool opens no other connection: a message that
- * finds none idle waits for the spare or for a busy one to free up, both sooner than a connection
- * opened from scratch. The pool never holds more than maxConnections, and never
- * more than one connection beyond what its busiest moment used (idle ones close after nodemailer's
- * idle timeout, or when the server drops them, and are opened again when needed).
+ * So the pool keeps one connection ready beyond those in use. Once the pool has a connection, right
+ * before each message is handed to it (nodemailer's `stream` plugin step, which runs just before
+ * the transport's send): if the idle connections would not leave one spare once this message and
+ * those queued before it have taken theirs, no spare is being opened already, and the pool is under
+ * maxConnections, one more connection is opened and greeted in the background. It is handed no
+ * message until it is ready; then the pool's own queue takes it. Meanwhile the pool opens no other
+ * connection: a message that finds none idle waits for the spare or for a busy one to free up, both
+ * sooner than a connection opened from scratch. The pool never holds more than maxConnections, and
+ * never more than one connection beyond what its busiest moment used (idle ones close after
+ * nodemailer's idle timeout, or when the server drops them, and are opened again when needed).
  *
  * A spare that fails to open (the server limits connections per client, or is down) stops the
  * warming for SPARE_BACKOFF_MS, so a server that refuses extra connections sees one attempt per

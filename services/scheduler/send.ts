@@ -155,7 +155,6 @@ export function compose(p: {
   }
 }
 
-/** Not dispatched: the service stopped before the slot came (put back), or the lease was lost (not ours). */
 /**
  * A message picked ahead of its slot whose campaign was paused or cancelled before the slot came:
  * never sent, its unit returned, and released as the campaign's other held messages are (back to
@@ -165,6 +164,7 @@ export function withdrawn(campaignStatus: string, at: Date): Decision {
   return { ...none, outcome: released(0, at, { serviceId: null, ...(campaignStatus === 'cancelled' ? { status: 'cancelled' } : {}) }) };
 }
 
+/** Not dispatched: the service stopped before the slot came (put back), or the lease was lost (not ours). */
 export function notDispatched(reason: 'stopped' | 'lease lost'): Decision {
   return { ...none, putBack: reason === 'stopped' };
 }

@@ -10,10 +10,11 @@
  * through the host; decided at slot time, so pauses and new campaigns count at once), checks and
  * composes it (send.ts), waits in the pacer for its slot, sends, and applies the Decision send.ts
  * makes of the result: the unit is spent or returned here, the health recorded here, the outcome,
- * bounce, error count and events handed to the host. At most `concurrency` sends are on the wire
- * at once (for a service with no rate limit: at most `concurrency` slots run at once), and at most
- * lookaheadFor(interval) slots have picked a message and wait for their slot (about LOOKAHEAD_MS
- * worth): a message is never picked much before it can go (mayStartSlot).
+ * bounce, error count and events handed to the host. A paced service has at most `concurrency`
+ * sends on the wire and at most lookaheadFor(interval) slots that have picked a message and wait
+ * for their slot (about LOOKAHEAD_MS worth): a message is never picked much before it can go. A
+ * service with no rate limit runs at most `concurrency` slots, twice that once the concurrency is
+ * at maxConnections (one message queued behind each connection). See mayStartSlot.
  *
  * The crash bound. A dispatched send's slot stays alive, in `committing`, until the outcome write
  * that carries it commits (OutcomeWriter.pushCommitted), but it leaves the concurrency as soon as
@@ -62,7 +63,8 @@ import { capStore } from './sql/caps.js';
 
 /**
  * Hands one message to the transport when the pacer's slot comes: resolves with the dispatch
- * instant and the send's result, or null when the service stopped first (nothing was sent).
+ * instant and the send's result; with the instant alone when `wanted` said no at the slot (nothing
+ * was sent); or null when the service stopped first (nothing was sent).
  */
 export type Dispatch = <T>(
   send: () => Promise<T>,
