@@ -203,8 +203,9 @@ describe('delivery through real SMTP servers', () => {
       );
     await until(async () => (await health())[0]?.is_healthy === false, 5000, 'the unhealthy state in the database');
     expect((await health())[0]!.consecutive_failures).toBeGreaterThanOrEqual(2);
-    // Refused connections never reached a server: they cost no quota.
-    expect((await engine.services.quota()).find((q) => q.id === down.id)!.usedQuota).toBe(0);
+    // Refused connections never reached a server: they cost no quota. The units the service had
+    // reserved go back once its last slot has ended (the runner's tick), so wait for that.
+    await until(async () => (await engine.services.quota()).find((q) => q.id === down.id)!.usedQuota === 0, 5000, 'the unused units back');
   });
 
   it('makes a campaign wait, saying why, when no service is left', async () => {
