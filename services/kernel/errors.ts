@@ -25,6 +25,8 @@ export const ErrorCodes = {
   SECRET_UNREADABLE: 'SECRET_UNREADABLE',
   /** A state machine was asked for a transition it does not have: a bug, never bad input. */
   INVALID_TRANSITION: 'INVALID_TRANSITION',
+  /** A bind value has no SQL literal form (kernel/sql-literal.ts, for COPY): a bug, never bad input. */
+  SQL_LITERAL: 'SQL_LITERAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
@@ -99,5 +101,13 @@ export class InvalidTransitionError extends FairsendError {
     this.machine = machine;
     this.from = from;
     this.to = to;
+  }
+}
+
+/** A bind value that cannot be written as an SQL literal (services/kernel/sql-literal.ts): a bug. */
+export class SqlLiteralError extends FairsendError {
+  constructor(message: string) {
+    super(ErrorCodes.SQL_LITERAL, message);
+    this.name = 'SqlLiteralError';
   }
 }
