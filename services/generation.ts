@@ -1,9 +1,10 @@
 /**
  * Pre-generation of a campaign's queue: when a campaign is due, its whole list of subtasks (one per
- * recipient, ordered by contact id) is written by ONE `INSERT ... SELECT` inside PostgreSQL, in one
- * transaction per campaign. No row crosses the client: on the development machine a plain COPY of
- * 1,000,000 narrow rows takes about 3 s and client-side multi-row INSERTs about 12 s, while the
- * server-side statement avoids the client altogether (see bench/generation.ts for the figure).
+ * recipient, ordered by contact id) is written by ONE statement, in one transaction per campaign:
+ * an `INSERT ... SELECT` inside PostgreSQL, or for a large campaign (GENERATION_COPY_MIN recipients
+ * and more) the same SELECT streamed by `COPY ... TO STDOUT` on a second connection into
+ * `COPY subtasks FROM STDIN` on the transaction's own (queue-copy.ts): batched heap inserts, and
+ * the read on the other core. Rows are never parsed in the engine; bench/generation.ts and W2 measure it.
  *
  * Exactly once, also with several engine processes: the due campaign is claimed with
  * `FOR UPDATE SKIP LOCKED` (a second generator skips it, and after commit it is no longer due).
@@ -32,6 +33,9 @@ import { nextSendTime } from './send-window.js';
 import { queryRows } from './kernel/db-query.js';
 import { createProviderResolver, type ProviderResolver } from './deliverability/providers.js';
 import { DOMAIN_SQL, fillDomainProviders, providerSql } from './deliverability/domains.js';
+import { copyRows } from './queue-copy.js';
+
+const SUBTASK_COLUMNS = ['task_id', 'user_id', 'contact_id', 'email', 'template_id', 'not_before', 'timezone', 'provider'] as const;
 
 export interface GenerationResult {
   taskId: number;
@@ -39,6 +43,8 @@ export interface GenerationResult {
   /** Recipients that matched but were beyond the user's credit. */
   cutOff: number;
   ms: number;
+  /** How the queue was written: one INSERT ... SELECT, or COPY over a second connection (queue-copy.ts). */
+  via: 'insert' | 'copy';
 }
 
 interface DueTask {
@@ -109,9 +115,13 @@ export function createGenerator(ctx: ServiceContext, opts: GeneratorOptions = {}
         rule: task.recipient_rule,
         suppression: await suppressionMode(db, task.created_by, t),
       });
+      // A large queue goes by COPY over a second connection (queue-copy.ts), which needs a pool of
+      // two; the recipients counted at creation tell its size.
+      const viaCopy = task.reserved_quota >= ctx.config.generationCopyMin && ctx.config.schedulerPoolMax >= 2;
       // Mailbox providers of custom domains (MX lookups, bounded by the resolver's timeout) before
-      // the user row is locked, so a slow DNS answer never holds up the user's other requests.
-      if (resolve) await fillDomainProviders(db, providers, task.created_by, recipients, t);
+      // the user row is locked, so a slow DNS answer never holds up the user's other requests. For
+      // COPY they are stored in a transaction of their own, so that its reader sees them.
+      if (resolve) await fillDomainProviders(db, providers, task.created_by, recipients, viaCopy ? undefined : t);
       // Lock the user's credit for the statement: the cap below must not race a new campaign.
       const [user] = await query<{ remaining_quota: string }>(
         'SELECT remaining_quota FROM users WHERE id = $id FOR UPDATE',
@@ -146,19 +156,26 @@ export function createGenerator(ctx: ServiceContext, opts: GeneratorOptions = {}
       // No ORDER BY / LIMIT: a sequential scan of contacts feeds the primary-key index (task_id,
       // contact_id) in nearly ascending order, which is the queue's order; an ORDER BY ... LIMIT
       // made the planner walk the contacts index instead (1.4 s against 0.3 s per million).
-      const [, inserted] = (await db.query(
-        `INSERT INTO subtasks (task_id, user_id, contact_id, email, template_id, not_before, timezone, provider)
-         SELECT $taskId, c.user_id, c.id, c.email,
+      // Every column is cast to its subtasks type, as the binary COPY needs.
+      const select = `SELECT $taskId::bigint, c.user_id::int, c.id::bigint, c.email::text,
                 -- deterministic template choice: the same contact always gets the same template
                 ${task.templates.length === 1 ? '($templates::int[])[1]' : '($templates::int[])[1 + (c.id % $nTemplates)::int]'},
-                ${notBefore}, ${task.send_window ? zoneExpr : 'NULL'},
-                ${resolve ? providerSql('c') : 'NULL'}
+                ${notBefore}, ${task.send_window ? zoneExpr : 'NULL'}::text,
+                ${resolve ? providerSql('c') : 'NULL'}::text
            FROM contacts c ${join}
            ${resolve ? `LEFT JOIN mail_domains md ON md.domain = ${DOMAIN_SQL('c')}` : ''}
-          WHERE ${where.sql}`,
-        { bind, transaction: t, type: 'INSERT' as never },
-      )) as unknown as [unknown, number];
-      let generated = Number(inserted);
+          WHERE ${where.sql}`;
+      let generated = viaCopy
+        ? await copyRows(db, t, 'subtasks', SUBTASK_COLUMNS, select, bind)
+        : Number(
+            (
+              (await db.query(`INSERT INTO subtasks (${SUBTASK_COLUMNS.join(', ')}) ${select}`, {
+                bind,
+                transaction: t,
+                type: 'INSERT' as never,
+              })) as unknown as [unknown, number]
+            )[1],
+          );
       let cutOff = 0;
       if (generated > cap) {
         // The credit covers fewer recipients than matched: keep the first `cap` by contact id.
@@ -186,7 +203,13 @@ export function createGenerator(ctx: ServiceContext, opts: GeneratorOptions = {}
         { delta: task.reserved_quota - generated, id: task.created_by },
         t,
       );
-      const result = { taskId: Number(task.id), generated, cutOff, ms: Math.round(performance.now() - started) };
+      const result = {
+        taskId: Number(task.id),
+        generated,
+        cutOff,
+        ms: Math.round(performance.now() - started),
+        via: viaCopy ? ('copy' as const) : ('insert' as const),
+      };
       if (cutOff > 0) ctx.logger.warn(result, 'campaign generated short: user credit exhausted');
       else ctx.logger.info(result, 'campaign queue generated');
       return result;

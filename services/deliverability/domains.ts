@@ -54,7 +54,7 @@ export async function staleDomains(
   db: Sequelize,
   userId: number,
   where: { sql: string; bind: Record<string, unknown> },
-  transaction: Transaction,
+  transaction: Transaction | undefined,
   walkLimit = DOMAIN_WALK_LIMIT,
 ): Promise<string[]> {
   const [walk] = await queryRows<{ capped: boolean; stale: string[] }>(
@@ -92,7 +92,8 @@ export async function fillDomainProviders(
   resolver: ProviderResolver,
   userId: number,
   where: { sql: string; bind: Record<string, unknown> },
-  transaction: Transaction,
+  /** undefined: the answers are stored (and committed) on their own. */
+  transaction: Transaction | undefined,
 ): Promise<{ looked: number }> {
   const domains = (await staleDomains(db, userId, where, transaction)).filter((x) => x && x.length <= 255);
   if (!domains.length) return { looked: 0 };

@@ -108,6 +108,12 @@ export const VARIABLES = {
     doc: 'How long opening a PostgreSQL connection may take before it fails (an unreachable host then answers 503 quickly)',
   },
   schedulerBatchSize: { env: 'SCHEDULER_BATCH_SIZE', kind: 'posInt', default: '20', doc: 'Due campaigns generated per scheduler pass' },
+  generationCopyMin: {
+    env: 'GENERATION_COPY_MIN',
+    kind: 'nonNegInt',
+    default: '10000',
+    doc: 'Campaigns of at least this many recipients get their queue written by COPY over a second connection (faster for large queues); 0: every campaign',
+  },
   schedulerTickMs: {
     env: 'SCHEDULER_TICK_MS',
     kind: 'posInt',

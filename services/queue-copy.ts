@@ -1,0 +1,65 @@
+/**
+ * A large campaign's queue written by COPY: a second connection of the pool streams the recipients'
+ * rows out (`COPY (SELECT ...) TO STDOUT`, binary), and the generation transaction's own connection
+ * streams them into subtasks (`COPY ... FROM STDIN`). The bytes pass through this process as
+ * buffers, under backpressure (memory stays flat whatever the size); they are never parsed here.
+ *
+ * Why: one `INSERT ... SELECT` runs the scan, the join and the insert on one backend, one row at a
+ * time. COPY FROM inserts the heap rows in batches, and the reading backend works on the other
+ * core meanwhile. On the 2-core development machine (PostgreSQL 18, 1,000,000 recipients):
+ * INSERT ... SELECT 3.1-3.7 s, this pipe 2.4-2.7 s (the insert alone 2.1 s, of which the primary
+ * key 0.9 s; the read alone 1.0 s).
+ *
+ * What the rows are is unchanged: the reader runs the very SELECT the INSERT ran, as one
+ * statement in READ COMMITTED (the INSERT's statement saw the contacts committed at its start, so
+ * does the reader). It does not see the generation transaction's own uncommitted writes, so the
+ * caller writes nothing the SELECT reads before it (mailbox providers are stored beforehand, in
+ * their own transaction). COPY takes no bind parameters: the values are written into the text as
+ * quoted literals (kernel/sql-literal.ts), and the SELECT casts every column to the subtasks
+ * column's type (binary COPY checks nothing else).
+ *
+ * On any failure the writer's COPY is aborted (the transaction then rolls back: nothing partial),
+ * and the reader's connection is discarded, not returned to the pool mid-COPY.
+ */
+import { pipeline } from 'node:stream/promises';
+import type { Sequelize, Transaction } from 'sequelize';
+import type pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { inlineBind } from './kernel/sql-literal.js';
+
+interface ConnectionManager {
+  getConnection(options: { type: 'read' | 'write' }): Promise<unknown>;
+  releaseConnection(connection: unknown): void;
+}
+
+/** Connections handed out by Sequelize's pool: pg clients, dropped by the pool when `_invalid`. */
+type PooledClient = pg.Client & { _invalid?: boolean };
+
+/**
+ * Copies the rows of `select` (its columns in the order of `columns`, each cast to the column's
+ * type) into `table` inside `transaction`. Returns the number of rows written.
+ */
+export async function copyRows(
+  db: Sequelize,
+  transaction: Transaction,
+  table: string,
+  columns: readonly string[],
+  select: string,
+  bind: Record<string, unknown>,
+): Promise<number> {
+  const writer = (transaction as unknown as { connection: PooledClient }).connection;
+  const text = `COPY (${inlineBind(select, bind)}) TO STDOUT (FORMAT binary)`;
+  const manager = db.connectionManager as unknown as ConnectionManager;
+  const reader = (await manager.getConnection({ type: 'read' })) as PooledClient;
+  let ok = false;
+  try {
+    const out = reader.query(copyTo(text));
+    const into = writer.query(copyFrom(`COPY ${table} (${columns.join(', ')}) FROM STDIN (FORMAT binary)`));
+    await pipeline(out, into);
+    ok = true;
+    return into.rowCount ?? 0;
+  } finally {
+    if (!ok) reader._invalid = true;
+    manager.releaseConnection(reader);
+  }
+}
