@@ -6,12 +6,17 @@
  * CopyData messages forwarded whole and unparsed (kernel/copy-out.ts).
  *
  * Why: one `INSERT ... SELECT` runs the scan, the join and the insert on one backend, one row at a
- * time. COPY FROM inserts the heap rows in batches, and the reading backend works on the other
- * core meanwhile. On the 2-core development machine (embedded PostgreSQL 18, 1,000,000
- * recipients, the two alternating in one database): INSERT ... SELECT 2.9-3.7 s, this pipe
- * 2.5-2.8 s, of which the engine's CPU 0.3-0.4 s (with pg-copy-streams' own COPY TO stream, which
- * re-frames every row, 0.6-2 s). With psql at both ends: the insert alone 2.1 s (0.9 s of it the
- * primary key), the read alone 1.0 s.
+ * time. COPY FROM inserts the heap rows in batches, and the reading backend works on another core
+ * meanwhile. What it gives depends on the cores left over. On the 2-core development machine, with
+ * PostgreSQL (embedded, 18) and the engine on it:
+ *   - 10,000,000 recipients: 31-36 s against 39-42 s by INSERT ... SELECT;
+ *   - 1,000,000: no gain in the W2 bench (COPY / INSERT 1.01-1.13 in the same runs), 2.5-2.8 s
+ *     against 2.9-3.7 s in a bare A/B; the engine's CPU for the pipe (0.7-1.9 s a million, the
+ *     socket reads and writes) takes the second core from the backends;
+ *   - with psql at both ends (no engine), 1,000,000: 2.4-2.7 s against 3.1-3.7 s; the insert alone
+ *     2.1 s (0.9 s of it the primary key), the read alone 1.0 s.
+ * Hence GENERATION_COPY_MIN (5,000,000 by default). Memory: the engine's RSS rises by a constant
+ * 20-35 MB during the pipe (the socket reads' buffers until the next GC), at 1 and at 10 million.
  *
  * What the rows are is unchanged: the reader runs the very SELECT the INSERT ran, as one
  * statement in READ COMMITTED (the INSERT's statement saw the contacts committed at its start, so
