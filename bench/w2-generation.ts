@@ -4,15 +4,21 @@
  * run (quick: 100,000), and 10,000,000 over 11,000,000, one run only (quick: 1,000,000, one run):
  * a 10-million queue per run would take minutes and gigabytes per run. Goals (#18): 1,000,000 in
  * at most 2.5 s; 10,000,000 in at most 30 s with the engine's memory flat (its peak RSS during the
- * generation at most 1.2x its RSS before; the rows never pass through the engine). Quick runs
- * scale the time goals to their sizes.
+ * generation at most 1.2x its RSS before; at 10,000,000 the rows go by COPY through the engine,
+ * as a stream under backpressure: services/queue-copy.ts). Quick runs scale the time goals to
+ * their sizes.
  *
  * The cost of resolving mailbox providers (issue 13): at the 1,000,000 size each run also
  * generates the same queue through a generator without provider resolution (the path before it;
  * bench/lib/generation-run.ts), the two in alternating order; a row gives with / without per run.
+ *
+ * COPY against INSERT ... SELECT: 1,000,000 is below GENERATION_COPY_MIN's default (5,000,000), so
+ * the engine writes that queue by INSERT ... SELECT and the 10,000,000 one by COPY. Each run also
+ * generates the 1,000,000 queue by COPY (a generator with GENERATION_COPY_MIN 0), the order rotating
+ * from run to run; a row gives COPY / INSERT per run.
  */
 import { benchEngine } from './lib/fixtures.js';
-import { loadGenerationData, plainGenerator, prepareGenerationRun } from './lib/generation-run.js';
+import { copyGenerator, loadGenerationData, plainGenerator, prepareGenerationRun } from './lib/generation-run.js';
 import { measure, type BenchContext, type RunRecord } from './lib/harness.js';
 import { rowOf, verdict, type Row } from './lib/report.js';
 import { fmt, median } from './lib/stats.js';
@@ -23,9 +29,16 @@ const FLAT = 1.2;
 async function runSize(ctx: BenchContext, config: 'small' | 'big', n: number, runs: number): Promise<RunRecord[]> {
   const db = await ctx.server.newDatabase(`w2${config}`);
   const engine = await benchEngine(db.url);
-  // The comparison without provider resolution, at the size measured every run.
+  // The comparisons without provider resolution and by COPY, at the size measured every run.
   const plain = config === 'small' ? await plainGenerator(db.url) : undefined;
+  const copying = config === 'small' ? await copyGenerator(db.url) : undefined;
   const records: RunRecord[] = [];
+  const byCopy = async (run: number) => {
+    const { generate } = await prepareGenerationRun(engine, data, n, `${run} by COPY`, copying!.generator);
+    const m = await measure(ctx, { go: generate, teardown: async () => undefined });
+    records.push({ config: 'smallCopy', run, value: m.seconds, seconds: m.seconds, messages: n, cpu: m.cpu });
+    ctx.log(`W2 run ${run} by COPY: ${fmt(n)} recipients in ${m.seconds.toFixed(2)} s (CPU postgres ${m.cpu.postgres.toFixed(2)} s)`);
+  };
   const without = async (run: number) => {
     const { generate } = await prepareGenerationRun(engine, data, n, `${run} without providers`, plain!.generator);
     const m = await measure(ctx, { go: generate, teardown: async () => undefined });
@@ -40,6 +53,7 @@ async function runSize(ctx: BenchContext, config: 'small' | 'big', n: number, ru
     data = await loadGenerationData(engine, n, runs);
     ctx.log(`W2 loaded ${fmt(Math.round(n * 1.1))} contacts in ${((performance.now() - t0) / 1000).toFixed(1)} s (outside the clock)`);
     for (let run = 1; run <= runs; run++) {
+      if (copying && run % 3 === 2) await byCopy(run);
       if (plain && run % 2 === 0) await without(run);
       const { generate } = await prepareGenerationRun(engine, data, n, run);
       global.gc?.();
@@ -51,8 +65,10 @@ async function runSize(ctx: BenchContext, config: 'small' | 'big', n: number, ru
         `W2 run ${run}: ${fmt(n)} recipients in ${m.seconds.toFixed(2)} s (CPU postgres ${m.cpu.postgres.toFixed(2)} s); engine RSS ${rssBeforeMb.toFixed(0)} MB before, peak ${m.cpu.engineRssMb.toFixed(0)} MB during`,
       );
       if (plain && run % 2 === 1) await without(run);
+      if (copying && run % 3 !== 2) await byCopy(run);
     }
   } finally {
+    await copying?.close();
     await plain?.close();
     await engine.close();
     await db.drop();
@@ -77,7 +93,7 @@ export function w2Rows(records: RunRecord[], quick: boolean): Row[] {
     const rssBefore = median(rs.map((r) => (r.extra as { rssBeforeMb: number }).rssBeforeMb));
     const r = rowOf(rs, {
       workload: 'W2 generation',
-      config: `pre-generate ${fmt(n)} tag-matched recipients (tag rule over ${fmt(Math.round(n * 1.1))} contacts), one INSERT ... SELECT${rs.length === 1 ? ', 1 run' : ''}; engine RSS ${fmt(rssBefore)} MB before, peak ${flat.toFixed(2)}x that during`,
+      config: `pre-generate ${fmt(n)} tag-matched recipients (tag rule over ${fmt(Math.round(n * 1.1))} contacts), ${n >= 5_000_000 ? 'COPY from a second connection' : 'one INSERT ... SELECT'} (GENERATION_COPY_MIN 5,000,000)${rs.length === 1 ? ', 1 run' : ''}; engine RSS ${fmt(rssBefore)} MB before, peak ${flat.toFixed(2)}x that during`,
       unit: 's',
       digits: 2,
       goal:
@@ -97,6 +113,10 @@ export function w2Rows(records: RunRecord[], quick: boolean): Row[] {
         ...providerCostRows(
           rs,
           records.filter((x) => x.config === 'smallNoProviders'),
+        ),
+        ...copyAgainstInsertRows(
+          rs,
+          records.filter((x) => x.config === 'smallCopy'),
         ),
       );
   }
@@ -134,4 +154,37 @@ function providerCostRows(withP: RunRecord[], without: RunRecord[]): Row[] {
   delete cost.cpu;
   delete cost.rssMb;
   return [plainRow, cost];
+}
+
+/** The same size by COPY, and COPY / INSERT per run (median, min, max). */
+function copyAgainstInsertRows(insert: RunRecord[], copy: RunRecord[]): Row[] {
+  if (!copy.length) return [];
+  const n = insert[0]!.messages!;
+  const ratios = insert.flatMap((i) => {
+    const c = copy.find((x) => x.run === i.run);
+    return c ? [c.value / i.value] : [];
+  });
+  const copyRow = rowOf(copy, {
+    workload: 'W2 generation',
+    config: `the same ${fmt(n)} by COPY from a second connection (GENERATION_COPY_MIN 0), same database, order rotating`,
+    unit: 's',
+    digits: 2,
+    goal: '-',
+    met: '-',
+  });
+  const ratio = rowOf(
+    insert,
+    {
+      workload: 'W2 generation',
+      config: 'COPY against INSERT ... SELECT: generation time COPY / INSERT, per run',
+      unit: 'x',
+      digits: 2,
+      goal: '-',
+      met: '-',
+    },
+    ratios,
+  );
+  delete ratio.cpu;
+  delete ratio.rssMb;
+  return [copyRow, ratio];
 }

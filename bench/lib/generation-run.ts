@@ -24,7 +24,7 @@ export interface GenerationData {
 }
 
 export async function loadGenerationData(engine: Engine, n: number, runs: number): Promise<GenerationData> {
-  const user = await engine.users.create({ name: 'Bench', email: 'bench@example.test', quota: n * (2 * runs + 1) });
+  const user = await engine.users.create({ name: 'Bench', email: 'bench@example.test', quota: n * (3 * runs + 1) });
   const tpl = await engine.templates.create(user.id, { name: 't', subject: 'Hello {{name}}', text: 'Hi {{name}}' });
   // N matching contacts, plus 10 % that match the include tag but carry the excluded one.
   await engine.apiDb.query(
@@ -46,6 +46,20 @@ export async function plainGenerator(url: string): Promise<{ generator: Generato
   const core: EngineCore = await createEngineCore({ databaseUrl: url, logger: createLogger('silent') });
   const ctx = { ...core, clock: systemClock };
   return { generator: createGenerator(ctx, { resolveProviders: false }), close: () => core.close() };
+}
+
+/**
+ * A generator on its own pools that always writes the queue by COPY (GENERATION_COPY_MIN 0:
+ * services/queue-copy.ts), for the comparison with INSERT ... SELECT.
+ */
+export async function copyGenerator(url: string): Promise<{ generator: Generator; close: () => Promise<void> }> {
+  const core: EngineCore = await createEngineCore({
+    databaseUrl: url,
+    logger: createLogger('silent'),
+    env: { GENERATION_COPY_MIN: '0' },
+  });
+  const ctx = { ...core, clock: systemClock };
+  return { generator: createGenerator(ctx), close: () => core.close() };
 }
 
 /**
