@@ -121,6 +121,8 @@ describe('throttles per mailbox provider in the send path', () => {
     expect(paceViolations(others, 20, 0)).toBeNull();
 
     // The google messages wait in the queue for the end of the suspension, not lost, not sent.
+    // Their deferrals are outcomes like any other: read them once written.
+    await engine.scheduler.flush();
     const waiting = await rows<{ n: number; earliest: Date }>(
       engine.apiDb,
       `SELECT count(*)::int AS n, min(not_before) AS earliest FROM subtasks WHERE provider = 'google' AND status = 'queued'`,
