@@ -123,68 +123,42 @@ export function w2Rows(records: RunRecord[], quick: boolean): Row[] {
   return rows;
 }
 
-/** The same size without provider resolution, and the cost: with / without, per run (median, min, max). */
-function providerCostRows(withP: RunRecord[], without: RunRecord[]): Row[] {
-  if (!without.length) return [];
-  const n = withP[0]!.messages!;
-  const ratios = withP.flatMap((w) => {
-    const o = without.find((x) => x.run === w.run);
-    return o ? [w.value / o.value] : [];
+/**
+ * A comparison measured beside the main figure in every run: its own row, and a row of the per-run
+ * ratio `ratio(main, other)` (median, min, max).
+ */
+function comparisonRows(
+  main: RunRecord[],
+  other: RunRecord[],
+  o: { config: (n: string) => string; ratioConfig: string; ratio: (main: number, other: number) => number },
+): Row[] {
+  if (!other.length) return [];
+  const n = fmt(main[0]!.messages!);
+  const ratios = main.flatMap((m) => {
+    const x = other.find((r) => r.run === m.run);
+    return x ? [o.ratio(m.value, x.value)] : [];
   });
-  const plainRow = rowOf(without, {
-    workload: 'W2 generation',
-    config: `the same ${fmt(n)} without mailbox-provider resolution (no domain scan, lookups or join: the path before issue 13), same database, alternating order`,
-    unit: 's',
-    digits: 2,
-    goal: '-',
-    met: '-',
-  });
-  const cost = rowOf(
-    withP,
-    {
-      workload: 'W2 generation',
-      config: 'cost of resolving mailbox providers: generation time with / without, per run',
-      unit: 'x',
-      digits: 2,
-      goal: '-',
-      met: '-',
-    },
-    ratios,
-  );
-  delete cost.cpu;
-  delete cost.rssMb;
-  return [plainRow, cost];
-}
-
-/** The same size by COPY, and COPY / INSERT per run (median, min, max). */
-function copyAgainstInsertRows(insert: RunRecord[], copy: RunRecord[]): Row[] {
-  if (!copy.length) return [];
-  const n = insert[0]!.messages!;
-  const ratios = insert.flatMap((i) => {
-    const c = copy.find((x) => x.run === i.run);
-    return c ? [c.value / i.value] : [];
-  });
-  const copyRow = rowOf(copy, {
-    workload: 'W2 generation',
-    config: `the same ${fmt(n)} by COPY from a second connection (GENERATION_COPY_MIN 0), same database, order rotating`,
-    unit: 's',
-    digits: 2,
-    goal: '-',
-    met: '-',
-  });
-  const ratio = rowOf(
-    insert,
-    {
-      workload: 'W2 generation',
-      config: 'COPY against INSERT ... SELECT: generation time COPY / INSERT, per run',
-      unit: 'x',
-      digits: 2,
-      goal: '-',
-      met: '-',
-    },
-    ratios,
-  );
+  const row = { workload: 'W2 generation', digits: 2, goal: '-', met: '-' };
+  const otherRow = rowOf(other, { ...row, config: o.config(n), unit: 's' });
+  const ratio = rowOf(main, { ...row, config: o.ratioConfig, unit: 'x' }, ratios);
   delete ratio.cpu;
   delete ratio.rssMb;
-  return [copyRow, ratio];
+  return [otherRow, ratio];
 }
+
+/** The same size without provider resolution, and the cost: with / without, per run. */
+const providerCostRows = (withP: RunRecord[], without: RunRecord[]): Row[] =>
+  comparisonRows(withP, without, {
+    config: (n) =>
+      `the same ${n} without mailbox-provider resolution (no domain scan, lookups or join: the path before issue 13), same database, alternating order`,
+    ratioConfig: 'cost of resolving mailbox providers: generation time with / without, per run',
+    ratio: (w, o) => w / o,
+  });
+
+/** The same size by COPY, and COPY / INSERT per run. */
+const copyAgainstInsertRows = (insert: RunRecord[], copy: RunRecord[]): Row[] =>
+  comparisonRows(insert, copy, {
+    config: (n) => `the same ${n} by COPY from a second connection (GENERATION_COPY_MIN 0), same database, order rotating`,
+    ratioConfig: 'COPY against INSERT ... SELECT: generation time COPY / INSERT, per run',
+    ratio: (i, c) => c / i,
+  });
