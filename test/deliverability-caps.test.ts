@@ -82,6 +82,12 @@ describe('caps per (service, provider) across engines', () => {
         { p: provider ?? null },
       )
     )[0]!.n;
+  const failedRows = async (e: Engine, provider: string) =>
+    (
+      await rows<{ n: number }>(e.apiDb, `SELECT count(*)::int AS n FROM subtasks WHERE provider = $p AND status = 'failed'`, {
+        p: provider,
+      })
+    )[0]!.n;
   /** Every message of the provider (or all) either sent or deferred by the cap: nothing in flight. */
   const settled = (e: Engine, n: number, provider?: string) =>
     until(async () => (await sentRows(e, provider)) + (await deferred(e, provider)) === n, 30_000, 'every message sent or deferred');
@@ -161,6 +167,33 @@ describe('caps per (service, provider) across engines', () => {
     expect(total()).toBe(10);
     await close(b);
     expect(await counted(url)).toEqual([{ provider: '*', scope: 'warmup', sent: 10 }]);
+  });
+
+  it('a refused send gives its cap unit back: a daily cap of N counts the messages the server took', async () => {
+    // The server refuses the first two gmail recipients with 550, then takes every message.
+    await smtp.stop();
+    let refused = 0;
+    smtp = await startSmtpCatcher({
+      rcptReply: (to) =>
+        domainOf(to) === 'gmail.com' && refused < 2 ? (refused++, { code: 550, message: '5.1.1 No such user' }) : undefined,
+    });
+    const url = await createTestDatabase();
+    const a = await engineOn(url);
+    await setUp(a, { providers: { google: { daily: 4 } } });
+    await a.scheduler.start();
+    await until(() => received('example.org') === 6, 30_000, 'the other provider, all of it');
+    await until(
+      async () => (await sentRows(a, 'google')) + (await deferred(a, 'google')) + (await failedRows(a, 'google')) === 12,
+      30_000,
+      'every gmail message sent, deferred or failed',
+    );
+    expect(refused).toBe(2);
+    expect(await failedRows(a, 'google')).toBe(2);
+    expect(received('gmail.com')).toBe(4);
+    expect(await deferred(a, 'google')).toBe(12 - 2 - 4);
+    expect(await scope(a, 'google')).toMatchObject({ blocked: 'daily', sentToday: 4 });
+    await close(a);
+    expect(await counted(url)).toEqual([{ provider: 'google', scope: 'day', sent: 4 }]);
   });
 
   it('a daily cap is never exceeded across a SIGKILL of the engine sending and a takeover by another process', async () => {

@@ -14,8 +14,11 @@
  *     from the same row, and the sum never passes the cap;
  *   - a clean stop gives back the units it reserved and did not use (release);
  *   - a crash leaves its unused units counted (at most one batch per window: a twentieth of the
- *     cap, or one unit), and those of its sends under way (they may have reached the server): the
- *     cap may be UNDER-used by that much in that window, never exceeded.
+ *     cap, or one unit), and those of its slots alive (a slot takes its units when it picks its
+ *     message: the sends under way, which may have reached the server, and those picked ahead of
+ *     their pacing slot): the cap may be UNDER-used by that much in that window, never exceeded;
+ *   - a send the server did not take (refused, never reached) gives its units back, as it does its
+ *     quota unit (the runner decides, from send.ts's Decision).
  *
  * Why reservation, rather than adding the sends to the row in the outcome write: a count written
  * with the outcome lags the send (the write commits after the server answered), so a crash forgets

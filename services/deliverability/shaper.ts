@@ -295,8 +295,10 @@ export class ServiceShaper {
   }
 
   /**
-   * The send ended (whatever its outcome). `unsent`: what begin() returned, when nothing went to
-   * the server (stopped, lease lost, refused before the send): its counts and cap units go back.
+   * The send ended (whatever its outcome). `unsent`: what begin() returned, when the server did
+   * not take the message (stopped or decided before the send, never reached, or refused with a
+   * reply): its counts and cap units go back, as the quota unit does. A send whose outcome is
+   * unknown (it may have reached the server) keeps them.
    */
   end(provider: Provider, unsent?: Begun): void {
     const p = this.pair(provider);

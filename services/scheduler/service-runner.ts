@@ -510,7 +510,9 @@ export class ServiceRunner {
         let committed: Promise<void> | undefined;
         try {
           const { decision, info } = await this.sendPicked(picked, slot, dispatch);
-          unsent = info === null; // nothing went to the server: the pair's counts and cap units go back
+          // Nothing went to the server, or the server did not take it (refused, or never reached):
+          // the pair's counts and cap units go back, as the quota unit does (send.ts decides).
+          unsent = info === null || decision.unit === 'returned';
           // Nothing went out and the message is back in its buffer: no new slot at once (it would
           // pick the same message again before anything changed).
           pumpAfter = !(decision.putBack && info === null);
