@@ -178,7 +178,7 @@ export interface Engine extends EngineCore {
     status(): SchedulerStatus;
     /** Live engine processes on this database (heartbeat within 3 x HEARTBEAT_MS) and the services each owns. */
     instances(): Promise<InstanceInfo[]>;
-    /** One control pass now (normally run by the timer every SCHEDULER_TICK_MS). */
+    /** One control pass begun after this call (normally run by the timer every SCHEDULER_TICK_MS): a pause committed before it has taken effect when it resolves. */
     tick(): Promise<void>;
     /** Writes pending outcomes now. */
     flush(): Promise<void>;

@@ -233,6 +233,29 @@ describe('delivery through real SMTP servers', () => {
     expect(p.sent).toBe(1);
   });
 
+  it('tick() resolves after a pass begun after the call: the calls made during a pass share one more pass', async () => {
+    // No timer passes in between: the engine's own period is ten minutes.
+    const e = await createTestEngine({ schedulerTickMs: 600_000 });
+    try {
+      await e.scheduler.start();
+      let passes = 0;
+      e.scheduler.on('tick', () => passes++);
+      const first = e.scheduler.tick();
+      // Made while `first` is under way: it may have read the campaigns before the caller's change.
+      const during = [e.scheduler.tick(), e.scheduler.tick()];
+      expect(during[0]).toBe(during[1]);
+      expect(during[0]).not.toBe(first);
+      await first;
+      expect(passes).toBe(1);
+      await Promise.all(during);
+      expect(passes).toBe(2);
+      await e.scheduler.tick();
+      expect(passes).toBe(3);
+    } finally {
+      await e.close();
+    }
+  });
+
   it('pauses, resumes and cancels within a tick while sending, refunding unsent credit', async () => {
     const s = await smtp();
     const u = await userWithContacts(engine, 'X', 30, { quota: 100 });

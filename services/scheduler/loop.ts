@@ -156,6 +156,8 @@ export class QueueScheduler extends EventEmitter {
   private pool: CampaignPool;
   private controlTimer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
+  /** The pass queued behind the one under way (see tick). */
+  private nextTick: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeating = false;
   /** Every lease of this engine is valid until then (ms, real clock): the last heartbeat plus LEASE_TTL_MS. */
@@ -273,16 +275,29 @@ export class QueueScheduler extends EventEmitter {
     );
     this.heartbeatTimer.unref();
     await this.tick();
-    this.controlTimer = setInterval(() => void this.tick(), this.ctx.config.schedulerTickMs);
+    this.controlTimer = setInterval(() => void this.pass(), this.ctx.config.schedulerTickMs);
     this.controlTimer.unref();
     this.ctx.logger.info({ instanceId: this.instanceId, mode: this.mode }, 'scheduler started');
   }
 
   /**
-   * One control pass (see the header). Ticks never overlap; a failure inside a tick is reported,
-   * never allowed to stop the loop. Tests call it directly instead of waiting for the timer.
+   * One control pass (see the header), begun after this call: what was committed before it (a
+   * pause, a new campaign) is seen when it resolves. Ticks never overlap: a call during a pass
+   * queues one more after it, shared by every call made meanwhile (the pass under way may have
+   * read the campaigns before the caller's change). A failure inside a tick is reported, never
+   * allowed to stop the loop. Tests call it directly instead of waiting for the timer.
    */
   tick(): Promise<void> {
+    if (!this.ticking) return this.pass();
+    this.nextTick ??= this.ticking.then(() => {
+      this.nextTick = undefined;
+      return this.pass();
+    });
+    return this.nextTick;
+  }
+
+  /** The timer's pass: joins the one under way, if any (a pass longer than the period skips a beat). */
+  private pass(): Promise<void> {
     this.ticking ??= this.runTick().finally(() => (this.ticking = undefined));
     return this.ticking;
   }
@@ -374,6 +389,7 @@ export class QueueScheduler extends EventEmitter {
     this.machine.to('stopping');
     if (this.controlTimer) clearInterval(this.controlTimer);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    await this.nextTick?.catch(() => undefined);
     await this.ticking?.catch(() => undefined);
     await this.fleet.stopAll(this.ctx.config.shutdownGraceMs);
     await this.sendPool?.close();
