@@ -1,5 +1,6 @@
 import type { Engine } from '../src/engine.js';
 import { campaignOutlooks, claimFreshMany, claimRetriesMany } from '../services/scheduler/sql/claim-many.js';
+import { CampaignPool } from '../services/scheduler/campaign-pool.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { createTestEngine, plainSequelize, rows } from './helpers/db.js';
 import { recordSends, until, userWithContacts } from './helpers/scheduler.js';
@@ -103,6 +104,54 @@ describe('bulk claims', () => {
       [b.id, { nextAt: null, inFlight: 6 }],
       [c.id, { nextAt: null, inFlight: 2 }],
     ]);
+  });
+
+  it('a campaign whose first claim takes every message it has left is at its end: the next send claims nothing', async () => {
+    const two = await campaignOf('EndTwo', 2);
+    const five = await campaignOf('EndFive', 5);
+    await engine.scheduler.processScheduledTasks();
+    const pool = new CampaignPool({
+      db: engine.schedulerDb,
+      owner: 'pool-test',
+      now: () => new Date(),
+      leaseMs: 60_000,
+      claimBatch: 2,
+      budget: 1_000,
+      onSendable: () => undefined,
+      onError: (err) => {
+        throw err;
+      },
+      onPlace: () => undefined,
+      onGone: () => undefined,
+      onRelease: () => undefined,
+      carried: (c) => c.id === two.id || c.id === five.id,
+    });
+    await pool.sync();
+    const a = pool.campaigns.get(two.id)!;
+    const b = pool.campaigns.get(five.id)!;
+    expect([a.remaining, b.remaining]).toEqual([2, 5]);
+    pool.refillDue();
+    await pool.settled();
+    // Both claimed 2 (the claim size), so neither came back short; only the 2-recipient one took all it had.
+    expect([a.size, b.size]).toEqual([2, 2]);
+    expect([a.atEnd, b.atEnd]).toEqual([true, false]);
+    // One message each goes out: both are at the low-water mark (1). The one at its end asks for nothing.
+    a.take();
+    b.take();
+    pool.refill(a);
+    pool.refill(b);
+    expect([a.refilling, b.refilling]).toEqual([false, true]);
+    await pool.settled();
+    expect([a.size, b.size]).toEqual([1, 3]);
+    await pool.idle();
+    // The leases go back, so the other tests' claims see these rows as they were.
+    await rows(
+      engine.schedulerDb,
+      `UPDATE subtasks SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL WHERE task_id = ANY($ids::bigint[])`,
+      {
+        ids: [two.id, five.id],
+      },
+    );
   });
 
   it('claims only due retries, at most the limit a campaign, oldest due first', async () => {

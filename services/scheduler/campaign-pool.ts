@@ -78,8 +78,9 @@ export class CampaignState {
   private head = 0;
   cursor = 0;
   /**
-   * The last fresh claim came back short: the cursor is at the end, so no claim finds anything
-   * new before the buffer drains (only retries, which wake the campaign at their own time).
+   * The last fresh claim came back short, or took every message the campaign had unfinished
+   * (remaining): the cursor is at the end, so no claim finds anything new before the buffer
+   * drains (only retries, which wake the campaign at their own time).
    */
   atEnd = false;
   private readonly claim = new StateMachine<'idle' | 'claiming'>('campaign claim', CLAIM_EDGES, 'idle');
@@ -334,7 +335,12 @@ export class CampaignPool {
         // In contact-id order (the cursor is the last one claimed), whatever order RETURNING gave.
         if (f.length > 1) f.sort((a, b) => Number(a.contact_id) - Number(b.contact_id));
         if (f.length) c.cursor = Number(f[f.length - 1]!.contact_id);
-        c.atEnd = f.length < limit - retried[i]!;
+        // At the end when the claim came back short, or when it took as many fresh messages as the
+        // campaign had unfinished at its last read: every fresh message exists from the queue's
+        // generation and was counted then, so none is left after the cursor. At 10,000 users x 3
+        // campaigns of 2, the first claim takes both messages; without this, the first send
+        // refilled the campaign for nothing (a round of claims for every campaign: W4).
+        c.atEnd = f.length < limit - retried[i]! || (c.remaining > 0 && f.length >= c.remaining);
         for (const r of f) add(r);
       });
     }
