@@ -510,9 +510,10 @@ export class ServiceRunner {
         let committed: Promise<void> | undefined;
         try {
           const { decision, info } = await this.sendPicked(picked, slot, dispatch);
-          // Nothing went to the server, or the server did not take it (refused, or never reached):
-          // the pair's counts and cap units go back, as the quota unit does (send.ts decides).
-          unsent = info === null || decision.unit === 'returned';
+          // The pair's counts and cap units follow the quota unit (send.ts decides): back when the
+          // server did not take the message (not sent, refused, never reached; every undispatched
+          // Decision returns its unit), kept when it may have it.
+          unsent = decision.unit === 'returned';
           // Nothing went out and the message is back in its buffer: no new slot at once (it would
           // pick the same message again before anything changed).
           pumpAfter = !(decision.putBack && info === null);
