@@ -74,20 +74,17 @@ describe('caps per (service, provider) across engines', () => {
       )
     )[0]!.n;
   const total = () => smtp.messages.length;
-  const sentRows = async (e: Engine, provider?: string) =>
+  /** Messages in a final state, of one provider or all. */
+  const rowsIn = async (e: Engine, status: 'sent' | 'failed', provider?: string) =>
     (
       await rows<{ n: number }>(
         e.apiDb,
-        `SELECT count(*)::int AS n FROM subtasks WHERE ($p::text IS NULL OR provider = $p) AND status = 'sent'`,
-        { p: provider ?? null },
+        `SELECT count(*)::int AS n FROM subtasks WHERE ($p::text IS NULL OR provider = $p) AND status = $status`,
+        { p: provider ?? null, status },
       )
     )[0]!.n;
-  const failedRows = async (e: Engine, provider: string) =>
-    (
-      await rows<{ n: number }>(e.apiDb, `SELECT count(*)::int AS n FROM subtasks WHERE provider = $p AND status = 'failed'`, {
-        p: provider,
-      })
-    )[0]!.n;
+  const sentRows = (e: Engine, provider?: string) => rowsIn(e, 'sent', provider);
+  const failedRows = (e: Engine, provider: string) => rowsIn(e, 'failed', provider);
   /** Every message of the provider (or all) either sent or deferred by the cap: nothing in flight. */
   const settled = (e: Engine, n: number, provider?: string) =>
     until(async () => (await sentRows(e, provider)) + (await deferred(e, provider)) === n, 30_000, 'every message sent or deferred');
