@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { ConcurrencyController, type ConcurrencyOptions } from '../services/scheduler/concurrency.js';
+import { ConcurrencyController, STARVED_UP_MS, type ConcurrencyOptions } from '../services/scheduler/concurrency.js';
 
 const opts: ConcurrencyOptions = { initial: 2, step: 2, upIntervalMs: 1000, downIntervalMs: 5000, healthyLatencyMs: 500 };
 
@@ -18,6 +18,34 @@ describe('dynamic concurrency policy (pure, times passed in)', () => {
     expect(c.adjust(100, 3000)).toBe(7); // bounded by maxConnections, not 8
     expect(c.adjust(100, 9000)).toBe(7);
     expect(c.snapshot()).toMatchObject({ current: 7, max: 7, backlog: 100, lastChange: 'up' });
+  });
+
+  it('scales up at once when a paced schedule starves on it: a step per STARVED_UP_MS, healthy, at most maxConnections', () => {
+    const c = new ConcurrencyController(opts, 5, 0);
+    expect(c.starved(0)).toBe(false); // the start counts as a change: not within STARVED_UP_MS of it
+    expect(c.current).toBe(2);
+    expect(c.starved(STARVED_UP_MS)).toBe(true);
+    expect(c.snapshot()).toMatchObject({ current: 4, lastChange: 'up' });
+    expect(c.starved(STARVED_UP_MS + 50)).toBe(false); // not twice within STARVED_UP_MS
+    expect(c.starved(2 * STARVED_UP_MS)).toBe(true);
+    expect(c.current).toBe(5); // bounded by maxConnections, not 6
+    expect(c.starved(10 * STARVED_UP_MS)).toBe(false);
+    expect(c.current).toBe(5);
+    // The up interval of adjust() counts from the last scale-up, whichever made it.
+    const d = new ConcurrencyController(opts, 10, 0);
+    expect(d.starved(STARVED_UP_MS)).toBe(true);
+    expect(d.adjust(100, 1000)).toBe(4);
+    expect(d.adjust(100, STARVED_UP_MS + 1000)).toBe(6);
+  });
+
+  it('does not scale up a starved schedule while latency is unhealthy or the last send failed', () => {
+    const slow = new ConcurrencyController(opts, 10, 0);
+    slow.observeLatency(800);
+    expect(slow.starved(STARVED_UP_MS)).toBe(false);
+    const failing = new ConcurrencyController(opts, 10, 0);
+    failing.setFailing(true);
+    expect(failing.starved(STARVED_UP_MS)).toBe(false);
+    expect([slow.current, failing.current]).toEqual([2, 2]);
   });
 
   it('does not scale up on a backlog of at most twice the concurrency', () => {

@@ -2,6 +2,7 @@ import { DateTime } from 'luxon';
 import type { Engine } from '../src/engine.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { createTestEngine } from './helpers/db.js';
+import { STARVED_UP_MS } from '../services/scheduler/concurrency.js';
 import { until, userWithContacts } from './helpers/scheduler.js';
 
 /**
@@ -109,6 +110,39 @@ describe('dynamic concurrency per service (injected clock)', () => {
     await engine.scheduler.tick();
     expect(concurrency(svc.id)!.current).toBe(1);
     expect(catcher.accepted).toBe(150);
+  });
+
+  it('raises a paced service’s concurrency when its schedule starves on it, one step per STARVED_UP_MS of the clock', async () => {
+    // 50 a second (20 ms apart) against a server that answers after 60 ms: one send at a time
+    // makes about 16 a second, so the schedule starves behind the concurrency of 1. The up
+    // interval of the backlog rule is a minute: only the starvation raises it, a step each time
+    // the test moves the clock by STARVED_UP_MS.
+    const u = await userWithContacts(engine, 'Paced', 400);
+    await engine.campaigns.create({
+      userId: u.userId,
+      name: 'paced',
+      from: 'p@example.test',
+      templates: [u.templateId],
+      recipientRule: { type: 'all' },
+    });
+    const svc = await engine.services.create({
+      name: 'paced',
+      transport: { host: '127.0.0.1', port: catcher.port },
+      sendingRate: 0.02,
+      dailyQuota: 100_000,
+      maxConnections: 3,
+    });
+    await engine.scheduler.start();
+    await until(() => catcher.accepted >= 3, 10_000, 'the first sends');
+    expect(concurrency(svc.id)).toMatchObject({ current: 1, max: 3 });
+    now = now.plus({ milliseconds: STARVED_UP_MS });
+    await until(() => concurrency(svc.id)!.current === 2, 5_000, 'a scale-up to 2');
+    expect(concurrency(svc.id)!.lastChange).toBe('up');
+    now = now.plus({ milliseconds: STARVED_UP_MS });
+    await until(() => concurrency(svc.id)!.current === 3, 5_000, 'a scale-up to 3');
+    now = now.plus({ milliseconds: STARVED_UP_MS });
+    await engine.scheduler.tick();
+    expect(concurrency(svc.id)!.current).toBe(3); // maxConnections bounds it
   });
 
   it('shows the concurrency and the live instances in status', async () => {

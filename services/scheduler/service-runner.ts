@@ -432,23 +432,40 @@ export class ServiceRunner {
     return this.active + this.committing;
   }
 
-  /** Starts slots while there is sendable work and mayStartSlot allows (see the header). */
+  /**
+   * Starts slots while there is sendable work and mayStartSlot allows (see the header). When a
+   * paced schedule would starve on the concurrency (every allowed send on the wire, none waiting
+   * for its slot), the concurrency goes up at once (ConcurrencyController.starved) and more start.
+   */
   pump(): void {
     if (!this.started) return;
-    while (
-      this.usable &&
-      this.ring.sendableCount > 0 &&
-      mayStartSlot({
-        intervalMs: this.intervalMs,
-        concurrency: this.concurrency.current,
-        maxConnections: Math.max(1, this.row.max_connections),
-        commitWindow: this.commitWindow,
-        active: this.active,
-        ahead: this.ahead,
-        committing: this.committing,
-      })
-    ) {
-      void this.slot();
+    for (;;) {
+      while (
+        this.usable &&
+        this.ring.sendableCount > 0 &&
+        mayStartSlot({
+          intervalMs: this.intervalMs,
+          concurrency: this.concurrency.current,
+          maxConnections: Math.max(1, this.row.max_connections),
+          commitWindow: this.commitWindow,
+          active: this.active,
+          ahead: this.ahead,
+          committing: this.committing,
+        })
+      ) {
+        void this.slot();
+      }
+      const starving =
+        this.intervalMs > 0 &&
+        this.ahead === 0 &&
+        this.active >= this.concurrency.current &&
+        this.active + this.committing < this.commitWindow &&
+        this.usable &&
+        this.ring.sendableCount > 0;
+      if (!starving) return;
+      const before = this.concurrency.current;
+      if (!this.concurrency.starved(this.host.clock().toMillis())) return;
+      this.host.onConcurrencyChange(this, before);
     }
   }
 
