@@ -311,7 +311,9 @@ export class Pacer {
       const held = anchored ? Math.min(bound, now) : -Infinity;
       const arrived = w.since - this.next <= tol ? -Infinity : w.since;
       const slot = Math.max(this.next, arrived, now - tol, held);
-      if (slot > this.next && this.next > -Infinity)
+      // The first send of the pacer loses nothing (no rate before it), however long after the
+      // start or notBefore it comes: the claims and the first composition, not a shortfall.
+      if (slot > this.next && this.next > -Infinity && this.released > 0)
         this.noteSlip(slot - this.next, slot === arrived ? 'starved' : bound > this.next ? 'answers' : 'late');
       this.lastSlot = slot;
       this.next = slot + this.intervalMs;
