@@ -42,10 +42,9 @@ export interface ConcurrencySnapshot {
 }
 
 /** Weight of the newest latency sample in the moving average. */
+const LATENCY_WEIGHT = 0.2;
 /** Least time between two scale-ups for a starved schedule: long enough for the new sends to answer. */
 export const STARVED_UP_MS = 100;
-
-const LATENCY_WEIGHT = 0.2;
 
 export class ConcurrencyController {
   private value: number;

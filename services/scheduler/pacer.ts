@@ -13,9 +13,10 @@
  *     100/s achieved 91/s on a busy machine).
  *   - Catching up is bounded: a send keeps at most catchUpMs(interval) of lateness, the larger of
  *     CATCH_UP x interval and CATCH_UP_MS (what the runner picks ahead of the slots: LOOKAHEAD_MS).
- *     Later than that, its slot moves to (release - catch-up). That holds whatever made it late:
- *     this process busy, or the server's answers holding it (below). A send that reaches the
- *     pacer after its slot (no message was ready) keeps the slot if it came within the catch-up,
+ *     Later than that, its slot moves to (release - catch-up). A send the server's answers hold
+ *     (below) takes the slot they allow: that wait is the rule's, not lateness to catch up. A
+ *     send that reaches the pacer after its slot (no message was ready) keeps the slot if it came
+ *     within the catch-up,
  *     and otherwise starts at its own arrival. Idle time therefore banks no credit: after a
  *     pause, a quota reset or a restart the next sends come one interval apart, never in a burst.
  *     What the schedule lost, and why, is kept in `slip` (status: pacingSlipMs). Half an interval
@@ -52,11 +53,12 @@
  * and the schedule goes on from there: one latency lost per start.
  *
  * What it costs: when a message takes longer than an interval from release to answer (a new
- * connection, a stalled server), the send n + 1 behind it waits for the excess: the rule itself
- * demands it (a message late by d at the server leaves a window that can take only what comes
- * d - interval later). The sends after that one keep their slots when the wait was within the
- * catch-up (their own answers allow it); a longer wait moves the schedule back by what exceeds
- * the catch-up, for good. While answers come within an interval, nothing waits.
+ * connection, a stalled server), the sends from n + 1 on behind it move back by the excess, for
+ * good: the rule itself demands it (a message late by d at the server leaves a window that can
+ * take only what comes d - interval later, and the sends between keep their slots). So does a send
+ * released late, by what exceeds an interval: lateness under an interval costs nothing, beyond it
+ * the worst of each window (n + 1 sends) is paid once. While answers come within an interval,
+ * nothing moves.
  *
  * The same bound keeps the rule on the dispatch side: answer(i) >= release(i), so release(j) -
  * release(i) > (j - i - 1) x interval for every pair at least n + 1 apart, and no window of k >= n
@@ -303,18 +305,17 @@ export class Pacer {
       }
       const w = this.queue.shift()!;
       // The slot this send takes: the one due, unless the send goes more than the catch-up after
-      // it (this process was busy, or the answers held it), or reached the pacer more than the
-      // catch-up after it (idle: no credit for the wait). The send right after a schedule's first
-      // takes the instant its answer allowed: the schedule starts there (see the header).
+      // it (this process was busy), or reached the pacer more than the catch-up after it (idle: no
+      // credit for the wait). A slot the answers held back starts there: the answers' bound moves
+      // every later send too (its floor is a running maximum), so the schedule follows it.
       const tol = catchUpMs(this.intervalMs);
-      const anchored = this.anchor !== null && this.released === this.anchor.seq + 1;
-      const held = anchored ? Math.min(bound, now) : -Infinity;
+      const held = Math.min(bound, now);
       const arrived = w.since - this.next <= tol ? -Infinity : w.since;
       const slot = Math.max(this.next, arrived, now - tol, held);
       // The first send of the pacer loses nothing (no rate before it), however long after the
       // start or notBefore it comes: the claims and the first composition, not a shortfall.
       if (slot > this.next && this.next > -Infinity && this.released > 0)
-        this.noteSlip(slot - this.next, slot === arrived ? 'starved' : bound > this.next ? 'answers' : 'late');
+        this.noteSlip(slot - this.next, slot === held ? 'answers' : slot === arrived ? 'starved' : 'late');
       this.lastSlot = slot;
       this.next = slot + this.intervalMs;
       const seq = this.released++;
