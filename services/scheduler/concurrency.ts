@@ -101,10 +101,15 @@ export class ConcurrencyController {
    */
   starved(now: number): boolean {
     if (!this.healthy || this.value >= this.max || now - this.lastUpAt < STARVED_UP_MS) return false;
+    this.stepUp(now);
+    return true;
+  }
+
+  /** Up by one step, at most maxConnections; the last scale-up for both rules. */
+  private stepUp(now: number): void {
     this.value = Math.min(this.max, this.value + this.opts.step);
     this.lastUpAt = now;
     this.lastChange = 'up';
-    return true;
   }
 
   /** Decides with the current backlog at `now`; returns the concurrency to use. */
@@ -119,9 +124,7 @@ export class ConcurrencyController {
       now - this.lastUpAt >= upIntervalMs &&
       sinceChange >= upIntervalMs
     ) {
-      this.value = Math.min(this.max, this.value + step);
-      this.lastUpAt = now;
-      this.lastChange = 'up';
+      this.stepUp(now);
     } else if (
       backlog < this.value / 2 &&
       this.value > this.floor &&
