@@ -1,8 +1,9 @@
 /**
- * When a service runner may start one more send slot (service-runner.ts, mayStartSlot): pure.
+ * When a service runner may start one more send slot (service-runner.ts, mayStartSlot), and when a
+ * paced schedule waits on the concurrency alone (starvesOnConcurrency): pure.
  */
 import { describe, expect, it } from '@jest/globals';
-import { LOOKAHEAD_MS, lookaheadFor, mayStartSlot } from '../services/scheduler/service-runner.js';
+import { LOOKAHEAD_MS, lookaheadFor, mayStartSlot, starvesOnConcurrency } from '../services/scheduler/service-runner.js';
 
 const base = { concurrency: 5, maxConnections: 5, commitWindow: 40, active: 0, ahead: 0, committing: 0 };
 
@@ -44,5 +45,37 @@ describe('slot admission', () => {
     expect(mayStartSlot({ ...base, intervalMs: 2, active: 3, ahead: 2, committing: 37 })).toBe(false);
     expect(mayStartSlot({ ...base, intervalMs: 2, active: 3, ahead: 2, committing: 36 })).toBe(true);
     expect(mayStartSlot({ ...base, intervalMs: 0, active: 1, committing: 39 })).toBe(false);
+  });
+
+  it('a paced schedule starves on the concurrency only with every allowed send on the wire and none waiting', () => {
+    // Five on the wire, none waiting for its slot, room in the commit window: one more would start.
+    const wire = { ...base, intervalMs: 2, active: 5, ahead: 0 };
+    expect(starvesOnConcurrency(wire)).toBe(true);
+    expect(mayStartSlot(wire)).toBe(false);
+    // One already waits for its slot: the pacer, not the concurrency, holds the schedule.
+    expect(starvesOnConcurrency({ ...wire, active: 6, ahead: 1 })).toBe(false);
+    // Fewer on the wire than the concurrency: a slot may start, nothing starves.
+    expect(starvesOnConcurrency({ ...wire, active: 4 })).toBe(false);
+    // The commit window is full: a higher concurrency would start nothing (the crash bound holds).
+    expect(starvesOnConcurrency({ ...wire, committing: 35 })).toBe(false);
+    expect(starvesOnConcurrency({ ...wire, committing: 34 })).toBe(true);
+    // No rate limit: the connections' health alone moves the concurrency.
+    expect(starvesOnConcurrency({ ...wire, intervalMs: 0 })).toBe(false);
+  });
+
+  it('whenever a paced schedule starves, raising the concurrency by one admits a slot', () => {
+    let starving = 0;
+    for (let active = 0; active <= 12; active++)
+      for (let ahead = 0; ahead <= Math.min(active, 3); ahead++)
+        for (let committing = 0; committing <= 40 - active; committing += 5)
+          for (const concurrency of [1, 2, 5]) {
+            const c = { ...base, intervalMs: 10, concurrency, active, ahead, committing };
+            if (starvesOnConcurrency(c)) {
+              starving++;
+              expect(mayStartSlot(c)).toBe(false);
+              expect(mayStartSlot({ ...c, concurrency: concurrency + 1 })).toBe(active === concurrency);
+            }
+          }
+    expect(starving).toBeGreaterThan(10);
   });
 });

@@ -183,6 +183,16 @@ export function mayStartSlot(c: SlotCounts): boolean {
   return c.active - c.ahead < c.concurrency && c.ahead < lookaheadFor(c.intervalMs);
 }
 
+/**
+ * Does a paced schedule wait on the concurrency alone? Every send it allows is on the wire, none
+ * waits for its slot, and the commit window has room: a higher concurrency would start one more
+ * (ConcurrencyController.starved decides whether it goes up). Never for a service without a rate
+ * limit: there the concurrency follows the connections' health (adjust).
+ */
+export function starvesOnConcurrency(c: SlotCounts): boolean {
+  return c.intervalMs > 0 && c.ahead === 0 && c.active >= c.concurrency && c.active + c.committing < c.commitWindow;
+}
+
 /** Sends reserved from the database at once: about one second's worth, at least 1, at most 100. */
 export function quotaBatch(sendingRate: number): number {
   return sendingRate <= 0 ? 100 : Math.max(1, Math.min(100, Math.floor(1 / sendingRate)));
@@ -432,6 +442,19 @@ export class ServiceRunner {
     return this.active + this.committing;
   }
 
+  /** What mayStartSlot and starvesOnConcurrency read. */
+  private slotCounts(): SlotCounts {
+    return {
+      intervalMs: this.intervalMs,
+      concurrency: this.concurrency.current,
+      maxConnections: Math.max(1, this.row.max_connections),
+      commitWindow: this.commitWindow,
+      active: this.active,
+      ahead: this.ahead,
+      committing: this.committing,
+    };
+  }
+
   /**
    * Starts slots while there is sendable work and mayStartSlot allows (see the header). When a
    * paced schedule would starve on the concurrency (every allowed send on the wire, none waiting
@@ -440,29 +463,8 @@ export class ServiceRunner {
   pump(): void {
     if (!this.started) return;
     for (;;) {
-      while (
-        this.usable &&
-        this.ring.sendableCount > 0 &&
-        mayStartSlot({
-          intervalMs: this.intervalMs,
-          concurrency: this.concurrency.current,
-          maxConnections: Math.max(1, this.row.max_connections),
-          commitWindow: this.commitWindow,
-          active: this.active,
-          ahead: this.ahead,
-          committing: this.committing,
-        })
-      ) {
-        void this.slot();
-      }
-      const starving =
-        this.intervalMs > 0 &&
-        this.ahead === 0 &&
-        this.active >= this.concurrency.current &&
-        this.active + this.committing < this.commitWindow &&
-        this.usable &&
-        this.ring.sendableCount > 0;
-      if (!starving) return;
+      while (this.usable && this.ring.sendableCount > 0 && mayStartSlot(this.slotCounts())) void this.slot();
+      if (!(this.usable && this.ring.sendableCount > 0 && starvesOnConcurrency(this.slotCounts()))) return;
       const before = this.concurrency.current;
       if (!this.concurrency.starved(this.host.clock().toMillis())) return;
       this.host.onConcurrencyChange(this, before);
