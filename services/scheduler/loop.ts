@@ -400,7 +400,13 @@ export class QueueScheduler extends EventEmitter {
       await this.outcomes.flush();
       // Spent units are written: what is left of this engine's holds is unused. Back to the quota.
       await returnQuotaHolds(this.ctx.schedulerDb, { instance: this.instanceId, ttlMs: this.ctx.config.leaseTtlMs });
-      await this.locks.close();
+    } catch (err) {
+      this.fail(err, 'stop');
+    }
+    // The services go free even when the writes above failed: another engine takes them over and
+    // recovers what was left, as after a crash. After the writes, so none starts before they commit.
+    await this.locks.close();
+    try {
       await unregister(this.ctx.schedulerDb, this.instanceId);
     } catch (err) {
       this.fail(err, 'stop');
