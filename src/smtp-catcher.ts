@@ -65,6 +65,8 @@ export class SmtpCatcher {
   received = 0;
   /** Messages whose data was cut in the middle by `dropMidData`. */
   droppedMidData = 0;
+  /** SMTP connections open now (counted from the greeting to the socket's close). */
+  openConnections = 0;
   private server: SMTPServer;
   private waiters: { count: number; resolve: () => void }[] = [];
   private opts: SmtpCatcherOptions;
@@ -81,6 +83,13 @@ export class SmtpCatcher {
       banner: 'fairsend smtp catcher',
       size: 25 * 1024 * 1024,
       closeTimeout: 1000,
+      onConnect: (_session, cb) => {
+        this.openConnections++;
+        cb();
+      },
+      onClose: () => {
+        this.openConnections--;
+      },
       onRcptTo: (address: SMTPServerAddress, session, cb) => {
         const reply = this.opts.rcptReply?.(address.address, session);
         cb(reply ? new ReplyError(reply) : undefined);

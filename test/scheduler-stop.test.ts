@@ -11,16 +11,16 @@ import { until, userWithContacts } from './helpers/scheduler.js';
 describe('scheduler stop', () => {
   let engine: Engine;
   let catcher: SmtpCatcher;
-  beforeAll(async () => {
+  beforeEach(async () => {
     catcher = await startSmtpCatcher();
-    engine = await createTestEngine({ schedulerTickMs: 50 });
   });
-  afterAll(async () => {
+  afterEach(async () => {
     await engine.close();
     await catcher.stop();
   });
 
   it('closes the service-lock connection even when returning the quota holds fails', async () => {
+    engine = await createTestEngine({ schedulerTickMs: 50 });
     await engine.services.create({
       name: 'svc',
       transport: { host: '127.0.0.1', port: catcher.port },
@@ -62,4 +62,40 @@ describe('scheduler stop', () => {
       await engine.apiDb.query('ALTER TABLE quota_holds_away RENAME TO quota_holds');
     }
   });
+
+  // SEND_WORKERS=0: the transports live in this thread (with send workers, their threads end too).
+  it.each(['0', '1'])(
+    'closes a transport replaced by a changed row at the stop, not at its retirement timer (SEND_WORKERS=%s)',
+    async (workers) => {
+      engine = await createTestEngine({ schedulerTickMs: 50, env: { SEND_WORKERS: workers } });
+      const next = await startSmtpCatcher();
+      try {
+        const svc = await engine.services.create({
+          name: 'svc',
+          transport: { host: '127.0.0.1', port: catcher.port },
+          sendingRate: 0.05,
+          dailyQuota: 1000,
+          maxConnections: 1,
+        });
+        const u = await userWithContacts(engine, 'Moved', 200);
+        await engine.campaigns.create({
+          userId: u.userId,
+          name: 'm',
+          from: 'm@example.test',
+          templates: [u.templateId],
+          recipientRule: { type: 'all' },
+        });
+        await engine.scheduler.start();
+        await until(() => catcher.messages.length > 0, 20_000, 'a send to the first server');
+        await engine.services.update(svc.id, { transport: { host: '127.0.0.1', port: next.port } });
+        await until(() => next.messages.length > 0, 20_000, 'a send to the new server');
+        // The old pool stays open for the sends that were on it.
+        expect(catcher.openConnections).toBeGreaterThan(0);
+        await engine.scheduler.stop();
+        await until(() => catcher.openConnections === 0 && next.openConnections === 0, 3_000, 'both servers without connections');
+      } finally {
+        await next.stop();
+      }
+    },
+  );
 });

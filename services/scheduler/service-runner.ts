@@ -200,6 +200,9 @@ export function quotaBatch(sendingRate: number): number {
 
 const MAX_PROBE_BACKOFF_MS = 5 * 60_000;
 
+/** How long a transport replaced by a changed row stays open for the sends already on it (ms). */
+const RETIRE_TRANSPORT_MS = 5000;
+
 /** A `date` column as YYYY-MM-DD, whether the driver gave a string or a Date (at local midnight). */
 function dayOf(d: string | Date): string {
   return typeof d === 'string' ? d.slice(0, 10) : DateTime.fromJSDate(d).toISODate()!;
@@ -218,6 +221,8 @@ export class ServiceRunner {
   private shaperKey: string;
   transport: ServiceTransport;
   private transportKey: string;
+  /** Transports replaced by a changed row, closing once their sends have had RETIRE_TRANSPORT_MS. */
+  private readonly retired = new Map<ServiceTransport, NodeJS.Timeout>();
   private timer: NodeJS.Timeout | undefined;
   private readonly host: RunnerHost;
   /** Quota units reserved in the database and not used yet, and the quota day they belong to. */
@@ -379,7 +384,13 @@ export class ServiceRunner {
       const old = this.transport;
       this.transport = this.host.createTransport(row);
       this.transportKey = this.keyOf(row);
-      setTimeout(() => old.close(), 5000).unref(); // let in-flight sends on the old pool finish
+      // In-flight sends on the old pool finish; then it closes (at the latest when the runner stops).
+      const retire = setTimeout(() => {
+        this.retired.delete(old);
+        old.close();
+      }, RETIRE_TRANSPORT_MS);
+      retire.unref();
+      this.retired.set(old, retire);
       this.healthy = true;
       this.failures = 0;
       this.nextProbeAt = null;
@@ -836,6 +847,12 @@ export class ServiceRunner {
     } catch (err) {
       this.host.onError(err, `service ${this.id} stop`);
     }
+    // Drained (or out of grace): nothing more goes on the replaced transports either.
+    for (const [old, retire] of this.retired) {
+      clearTimeout(retire);
+      old.close();
+    }
+    this.retired.clear();
     this.transport.close();
   }
 
