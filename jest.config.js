@@ -15,4 +15,8 @@ export default {
   testTimeout: 60000,
   // Two cores: two workers keep the database and the SMTP servers responsive.
   maxWorkers: 2,
+  // A worker's heap grows about 12 MB per test file (modules kept per file under
+  // --experimental-vm-modules) and, near 800 MB, takes longer than jest's 500 ms to exit: "A
+  // worker process has failed to exit gracefully". A worker past this after a file is replaced.
+  workerIdleMemoryLimit: '512MB',
 };
