@@ -70,6 +70,20 @@ export interface GeneratorOptions {
   resolveProviders?: boolean;
 }
 
+/**
+ * The next due campaign to generate, locked, skipping those another engine is generating. It
+ * walks tasks_due_idx (scheduled_at, id) in order and stops at the first it can take: it never
+ * reads every due campaign (test/generation.test.ts reads the plan).
+ */
+export const DUE_TASK_SQL = `SELECT t.id, t.created_by, t.contacts, t.templates, t.recipient_rule, t.send_window, t.timezone, t.reserved_quota,
+                u.timezone AS user_timezone, u.remaining_quota AS user_remaining
+           FROM tasks t JOIN users u ON u.id = t.created_by
+          WHERE t.status = 'scheduled' AND t.generated_at IS NULL AND t.scheduled_at <= $now
+            AND u.paused_reason IS NULL -- a paused user's new campaigns wait (services/breakers.ts)
+          ORDER BY t.scheduled_at, t.id
+          LIMIT 1
+          FOR UPDATE OF t SKIP LOCKED`;
+
 export function createGenerator(ctx: ServiceContext, opts: GeneratorOptions = {}) {
   const db = ctx.schedulerDb;
   const providers = opts.providers ?? createProviderResolver({ timeoutMs: ctx.config.mxLookupTimeoutMs });
@@ -96,18 +110,7 @@ export function createGenerator(ctx: ServiceContext, opts: GeneratorOptions = {}
   async function generateOne(now: DateTime): Promise<GenerationResult | undefined> {
     const started = performance.now();
     return db.transaction(async (t) => {
-      const [task] = await query<DueTask>(
-        `SELECT t.id, t.created_by, t.contacts, t.templates, t.recipient_rule, t.send_window, t.timezone, t.reserved_quota,
-                u.timezone AS user_timezone, u.remaining_quota AS user_remaining
-           FROM tasks t JOIN users u ON u.id = t.created_by
-          WHERE t.status = 'scheduled' AND t.generated_at IS NULL AND t.scheduled_at <= $now
-            AND u.paused_reason IS NULL -- a paused user's new campaigns wait (services/breakers.ts)
-          ORDER BY t.scheduled_at, t.id
-          LIMIT 1
-          FOR UPDATE OF t SKIP LOCKED`,
-        { now: now.toJSDate() },
-        t,
-      );
+      const [task] = await query<DueTask>(DUE_TASK_SQL, { now: now.toJSDate() }, t);
       if (!task) return undefined;
       const recipients = recipientPredicate({
         userId: task.created_by,

@@ -1,5 +1,6 @@
 import { DateTime } from 'luxon';
 import type { Engine } from '../src/engine.js';
+import { DUE_TASK_SQL } from '../services/generation.js';
 import { createTestDatabase, createTestEngine, rows } from './helpers/db.js';
 
 describe('queue pre-generation', () => {
@@ -112,5 +113,59 @@ describe('queue pre-generation', () => {
     } finally {
       await e.close();
     }
+  });
+});
+
+describe('the due campaign pick', () => {
+  let engine: Engine;
+  beforeAll(async () => {
+    engine = await createTestEngine();
+  });
+  afterAll(() => engine.close());
+
+  interface PlanNode {
+    'Node Type': string;
+    'Relation Name'?: string;
+    'Actual Rows'?: number;
+    Plans?: PlanNode[];
+  }
+  const nodes = (n: PlanNode): PlanNode[] => [n, ...(n.Plans ?? []).flatMap(nodes)];
+
+  it('reads the first due campaigns in order and stops, however many are due', async () => {
+    const user = (await engine.users.create({ name: 'D', email: 'd@example.test', quota: 1_000_000 })).id;
+    const tpl = (await engine.templates.create(user, { name: 't', subject: 's', text: 'x' })).id;
+    await engine.contacts.bulkCreate(user, [{ email: 'r@example.test' }]);
+    const first = await engine.campaigns.create({
+      userId: user,
+      name: 'c',
+      from: 'd@example.test',
+      templates: [tpl],
+      recipientRule: { type: 'all' },
+    });
+    // 5,000 more due campaigns like it (rows written directly: only the pick is measured here).
+    await engine.apiDb.query(
+      `INSERT INTO tasks (name, status, scheduled_at, timezone, from_address, created_by, contacts, templates, recipient_rule)
+       SELECT name || g, status, scheduled_at - make_interval(secs => g % 7), timezone, from_address, created_by, contacts, templates, recipient_rule
+         FROM tasks, generate_series(1, 5000) g WHERE id = $id`,
+      { bind: { id: first.id } },
+    );
+    await engine.apiDb.query('ANALYZE tasks');
+    const [[{ 'QUERY PLAN': plan }]] = (await engine.apiDb.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${DUE_TASK_SQL}`, {
+      bind: { now: new Date() },
+    })) as unknown as [[{ 'QUERY PLAN': [{ Plan: PlanNode }] }]];
+    const all = nodes(plan[0].Plan);
+    // No sort of every due campaign: the index gives them in the pick's order.
+    expect(all.map((n) => n['Node Type']).filter((t) => /Sort/.test(t))).toEqual([]);
+    const scans = all.filter((n) => n['Relation Name'] === 'tasks');
+    expect(scans).toHaveLength(1);
+    expect(scans[0]!['Node Type']).toMatch(/Index/);
+    expect(scans[0]!['Actual Rows']).toBeLessThanOrEqual(2);
+    // And it is the right one: the earliest scheduled, then the lowest id.
+    const [picked] = await rows<{ id: string }>(engine.apiDb, DUE_TASK_SQL, { now: new Date() });
+    const [expected] = await rows<{ id: string }>(
+      engine.apiDb,
+      `SELECT id FROM tasks WHERE status = 'scheduled' AND generated_at IS NULL ORDER BY scheduled_at, id LIMIT 1`,
+    );
+    expect(picked!.id).toBe(expected!.id);
   });
 });
