@@ -211,8 +211,23 @@ const toClaimed = (taskId: number, r: ClaimedRow): Claimed => ({
   provider: (r.provider as Provider | null) ?? builtinProvider(r.email) ?? otherProvider(r.email),
 });
 
-/** How often a campaign with nothing queued but messages in flight looks for work again. */
-const IN_FLIGHT_RECHECK_MS = 1000;
+/** How often a campaign with nothing due but messages in flight looks for work again. */
+export const IN_FLIGHT_RECHECK_MS = 1000;
+
+/**
+ * When a campaign whose claim found nothing due looks again (null: not until a retry or a change
+ * wakes it). At its next queued message's time; and while messages are in flight, within
+ * IN_FLIGHT_RECHECK_MS too, whatever waits later: one of them may come back as a retry whose
+ * outcome committed after this claim's outlook was read, and whose own wake-up was dropped because
+ * the campaign was claiming then (fleet.ts). Without the bound, such a retry waited for the later
+ * message: up to the end of a 15-minute provider suspension, or of a send window, for a retry due
+ * in 300 ms.
+ */
+export function lookAgainAt(outlook: { nextAt: Date | null; inFlight: number }, nowMs: number): number | null {
+  const next = outlook.nextAt ? outlook.nextAt.getTime() : Infinity;
+  const at = outlook.inFlight > 0 ? Math.min(next, nowMs + IN_FLIGHT_RECHECK_MS) : next;
+  return at === Infinity ? null : at;
+}
 /** Campaigns claimed for in one statement at most (a few hundred index probes: tens of milliseconds). */
 export const BULK_CLAIM = 500;
 /** Bulk claims running at once: a couple of the scheduler pool's connections at most. */
@@ -394,9 +409,9 @@ export class CampaignPool {
         c.remaining = 0;
         this.version++;
       }
-      // Nothing queued but messages in flight (they may come back as retries): look again in a
-      // second rather than on every tick; a retry's own backoff is longer than that anyway.
-      c.wakeAt = outlook.nextAt ? outlook.nextAt.getTime() : c.drained ? null : now.getTime() + IN_FLIGHT_RECHECK_MS;
+      // Messages in flight (they may come back as retries): look again within a second rather
+      // than on every tick; a retry's own backoff is longer than that anyway.
+      c.wakeAt = lookAgainAt(outlook, now.getTime());
     }
   }
 
