@@ -228,6 +228,7 @@ export function lookAgainAt(outlook: { nextAt: Date | null; inFlight: number }, 
   const at = outlook.inFlight > 0 ? Math.min(next, nowMs + IN_FLIGHT_RECHECK_MS) : next;
   return at === Infinity ? null : at;
 }
+
 /** Campaigns claimed for in one statement at most (a few hundred index probes: tens of milliseconds). */
 export const BULK_CLAIM = 500;
 /** Bulk claims running at once: a couple of the scheduler pool's connections at most. */
