@@ -2,7 +2,7 @@ import type { Engine } from '../src/engine.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
 import { decodeCursor, encodeCursor, RECIPIENTS_PAGE_SQL } from '../services/campaign-recipients.js';
 import { QuotaExceededError, ValidationError } from '../services/kernel/errors.js';
-import { createTestEngine, rows } from './helpers/db.js';
+import { createTestEngine, explainNodes, rows } from './helpers/db.js';
 import { until, userWithContacts } from './helpers/scheduler.js';
 
 describe('recipients cursor', () => {
@@ -96,18 +96,7 @@ describe('engine.campaigns.recipients over 100,000 recipients', () => {
   });
 
   it('reads one page as a bounded range scan of the primary key, wherever the cursor is', async () => {
-    const [plan] = await rows<{ 'QUERY PLAN': unknown }>(engine.apiDb, `EXPLAIN (ANALYZE, FORMAT JSON) ${RECIPIENTS_PAGE_SQL}`, {
-      id: taskId,
-      after: 50_000,
-      statuses: null,
-      limit: 101,
-    });
-    const nodes: { 'Node Type': string; 'Relation Name'?: string; 'Index Name'?: string; 'Actual Rows': number }[] = [];
-    const walk = (n: Record<string, unknown>) => {
-      nodes.push(n as (typeof nodes)[number]);
-      for (const child of (n.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child);
-    };
-    walk((plan!['QUERY PLAN'] as { Plan: Record<string, unknown> }[])[0]!.Plan);
+    const nodes = await explainNodes(engine.apiDb, RECIPIENTS_PAGE_SQL, { id: taskId, after: 50_000, statuses: null, limit: 101 });
     const onSubtasks = nodes.filter((n) => n['Relation Name'] === 'subtasks');
     expect(onSubtasks).toHaveLength(1);
     expect(onSubtasks[0]).toMatchObject({ 'Node Type': 'Index Scan', 'Index Name': 'subtasks_pkey', 'Actual Rows': 101 });

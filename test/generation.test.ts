@@ -1,7 +1,8 @@
 import { DateTime } from 'luxon';
 import type { Engine } from '../src/engine.js';
 import { DUE_TASK_SQL } from '../services/generation.js';
-import { createTestDatabase, createTestEngine, rows } from './helpers/db.js';
+import { createTestDatabase, createTestEngine, explainNodes, rows } from './helpers/db.js';
+import { userWithContacts } from './helpers/scheduler.js';
 
 describe('queue pre-generation', () => {
   let url: string;
@@ -123,23 +124,13 @@ describe('the due campaign pick', () => {
   });
   afterAll(() => engine.close());
 
-  interface PlanNode {
-    'Node Type': string;
-    'Relation Name'?: string;
-    'Actual Rows'?: number;
-    Plans?: PlanNode[];
-  }
-  const nodes = (n: PlanNode): PlanNode[] => [n, ...(n.Plans ?? []).flatMap(nodes)];
-
   it('reads the first due campaigns in order and stops, however many are due', async () => {
-    const user = (await engine.users.create({ name: 'D', email: 'd@example.test', quota: 1_000_000 })).id;
-    const tpl = (await engine.templates.create(user, { name: 't', subject: 's', text: 'x' })).id;
-    await engine.contacts.bulkCreate(user, [{ email: 'r@example.test' }]);
+    const u = await userWithContacts(engine, 'D', 1);
     const first = await engine.campaigns.create({
-      userId: user,
+      userId: u.userId,
       name: 'c',
       from: 'd@example.test',
-      templates: [tpl],
+      templates: [u.templateId],
       recipientRule: { type: 'all' },
     });
     // 5,000 more due campaigns like it (rows written directly: only the pick is measured here).
@@ -150,10 +141,7 @@ describe('the due campaign pick', () => {
       { bind: { id: first.id } },
     );
     await engine.apiDb.query('ANALYZE tasks');
-    const [[{ 'QUERY PLAN': plan }]] = (await engine.apiDb.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${DUE_TASK_SQL}`, {
-      bind: { now: new Date() },
-    })) as unknown as [[{ 'QUERY PLAN': [{ Plan: PlanNode }] }]];
-    const all = nodes(plan[0].Plan);
+    const all = await explainNodes(engine.apiDb, DUE_TASK_SQL, { now: new Date() });
     // No sort of every due campaign: the index gives them in the pick's order.
     expect(all.map((n) => n['Node Type']).filter((t) => /Sort/.test(t))).toEqual([]);
     const scans = all.filter((n) => n['Relation Name'] === 'tasks');

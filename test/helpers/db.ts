@@ -56,3 +56,19 @@ export async function rows<T = Record<string, unknown>>(db: Sequelize, sql: stri
   const [r] = await db.query(sql, bind ? { bind } : {});
   return r as T[];
 }
+
+/** A node of an EXPLAIN (ANALYZE, FORMAT JSON) plan. */
+export interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  'Actual Rows'?: number;
+  Plans?: PlanNode[];
+}
+
+/** Runs `sql` under EXPLAIN (ANALYZE, FORMAT JSON) and returns every node of its plan, root first. */
+export async function explainNodes(db: Sequelize, sql: string, bind?: Record<string, unknown>): Promise<PlanNode[]> {
+  const [plan] = await rows<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(db, `EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`, bind);
+  const flat = (n: PlanNode): PlanNode[] => [n, ...(n.Plans ?? []).flatMap(flat)];
+  return flat(plan!['QUERY PLAN'][0]!.Plan);
+}
