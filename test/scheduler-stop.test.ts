@@ -5,6 +5,7 @@
  */
 import type { Engine } from '../src/engine.js';
 import { startSmtpCatcher, type SmtpCatcher } from '../src/smtp-catcher.js';
+import { LOCK_SPACE } from '../services/scheduler/service-locks.js';
 import { createTestEngine, rows } from './helpers/db.js';
 import { until, userWithContacts } from './helpers/scheduler.js';
 
@@ -56,7 +57,14 @@ describe('scheduler stop', () => {
       expect(errors.length).toBeGreaterThan(0);
       for (const e of errors) expect(String(e)).toMatch(/relation "quota_holds" does not exist/);
       await until(async () => (await lockSessions()) === 0, 5_000, 'the lock connection closed');
-      const held = await rows<{ n: number }>(engine.apiDb, `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'`);
+      // fairsend's service locks in this test's database (other test files hold theirs meanwhile).
+      const held = await rows<{ n: number }>(
+        engine.apiDb,
+        `SELECT count(*)::int AS n FROM pg_locks
+          WHERE locktype = 'advisory' AND classid = $space::int::oid
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+        { space: LOCK_SPACE },
+      );
       expect(held[0]!.n).toBe(0);
     } finally {
       await engine.apiDb.query('ALTER TABLE quota_holds_away RENAME TO quota_holds');

@@ -13,7 +13,7 @@ import pg from 'pg';
 import type { Logger } from '../kernel/logger.js';
 
 /** 'fsnd': the first key of fairsend's advisory locks; the second is the service id. */
-const LOCK_SPACE = 0x66736e64 | 0;
+export const LOCK_SPACE = 0x66736e64 | 0;
 
 export class ServiceLocks {
   private client: pg.Client | undefined;
