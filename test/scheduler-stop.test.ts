@@ -20,23 +20,29 @@ describe('scheduler stop', () => {
     await catcher.stop();
   });
 
-  it('closes the service-lock connection even when returning the quota holds fails', async () => {
-    engine = await createTestEngine({ schedulerTickMs: 50 });
-    await engine.services.create({
+  /** One service sending to the catcher at `sendingRate`, and a user's campaign of `n` for it. */
+  async function sendingCampaign(name: string, sendingRate: number, n: number) {
+    const svc = await engine.services.create({
       name: 'svc',
       transport: { host: '127.0.0.1', port: catcher.port },
-      sendingRate: 0.01,
+      sendingRate,
       dailyQuota: 1000,
       maxConnections: 1,
     });
-    const u = await userWithContacts(engine, 'Stop', 50);
+    const u = await userWithContacts(engine, name, n);
     await engine.campaigns.create({
       userId: u.userId,
-      name: 's',
+      name,
       from: 's@example.test',
       templates: [u.templateId],
       recipientRule: { type: 'all' },
     });
+    return svc;
+  }
+
+  it('closes the service-lock connection even when returning the quota holds fails', async () => {
+    engine = await createTestEngine({ schedulerTickMs: 50 });
+    await sendingCampaign('Stop', 0.01, 50);
     const errors: unknown[] = [];
     engine.scheduler.on('error', (err) => errors.push(err));
     await engine.scheduler.start();
@@ -78,21 +84,7 @@ describe('scheduler stop', () => {
       engine = await createTestEngine({ schedulerTickMs: 50, env: { SEND_WORKERS: workers } });
       const next = await startSmtpCatcher();
       try {
-        const svc = await engine.services.create({
-          name: 'svc',
-          transport: { host: '127.0.0.1', port: catcher.port },
-          sendingRate: 0.05,
-          dailyQuota: 1000,
-          maxConnections: 1,
-        });
-        const u = await userWithContacts(engine, 'Moved', 200);
-        await engine.campaigns.create({
-          userId: u.userId,
-          name: 'm',
-          from: 'm@example.test',
-          templates: [u.templateId],
-          recipientRule: { type: 'all' },
-        });
+        const svc = await sendingCampaign('Moved', 0.05, 200);
         await engine.scheduler.start();
         await until(() => catcher.messages.length > 0, 20_000, 'a send to the first server');
         await engine.services.update(svc.id, { transport: { host: '127.0.0.1', port: next.port } });
