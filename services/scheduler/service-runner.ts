@@ -474,8 +474,12 @@ export class ServiceRunner {
   pump(): void {
     if (!this.started) return;
     for (;;) {
-      while (this.usable && this.ring.sendableCount > 0 && mayStartSlot(this.slotCounts())) void this.slot();
-      if (!(this.usable && this.ring.sendableCount > 0 && starvesOnConcurrency(this.slotCounts()))) return;
+      if (!this.usable || this.ring.sendableCount === 0) return;
+      if (mayStartSlot(this.slotCounts())) {
+        void this.slot();
+        continue;
+      }
+      if (!starvesOnConcurrency(this.slotCounts())) return;
       const before = this.concurrency.current;
       if (!this.concurrency.starved(this.host.clock().toMillis())) return;
       this.host.onConcurrencyChange(this, before);
