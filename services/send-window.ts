@@ -25,9 +25,14 @@ export interface WindowIssue {
 const HH_MM = /^([01]\d|2[0-3]):([0-5]\d)$/;
 const MINUTE_MS = 60_000;
 const DAY_MS = 24 * 60 * MINUTE_MS;
-/** Window openings examined, from the day before `now` (a window crossing midnight) to 8 days ahead. */
+/**
+ * Window openings examined, from the day before `now` (a window crossing midnight) to DAYS_AHEAD days
+ * ahead. A window on one weekday that lies inside a DST gap that week (Sundays 02:00-02:30 in New York
+ * on the day clocks spring forward) next opens two weeks after its last opening, so one week plus a day
+ * is not enough. Three weeks plus a day covers a gap two weeks running, which no zone has.
+ */
 const DAYS_BEHIND = 1;
-const DAYS_AHEAD = 8;
+const DAYS_AHEAD = 22;
 
 function minutesOf(hhmm: string): number {
   const m = HH_MM.exec(hhmm);
