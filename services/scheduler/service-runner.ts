@@ -475,11 +475,12 @@ export class ServiceRunner {
     if (!this.started) return;
     for (;;) {
       if (!this.usable || this.ring.sendableCount === 0) return;
-      if (mayStartSlot(this.slotCounts())) {
+      const counts = this.slotCounts();
+      if (mayStartSlot(counts)) {
         void this.slot();
         continue;
       }
-      if (!starvesOnConcurrency(this.slotCounts())) return;
+      if (!starvesOnConcurrency(counts)) return;
       const before = this.concurrency.current;
       if (!this.concurrency.starved(this.host.clock().toMillis())) return;
       this.host.onConcurrencyChange(this, before);
