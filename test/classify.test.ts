@@ -15,6 +15,33 @@ describe('classifySendError', () => {
     });
   });
 
+  it('a held send that failed before its release was never delivered: connection, unless a reply code says more', () => {
+    const lost = { code: 'ECONNECTION', message: 'Connection closed unexpectedly', command: 'CONN' };
+    // Without the flag, the same failure may have reached the server.
+    expect(classifySendError(lost).kind).toBe('ambiguous');
+    expect(classifySendError({ ...lost, unreleased: true })).toEqual({
+      kind: 'connection',
+      serviceFault: true,
+      bounce: false,
+      type: 'unreleased',
+      message: 'Connection closed unexpectedly',
+    });
+    expect(classifySendError({ code: 'EWORKER', message: 'thread died', unreleased: true })).toMatchObject({
+      kind: 'connection',
+      serviceFault: false,
+      type: 'worker_unreleased',
+    });
+    // The envelope refused before the hold: the reply decides.
+    expect(
+      classifySendError({ code: 'EENVELOPE', responseCode: 550, command: 'RCPT TO', response: '550 no such user', unreleased: true }),
+    ).toMatchObject({ kind: 'permanent', bounce: true });
+    expect(
+      classifySendError({ code: 'EENVELOPE', responseCode: 451, command: 'RCPT TO', response: '451 later', unreleased: true }),
+    ).toMatchObject({
+      kind: 'transient',
+    });
+  });
+
   it('a 5xx at RCPT for a missing mailbox is permanent and a bounce, and not the service’s fault', () => {
     expect(classifySendError({ code: 'EENVELOPE', responseCode: 550, command: 'RCPT TO', response: '550 no such user' })).toEqual({
       kind: 'permanent',

@@ -29,6 +29,10 @@
  *                              permanent refusal of the message
  *   handshake cut           -> ETLS, 'Connection closed unexpectedly' while upgrading
  *
+ * A held send (delivery/held-send.ts) that fails before its release never had its end of data
+ * sent, so the server cannot have accepted it: `unreleased` reads as `connection` (type
+ * `unreleased`, or `worker_unreleased` when its thread died) when no reply code says more.
+ *
  * A refused login (EAUTH, responseCode 535 for PLAIN, LOGIN and XOAUTH2) is `connection` too, type
  * `auth`: the credentials were refused before MAIL, not the message.
  *
@@ -65,6 +69,8 @@ export interface Classified {
 
 interface SmtpLikeError {
   code?: string;
+  /** A held send (held-send.ts) that failed before its release: the server never had its end. */
+  unreleased?: boolean;
   /** The system or TLS error code nodemailer replaced with its own (ESOCKET ...). */
   originalCode?: string;
   responseCode?: number;
@@ -153,7 +159,12 @@ export function classifySendError(err: unknown): Classified {
   const code = e.responseCode;
   // A send worker thread died with the send under way (worker-transport.ts): the message may have
   // reached the server, and the fault is the engine's, not the service's.
-  if (e.code === 'EWORKER') return { kind: 'ambiguous', serviceFault: false, bounce: false, type: 'ambiguous_worker', message };
+  // A held send whose end had not been released was not: the server cannot accept a message
+  // before its end of data (RFC 5321, 4.1.1.4).
+  if (e.code === 'EWORKER')
+    return e.unreleased === true
+      ? { kind: 'connection', serviceFault: false, bounce: false, type: 'worker_unreleased', message }
+      : { kind: 'ambiguous', serviceFault: false, bounce: false, type: 'ambiguous_worker', message };
   // No send worker thread could take it (one keeps dying as it starts): never sent.
   if (e.code === 'EWORKERDOWN') return { kind: 'connection', serviceFault: true, bounce: false, type: 'worker_down', message };
   if (isTlsFailure(e)) return { kind: 'connection', serviceFault: true, bounce: false, type: 'tls', message: tlsMessage(e) };
@@ -176,6 +187,8 @@ export function classifySendError(err: unknown): Classified {
   ) {
     return { kind: 'connection', serviceFault: true, bounce: false, type: 'connection', message };
   }
+  // Lost while held (the connection dropped or timed out before the release): never delivered.
+  if (e.unreleased === true) return { kind: 'connection', serviceFault: true, bounce: false, type: 'unreleased', message };
   return {
     kind: 'ambiguous',
     serviceFault: true,

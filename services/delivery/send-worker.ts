@@ -11,12 +11,17 @@
 import { parentPort } from 'node:worker_threads';
 import type { SendMailOptions, Transporter } from 'nodemailer';
 import { createServiceTransport } from './transport.js';
+import { holdMail, type HeldSend } from './held-send.js';
 import type { FromWorker, Settled, ToWorker, WireError } from './worker-protocol.js';
 import { monoNow } from '../kernel/mono-clock.js';
 
 const port = parentPort!;
 const transports = new Map<number, Transporter>();
 let results: Settled[] = [];
+/** Held sends that became held this turn. */
+let heldNow: number[] = [];
+/** Held sends not released yet, by id. */
+const holds = new Map<number, HeldSend<{ response?: unknown; messageId?: unknown }>>();
 let flushing = false;
 /** Sends handed to a transport, not settled yet. */
 let underWay = 0;
@@ -33,8 +38,17 @@ function die(how: 'exit' | 'throw'): void {
 function flush(): void {
   flushing = false;
   const batch = results;
+  const held = heldNow;
   results = [];
-  port.postMessage({ type: 'settled', results: batch } satisfies FromWorker);
+  heldNow = [];
+  port.postMessage((held.length ? { type: 'settled', results: batch, held } : { type: 'settled', results: batch }) satisfies FromWorker);
+}
+
+function report(): void {
+  if (!flushing) {
+    flushing = true;
+    setImmediate(flush);
+  }
 }
 
 function settle(r: Settled): void {
@@ -42,11 +56,9 @@ function settle(r: Settled): void {
   // The instant of the answer, taken here: the main thread's pacer keeps later sends behind it
   // (scheduler/pacer.ts), and this thread sees it sooner than the main thread's busy loop would.
   r.at = monoNow();
+  holds.delete(r.id);
   results.push(r);
-  if (!flushing) {
-    flushing = true;
-    setImmediate(flush);
-  }
+  report();
 }
 
 /** The fields of nodemailer's error that classify.ts reads (an Error does not cross threads whole). */
@@ -55,14 +67,30 @@ function wireError(err: unknown): WireError {
   const out: WireError = { message: typeof e.message === 'string' ? e.message : String(err) };
   for (const k of ['code', 'originalCode', 'command', 'response'] as const) if (typeof e[k] === 'string') out[k] = e[k];
   if (typeof e.responseCode === 'number') out.responseCode = e.responseCode;
+  if (e.unreleased === true) out.unreleased = true;
   return out;
 }
 
-function send(id: number, tid: number, mail: SendMailOptions): void {
+function send(id: number, tid: number, mail: SendMailOptions, hold: boolean): void {
   underWay++;
   const t = transports.get(tid);
-  if (!t) return settle({ id, error: { message: `send worker: transport ${tid} is not open`, code: 'EWORKER' } });
-  t.sendMail(mail).then(
+  if (!t)
+    return settle({ id, error: { message: `send worker: transport ${tid} is not open`, code: 'EWORKER', unreleased: hold || undefined } });
+  let result: Promise<{ response?: unknown; messageId?: unknown }>;
+  if (hold) {
+    const h = holdMail(t, mail);
+    holds.set(id, h);
+    h.held.then(
+      () => {
+        if (!holds.has(id)) return;
+        heldNow.push(id);
+        report();
+      },
+      () => undefined, // the result reports the failure
+    );
+    result = h.result;
+  } else result = t.sendMail(mail);
+  result.then(
     (info: { response?: unknown; messageId?: unknown }) =>
       settle({
         id,
@@ -80,7 +108,13 @@ port.on('message', (m: ToWorker) => {
       transports.set(m.tid, createServiceTransport(m.transport, m.maxConnections, m.dkim));
       break;
     case 'send':
-      for (const s of m.sends) send(s.id, s.tid, s.mail);
+      for (const s of m.sends) send(s.id, s.tid, s.mail, s.hold === true);
+      break;
+    case 'release':
+      for (const id of m.ids) holds.get(id)?.release();
+      break;
+    case 'drop':
+      for (const id of m.ids) holds.get(id)?.drop();
       break;
     case 'verify': {
       underWay++;

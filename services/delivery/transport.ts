@@ -1,7 +1,7 @@
 /**
  * One pooled nodemailer transport per sending service. Connections are reused for every message
  * (`maxMessages: Infinity`): connection setup dominates the cost of small messages. With DKIM
- * configured, nodemailer signs every message, and the signed headers include both
+ * configured, nodemailer's signer signs every message, and the signed headers include both
  * List-Unsubscribe headers (RFC 8058 requires them to be covered). The pool never resends on its
  * own (`maxRequeues: 0`): every retry goes through the engine's backoff and delivery mode. The
  * pool keeps one warm spare connection beyond those in use (spare-connection.ts), so a message
@@ -23,6 +23,9 @@ import { Keyring } from '../kernel/secrets.js';
 import { openServiceSecrets } from '../service-secrets.js';
 import { checksCertificates, effectiveRequireTls } from './tls-policy.js';
 import { keepSpareConnection } from './spare-connection.js';
+import DKIM from 'nodemailer/lib/dkim';
+import { holdMail, installHeldEnd } from './held-send.js';
+import type { SendResult, ServiceTransport } from './worker-transport.js';
 
 export const DKIM_HEADER_FIELDS = [
   'From',
@@ -73,20 +76,35 @@ export function createServiceTransport(
     greetingTimeout: timeout,
     socketTimeout: timeout,
     tls: tlsOptions(t),
-    ...(dkim
-      ? {
-          dkim: {
-            domainName: dkim.domainName,
-            keySelector: dkim.keySelector,
-            privateKey: dkim.privateKey,
-            headerFieldNames: DKIM_HEADER_FIELDS,
-          },
-        }
-      : {}),
     logger: false,
   });
+  // DKIM signs in a `stream` step of its own (the same signer nodemailer's `dkim` option makes, one
+  // per transport), so a held send's gate comes after the signature (held-send.ts).
+  if (dkim) {
+    const signer = new DKIM({
+      domainName: dkim.domainName,
+      keySelector: dkim.keySelector,
+      privateKey: dkim.privateKey,
+      headerFieldNames: DKIM_HEADER_FIELDS,
+    });
+    transporter.use('stream', (mail, next) => {
+      mail.message.processFunc((input) => signer.sign(input));
+      next();
+    });
+  }
+  installHeldEnd(transporter);
   keepSpareConnection(transporter);
   return transporter;
+}
+
+/** A transport made by createServiceTransport, as the engine uses it on its own thread (SEND_WORKERS=0). */
+export function localTransport(t: Transporter): ServiceTransport {
+  return {
+    sendMail: (mail) => t.sendMail(mail) as Promise<SendResult>,
+    hold: (mail) => holdMail(t as Transporter<SendResult>, mail),
+    verify: () => t.verify(),
+    close: () => t.close(),
+  };
 }
 
 /** nodemailer's auth: a password (PLAIN or LOGIN, or whichever the server offers first), or an OAuth2 access token. */

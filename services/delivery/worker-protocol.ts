@@ -14,8 +14,15 @@ export interface OpenTransport {
 
 export type ToWorker =
   | OpenTransport
-  /** Sends posted in one turn of the main thread, in dispatch order. */
-  | { type: 'send'; sends: { id: number; tid: number; mail: SendMailOptions }[] }
+  /**
+   * Sends posted in one turn of the main thread, in order. `hold`: sent up to its end and held
+   * there until a 'release' (held-send.ts); the thread reports it in `held` once it is.
+   */
+  | { type: 'send'; sends: { id: number; tid: number; mail: SendMailOptions; hold?: true }[] }
+  /** Held sends whose end goes now (the pacer released them). */
+  | { type: 'release'; ids: number[] }
+  /** Held sends not wanted any more: their connections close before the end. */
+  | { type: 'drop'; ids: number[] }
   | { type: 'verify'; id: number; tid: number }
   | { type: 'close'; tid: number }
   | { type: 'shutdown' }
@@ -29,6 +36,8 @@ export interface WireError {
   command?: string;
   response?: string;
   responseCode?: number;
+  /** A held send that failed before its release: the server never had its end. */
+  unreleased?: boolean;
 }
 
 /** `at`: when the thread saw the server's answer (or the failure), in monotonic ms (kernel/mono-clock.ts). */
@@ -36,4 +45,5 @@ export type Settled =
   | { id: number; at?: number; info: { response?: string | undefined; messageId: string }; error?: undefined }
   | { id: number; at?: number; error: WireError; info?: undefined };
 
-export type FromWorker = { type: 'settled'; results: Settled[] };
+/** What settled in one turn of the thread, and the held sends that became held in it. */
+export type FromWorker = { type: 'settled'; results: Settled[]; held?: number[] };

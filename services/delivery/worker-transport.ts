@@ -31,11 +31,20 @@ import type { Logger } from '../kernel/logger.js';
 import { openServiceSecrets } from '../service-secrets.js';
 import type { FromWorker, Settled, ToWorker, WireError } from './worker-protocol.js';
 import { monoToEpoch } from '../kernel/mono-clock.js';
+import type { HeldSend } from './held-send.js';
 
-/** What the engine uses of a service's transport: nodemailer's pooled transport, or WorkerTransport. */
+/** A send's answer. `answeredAt`: when a send worker thread saw it (epoch ms, this thread's clock); unset in-thread. */
+export interface SendResult {
+  response?: string | undefined;
+  messageId: string;
+  answeredAt?: number;
+}
+
+/** What the engine uses of a service's transport: nodemailer's pooled transport (transport.ts, localTransport), or WorkerTransport. */
 export interface ServiceTransport {
-  /** `answeredAt`: when a send worker thread saw the server's answer (epoch ms, this thread's clock); unset in-thread. */
-  sendMail(mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string; answeredAt?: number }>;
+  sendMail(mail: SendMailOptions): Promise<SendResult>;
+  /** Sends `mail` up to its end and holds it there until released (held-send.ts). */
+  hold(mail: SendMailOptions): HeldSend<SendResult>;
   verify(): Promise<unknown>;
   close(): void;
 }
@@ -73,16 +82,18 @@ export class WorkerCrashError extends Error {
 }
 
 interface Pending {
-  resolve(info: { response?: string | undefined; messageId: string; answeredAt?: number }): void;
+  resolve(info: SendResult): void;
   reject(err: Error): void;
   tid: number;
+  /** A held send: told when the thread holds it; released once the main thread let its end go. */
+  hold?: { onHeld(): void; released: boolean };
 }
 
 interface Thread {
   index: number;
   worker: Worker;
   pending: Map<number, Pending>;
-  outbox: { id: number; tid: number; mail: SendMailOptions }[];
+  outbox: { id: number; tid: number; mail: SendMailOptions; hold?: true }[];
   /** Sends under way per transport (to pick the least busy thread). */
   busy: Map<number, number>;
   exited: Promise<void>;
@@ -214,7 +225,9 @@ export class SendWorkerPool {
       }
     }
     worker.on('message', (m: FromWorker) => {
-      if (m.type === 'settled') for (const r of m.results) this.settle(th, r);
+      if (m.type !== 'settled') return;
+      if (m.held) for (const id of m.held) th.pending.get(id)?.hold?.onHeld();
+      for (const r of m.results) this.settle(th, r);
     });
     worker.on('error', (err) => {
       lastError = err instanceof Error ? err.message : String(err);
@@ -258,7 +271,11 @@ export class SendWorkerPool {
       { thread: i, exitCode, error, inFlight: lost, restarts: this.stats.restarts, restarted: !this.closing, restartInMs },
       'send worker thread died; its sends under way are classified ambiguous (delivery mode decides)',
     );
-    for (const p of pending) p.reject(failure);
+    for (const p of pending) {
+      // A held send whose end never left this thread was not delivered, whatever the thread did.
+      if (p.hold && !p.hold.released) p.reject(Object.assign(new WorkerCrashError(failure.message), { unreleased: true }));
+      else p.reject(failure);
+    }
   }
 
   private settle(th: Thread, r: Settled): void {
@@ -300,7 +317,7 @@ export class SendWorkerPool {
    * A send or a probe on the least busy carrying thread: counted as under way there until it
    * settles (or the thread dies); `post` hands it to the thread under the id it settles with.
    */
-  private submit<T>(t: WorkerTransport, post: (th: Thread, id: number) => void): Promise<T> {
+  private submit<T>(t: WorkerTransport, post: (th: Thread, id: number) => void, hold?: Pending['hold']): Promise<T> {
     if (this.closing || t.closed) return Promise.reject(new WorkerDownError('send worker pool is closed'));
     let th: Thread;
     try {
@@ -310,20 +327,56 @@ export class SendWorkerPool {
     }
     const id = this.nextId++;
     th.busy.set(t.tid, (th.busy.get(t.tid) ?? 0) + 1);
-    const promise = new Promise<T>((resolve, reject) => th.pending.set(id, { resolve: resolve as Pending['resolve'], reject, tid: t.tid }));
+    const promise = new Promise<T>((resolve, reject) =>
+      th.pending.set(id, { resolve: resolve as Pending['resolve'], reject, tid: t.tid, ...(hold ? { hold } : {}) }),
+    );
     post(th, id);
     return promise;
   }
 
-  send(t: WorkerTransport, mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string; answeredAt?: number }> {
-    return this.submit(t, (th, id) => {
-      th.outbox.push({ id, tid: t.tid, mail });
-      if (!this.flushQueued) {
-        this.flushQueued = true;
-        // Every send dispatched in this turn goes in one message, at the end of the turn.
-        queueMicrotask(() => this.flush());
-      }
+  send(t: WorkerTransport, mail: SendMailOptions): Promise<SendResult> {
+    return this.submit(t, (th, id) => this.enqueue(th, { id, tid: t.tid, mail }));
+  }
+
+  /** Every send posted in this turn goes in one message, at the end of the turn. */
+  private enqueue(th: Thread, send: Thread['outbox'][number]): void {
+    th.outbox.push(send);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  /**
+   * A held send (held-send.ts) on the least busy carrying thread. Its release and drop go to the
+   * thread at once, each in a message of its own: the release is the pacer's instant.
+   */
+  hold(t: WorkerTransport, mail: SendMailOptions): HeldSend<SendResult> {
+    let onHeld!: () => void;
+    let onFailed!: (err: Error) => void;
+    const held = new Promise<void>((resolve, reject) => {
+      onHeld = resolve;
+      onFailed = reject;
     });
+    held.catch(() => undefined);
+    const state = { onHeld: () => onHeld(), released: false };
+    let at: { th: Thread; id: number } | undefined;
+    const result = this.submit<SendResult>(
+      t,
+      (th, id) => {
+        at = { th, id };
+        this.enqueue(th, { id, tid: t.tid, mail, hold: true });
+      },
+      state,
+    );
+    result.catch((err: Error) => onFailed(err));
+    const tell = (type: 'release' | 'drop') => {
+      if (!at || !at.th.pending.has(at.id) || state.released) return;
+      if (type === 'release') state.released = true;
+      if (at.th.outbox.length) this.flush(); // the send goes before its release or drop
+      if (this.threads[at.th.index] === at.th) this.post(at.th, { type, ids: [at.id] });
+    };
+    return { held, result, release: () => tell('release'), drop: () => tell('drop') };
   }
 
   private flush(): void {
@@ -405,8 +458,12 @@ export class WorkerTransport implements ServiceTransport {
     readonly source: { stored: TransportConfig; storedDkim: DkimConfig | null; keyring: Keyring },
   ) {}
 
-  sendMail(mail: SendMailOptions): Promise<{ response?: string | undefined; messageId: string; answeredAt?: number }> {
+  sendMail(mail: SendMailOptions): Promise<SendResult> {
     return this.pool.send(this, mail);
+  }
+
+  hold(mail: SendMailOptions): HeldSend<SendResult> {
+    return this.pool.hold(this, mail);
   }
 
   verify(): Promise<unknown> {

@@ -24,7 +24,7 @@ import { setWaitReasons } from './sql/campaigns.js';
 import type { SpentUnits } from './sql/quota.js';
 import { RateMeter } from './rate-meter.js';
 import { StateMachine } from './state.js';
-import { createServiceTransport } from '../delivery/transport.js';
+import { createServiceTransport, localTransport } from '../delivery/transport.js';
 import type { SendWorkerPool } from '../delivery/worker-transport.js';
 
 export interface SentEvent {
@@ -98,7 +98,7 @@ export class Fleet {
         const pool = this.opts.sendPool();
         return pool
           ? pool.transport(row.transport, row.max_connections, row.dkim, ctx.secrets)
-          : createServiceTransport(row.transport, row.max_connections, row.dkim, ctx.secrets);
+          : localTransport(createServiceTransport(row.transport, row.max_connections, row.dkim, ctx.secrets));
       },
       instanceId: this.opts.instanceId,
       clock: ctx.clock,

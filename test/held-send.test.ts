@@ -1,0 +1,250 @@
+/**
+ * Held sends (services/delivery/held-send.ts) against a real SMTP server on loopback: a held
+ * message is at the server but for its end, and the server accepts nothing until the release; a
+ * dropped one is never accepted; failures before the release read as never delivered unless a
+ * reply code says more; DKIM signs a held message byte for byte as nodemailer's own option does.
+ * The same through a send worker thread, including a thread that dies while a send is held.
+ */
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { SMTPServer } from 'smtp-server';
+import nodemailer, { type Transporter } from 'nodemailer';
+import type { AddressInfo } from 'node:net';
+import { generateKeyPairSync } from 'node:crypto';
+import { createServiceTransport, DKIM_HEADER_FIELDS, localTransport } from '../services/delivery/transport.js';
+import { classifySendError } from '../services/delivery/classify.js';
+import { SendWorkerPool } from '../services/delivery/worker-transport.js';
+import { Keyring } from '../services/kernel/secrets.js';
+import { createLogger } from '../services/kernel/logger.js';
+import { until } from './helpers/scheduler.js';
+
+interface Server {
+  server: SMTPServer;
+  port: number;
+  /** Bytes of DATA received so far, over every session. */
+  dataBytes: number;
+  /** Messages whose end of data arrived (the server accepted or refused them), raw. */
+  accepted: Buffer[];
+  /** Sessions closed. */
+  closed: number;
+  /** DATA streams cut before their end. */
+  cut: number;
+  /** The server's sockets, to cut them. */
+  sockets: Set<{ destroy(): void }>;
+}
+
+async function startServer(opts: { rejectRcpt?: string } = {}): Promise<Server> {
+  const s: Server = {
+    server: undefined as unknown as SMTPServer,
+    port: 0,
+    dataBytes: 0,
+    accepted: [],
+    closed: 0,
+    cut: 0,
+    sockets: new Set(),
+  };
+  s.server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    onConnect(session, cb) {
+      cb();
+    },
+    onRcptTo(address, _session, cb) {
+      if (address.address === opts.rejectRcpt) return cb(Object.assign(new Error('5.1.1 No such user'), { responseCode: 550 }));
+      cb();
+    },
+    onData(stream, _session, cb) {
+      const chunks: Buffer[] = [];
+      let ended = false;
+      stream.on('data', (c: Buffer) => {
+        chunks.push(c);
+        s.dataBytes += c.length;
+      });
+      stream.on('end', () => {
+        ended = true;
+        s.accepted.push(Buffer.concat(chunks));
+        cb();
+      });
+      stream.on('close', () => {
+        if (!ended) s.cut++;
+      });
+    },
+    onClose() {
+      s.closed++;
+    },
+  });
+  await new Promise<void>((resolve) => s.server.listen(0, '127.0.0.1', resolve));
+  s.server.server.on('connection', (socket: { destroy(): void }) => s.sockets.add(socket));
+  s.port = (s.server.server.address() as AddressInfo).port;
+  return s;
+}
+
+const stops: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0).reverse()) await stop();
+});
+
+function mail(n: number, to = 'rcpt@example.test') {
+  return {
+    from: 'sender@example.test',
+    to,
+    subject: `held ${n}`,
+    text: `body ${n}\r\n.a line with a leading dot\r\n`,
+    messageId: `<held-${n}@example.test>`,
+    date: new Date('2026-12-01T10:00:00Z'),
+  };
+}
+
+async function serverWith(opts: { rejectRcpt?: string } = {}) {
+  const s = await startServer(opts);
+  stops.push(() => new Promise<void>((r) => s.server.close(() => r())));
+  return s;
+}
+
+function transportTo(port: number, dkim: { domainName: string; keySelector: string; privateKey: string } | null = null) {
+  const t = createServiceTransport({ host: '127.0.0.1', port, secure: false, tls: { rejectUnauthorized: false } }, 2, dkim);
+  stops.push(() => t.close());
+  return t;
+}
+
+describe('held sends, in this thread', () => {
+  it('has everything but the end at the server while held, and is accepted once released', async () => {
+    const s = await serverWith();
+    const t = localTransport(transportTo(s.port));
+    const h = t.hold(mail(1));
+    await h.held;
+    // The envelope and every byte of the body reached the server's DATA stream; no end of data.
+    await until(() => s.dataBytes > 0, 5000, 'the body at the server');
+    const before = s.dataBytes;
+    // A round trip to the server and back through this process: still nothing accepted.
+    const probe = await t.sendMail(mail(2));
+    expect(probe.response).toMatch(/^250/);
+    expect(s.accepted.map((m) => /^Subject: (.*)$/m.exec(m.toString())?.[1])).toEqual(['held 2']);
+    expect(s.dataBytes).toBeGreaterThanOrEqual(before);
+    h.release();
+    const info = await h.result;
+    expect(info.response).toMatch(/^250/);
+    expect(s.accepted).toHaveLength(2);
+    const held = s.accepted[1]!.toString();
+    expect(held).toMatch(/^Subject: held 1$/m);
+    // The body whole, its leading dot un-stuffed by the server: nothing lost or doubled at the end.
+    expect(held).toMatch(/body 1\r\n\.a line with a leading dot\r\n$/);
+  });
+
+  it('a dropped send is never accepted: its connection closes before the end, and the next send goes', async () => {
+    const s = await serverWith();
+    const t = localTransport(transportTo(s.port));
+    const h = t.hold(mail(3));
+    await h.held;
+    h.drop();
+    const err = (await h.result.catch((e: unknown) => e)) as Error & { unreleased?: boolean };
+    expect(err).toBeInstanceOf(Error);
+    expect(err.unreleased).toBe(true);
+    expect(classifySendError(err)).toMatchObject({ kind: 'connection', type: 'unreleased' });
+    await until(() => s.cut === 1, 5000, 'the server dropping the cut message');
+    expect(s.accepted).toHaveLength(0);
+    // A release after the drop changes nothing.
+    h.release();
+    expect((await t.sendMail(mail(4))).response).toMatch(/^250/);
+    expect(s.accepted).toHaveLength(1);
+  });
+
+  it('a connection lost while held reads as never delivered', async () => {
+    const s = await serverWith();
+    const t = localTransport(transportTo(s.port));
+    const h = t.hold(mail(5));
+    await h.held;
+    expect(s.sockets.size).toBeGreaterThan(0);
+    for (const socket of s.sockets) socket.destroy();
+    const err = (await h.result.catch((e: unknown) => e)) as Error & { unreleased?: boolean };
+    expect(err.unreleased).toBe(true);
+    expect(classifySendError(err)).toMatchObject({ kind: 'connection', type: 'unreleased', serviceFault: true });
+    expect(s.accepted).toHaveLength(0);
+  });
+
+  it('a refused recipient fails the hold itself, and its reply code decides (a bounce, not a connection failure)', async () => {
+    const s = await serverWith({ rejectRcpt: 'gone@example.test' });
+    const t = localTransport(transportTo(s.port));
+    const h = t.hold(mail(6, 'gone@example.test'));
+    const held = await h.held.then(
+      () => 'held',
+      (e: unknown) => e,
+    );
+    expect(held).toMatchObject({ responseCode: 550, unreleased: true });
+    expect(classifySendError(held)).toMatchObject({ kind: 'permanent', bounce: true, type: 'smtp_550' });
+    await expect(h.result).rejects.toMatchObject({ responseCode: 550 });
+    expect(s.dataBytes).toBe(0);
+  });
+
+  it('signs a held message with DKIM byte for byte as nodemailer`s own dkim option does', async () => {
+    const s = await serverWith();
+    const privateKey = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+    const dkim = { domainName: 'example.test', keySelector: 'fs', privateKey };
+    const t = localTransport(transportTo(s.port, dkim));
+    const h = t.hold(mail(7));
+    await h.held;
+    h.release();
+    await h.result;
+    const native: Transporter = nodemailer.createTransport({
+      host: '127.0.0.1',
+      port: s.port,
+      ignoreTLS: true,
+      dkim: { ...dkim, headerFieldNames: DKIM_HEADER_FIELDS },
+    });
+    stops.push(() => native.close());
+    await native.sendMail(mail(7));
+    expect(s.accepted).toHaveLength(2);
+    expect(s.accepted[0]!.toString()).toMatch(/^DKIM-Signature: .*d=example\.test/m);
+    expect(s.accepted[0]!.equals(s.accepted[1]!)).toBe(true);
+  });
+});
+
+describe('held sends, on a send worker thread', () => {
+  async function pool() {
+    const p = new SendWorkerPool({ threads: 1, logger: createLogger('silent') });
+    stops.push(() => p.close());
+    return p;
+  }
+
+  it('holds, releases and answers; a dropped one is never accepted', async () => {
+    const s = await serverWith();
+    const p = await pool();
+    const t = p.transport(
+      { host: '127.0.0.1', port: s.port, secure: false, tls: { rejectUnauthorized: false } },
+      2,
+      null,
+      new Keyring(undefined),
+    );
+    const a = t.hold(mail(8));
+    const b = t.hold(mail(9));
+    await Promise.all([a.held, b.held]);
+    expect(s.accepted).toHaveLength(0);
+    b.drop();
+    a.release();
+    const info = await a.result;
+    expect(info.response).toMatch(/^250/);
+    expect(typeof info.answeredAt).toBe('number');
+    const err = await b.result.catch((e: unknown) => e);
+    expect(classifySendError(err)).toMatchObject({ kind: 'connection', type: 'unreleased' });
+    expect(s.accepted.map((m) => /^Subject: (.*)$/m.exec(m.toString())?.[1])).toEqual(['held 8']);
+  });
+
+  it('a thread that dies while a send is held fails it as never delivered, not ambiguous', async () => {
+    const s = await serverWith();
+    const p = await pool();
+    const t = p.transport(
+      { host: '127.0.0.1', port: s.port, secure: false, tls: { rejectUnauthorized: false } },
+      1,
+      null,
+      new Keyring(undefined),
+    );
+    const h = t.hold(mail(10));
+    await h.held;
+    p.crash(0, 'exit');
+    const err = await h.result.catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'EWORKER', unreleased: true });
+    expect(classifySendError(err)).toMatchObject({ kind: 'connection', type: 'worker_unreleased', serviceFault: false });
+    await until(() => s.cut === 1, 5000, 'the server dropping the cut message');
+    expect(s.accepted).toHaveLength(0);
+  });
+});
