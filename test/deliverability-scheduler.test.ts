@@ -261,6 +261,11 @@ describe('throttles per mailbox provider in the send path', () => {
     const after = sent.filter((e) => e.email.endsWith('@outlook.com') && e.dispatchedAt > firstDeferral + 50).map((e) => e.dispatchedAt);
     expect(after.length).toBeGreaterThan(5);
     expect(paceViolations(after, 100, 0)).toBeNull();
+    // The service holds its sends (2 connections at 20 a second), but not those of a pair that
+    // paces itself: microsoft's after its slowdown went unheld (34 sends: 32 and the 2 refused).
+    const held = (await engine.scheduler.status()).services[0]!.heldSends;
+    expect(held).toBeGreaterThanOrEqual(16);
+    expect(held).toBeLessThanOrEqual(34 - after.length);
   });
 
   it('a warm-up ramp caps the day: the rest waits in the queue for the next day, then goes', async () => {

@@ -65,13 +65,17 @@ describe('the pacing rule at a receiving server in its own process (20 msg/s)', 
       const tag = `c${connections}`;
       const { engine } = await setUp(tag, connections, 60);
       const sent = recordSends(engine);
+      let held: number | undefined;
       try {
         await engine.scheduler.start();
         await until(() => sent.length === 60, 30_000, '60 messages');
+        held = engine.scheduler.status().services[0]!.heldSends;
       } finally {
         await engine.close();
       }
       await judge(tag, 60);
+      // With connections to spare, every send was held before its slot; with one, none was.
+      expect(held).toBe(connections > 1 ? 60 : 0);
     }, 60_000);
   }
 

@@ -3,7 +3,14 @@
  * paced schedule waits on the concurrency alone (starvesOnConcurrency): pure.
  */
 import { describe, expect, it } from '@jest/globals';
-import { LOOKAHEAD_MS, lookaheadFor, mayStartSlot, starvesOnConcurrency } from '../services/scheduler/service-runner.js';
+import {
+  HOLD_AHEAD_MS,
+  holdsSends,
+  LOOKAHEAD_MS,
+  lookaheadFor,
+  mayStartSlot,
+  starvesOnConcurrency,
+} from '../services/scheduler/service-runner.js';
 
 const base = { concurrency: 5, maxConnections: 5, commitWindow: 40, active: 0, ahead: 0, committing: 0 };
 
@@ -28,8 +35,31 @@ describe('slot admission', () => {
     // The lookahead bounds the waiting ones: ten at 500 msg/s, two at 100 msg/s.
     expect(mayStartSlot({ ...base, intervalMs: 2, active: 12, ahead: 9 })).toBe(true);
     expect(mayStartSlot({ ...base, intervalMs: 2, active: 13, ahead: 10 })).toBe(false);
-    expect(mayStartSlot({ ...base, intervalMs: 10, active: 3, ahead: 2 })).toBe(false);
-    expect(mayStartSlot({ ...base, intervalMs: 10, active: 3, ahead: 1 })).toBe(true);
+    expect(mayStartSlot({ ...base, maxConnections: 1, intervalMs: 10, active: 3, ahead: 2 })).toBe(false);
+    expect(mayStartSlot({ ...base, maxConnections: 1, intervalMs: 10, active: 3, ahead: 1 })).toBe(true);
+    // Holding its sends (100 msg/s on five connections), four: one connection left for the wire.
+    expect(mayStartSlot({ ...base, intervalMs: 10, active: 5, ahead: 4 })).toBe(false);
+    expect(mayStartSlot({ ...base, intervalMs: 10, active: 4, ahead: 3 })).toBe(true);
+  });
+
+  it('holds sends where the connections have time to spare: paced, faster than one a second, HOLD_AHEAD_MS covered by all but one', () => {
+    expect(HOLD_AHEAD_MS).toBe(40);
+    expect(holdsSends(0, 5)).toBe(false); // no rate limit: nothing to hold for
+    expect(holdsSends(1000, 5)).toBe(false); // one a second: a message would wait a second mid-DATA
+    expect(holdsSends(999, 5)).toBe(true);
+    expect(holdsSends(10, 5)).toBe(true); // 100 msg/s: 4 x 10 ms
+    expect(holdsSends(2, 5)).toBe(false); // 500 msg/s: 4 x 2 ms = 8 ms of slots
+    expect(holdsSends(2, 21)).toBe(true);
+    expect(holdsSends(50, 1)).toBe(false); // one connection: holding would keep it from the wire
+    expect(holdsSends(40, 2)).toBe(true);
+    expect(holdsSends(39.9, 2)).toBe(false);
+    // The lookahead then covers HOLD_AHEAD_MS, within the connections less one.
+    expect(lookaheadFor(10, 5)).toBe(4);
+    expect(lookaheadFor(10, 3)).toBe(2);
+    expect(lookaheadFor(20, 5)).toBe(2);
+    expect(lookaheadFor(2, 21)).toBe(20);
+    expect(lookaheadFor(2, 5)).toBe(lookaheadFor(2));
+    expect(lookaheadFor(2000, 5)).toBe(1);
   });
 
   it('no rate limit: the concurrency running while it scales up; at maxConnections, one more queued behind each connection', () => {

@@ -164,6 +164,12 @@ export class ServiceShaper {
     return p;
   }
 
+  /** Does the provider's pair pace itself now (a rate of its own, or slowed)? */
+  pacesOwn(provider: Provider): boolean {
+    const p = this.pairs.get(provider);
+    return p !== undefined && this.paceOf(p) !== null;
+  }
+
   /** Does the pair pace itself (own rate, or slowed), and at what rate? */
   private paceOf(p: Pair): number | null {
     if (p.throttle.mode !== 'normal') return p.throttle.rate;

@@ -91,6 +91,11 @@ export interface ServiceStatus {
    * sends held back by the server's answers. Their sum over the time running is the rate's shortfall.
    */
   pacingSlipMs: { late: number; starved: number; answers: number };
+  /**
+   * Sends held at the server but for their end before their slot, then released, since this engine
+   * took the service (delivery/held-send.ts; only services with connections to spare hold).
+   */
+  heldSends: number;
   /** Dynamic concurrency: current concurrent sends, its bound (maxConnections), the backlog it was decided on. */
   concurrency: ConcurrencySnapshot;
   /** How the connection is protected: implicit TLS, STARTTLS required, or STARTTLS when offered. */
@@ -448,6 +453,7 @@ export class QueueScheduler extends EventEmitter {
       activeUsers: r.ring.activeUsers,
       fairnessLag: r.ring.worstLag(),
       pacingSlipMs: { ...r.pacer.slip },
+      heldSends: r.heldSends,
       consecutiveFailures: r.failures,
       exhaustedUntil: r.exhaustedUntil !== null ? new Date(r.exhaustedUntil) : null,
       lastSentAt: r.lastSentAt,

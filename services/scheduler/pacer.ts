@@ -30,8 +30,11 @@
  * the receiving server accepts at most k + 1. Between a release here and the server's acceptance
  * lie a connection's set-up (the first message of a new SMTP connection), MAIL/RCPT/DATA round
  * trips, and whatever stalls the sender's or the server's process; a message held up by more than
- * an interval, followed by ones that are not, lands k + 2 in a window. So the pacer also keeps
- * each release behind the server's answers: with n = max(1, ceil(1 s / interval)),
+ * an interval, followed by ones that are not, lands k + 2 in a window. (A service with connections
+ * to spare holds its sends: the server has each one but for its end before its release, so the
+ * road from release to answer is one round trip; see delivery/held-send.ts and the runner's
+ * holdsSends.) So the pacer also keeps each release behind the server's answers: with
+ * n = max(1, ceil(1 s / interval)),
  *
  *   - send j is not released before answer(i) + (j - i - 1) x interval, for every i <= j - n - 1
  *     whose answer came (answered(i, at): the instant the sender saw the server's reply);

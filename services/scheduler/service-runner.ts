@@ -8,7 +8,9 @@
  * quota; the next batch is reserved while half of this one is left, so a fast service never waits
  * on the database in front of its schedule), asks for the next message in fair order (pick.ts,
  * through the host; decided at slot time, so pauses and new campaigns count at once), checks and
- * composes it (send.ts), waits in the pacer for its slot, sends, and applies the Decision send.ts
+ * composes it (send.ts), holds it at the server but for its end when the service has connections to
+ * spare (holdsSends, delivery/held-send.ts), waits in the pacer for its slot, sends (or lets the held
+ * message's end go), and applies the Decision send.ts
  * makes of the result: the unit is spent or returned here, the health recorded here, the outcome,
  * bounce, error count and events handed to the host. A paced service has at most `concurrency`
  * sends on the wire and at most lookaheadFor(interval) slots that have picked a message and wait
@@ -28,7 +30,8 @@
  *
  * A slot's states, asserted (state.ts):
  *
- *   idle -> unit (a quota unit held) -> picked -> paced (waiting in the pacer) -> sending
+ *   idle -> unit (a quota unit held) -> picked -> paced (held at the server but for its end when the
+ *        service holds its sends, holdsSends; then waiting in the pacer) -> sending
  *        -> committing (the outcome written, waiting for its commit) -> done
  *   idle -> done (no unit: exhausted, unusable); unit -> done (nothing to pick: unit returned);
  *   picked -> done (decided before the send); paced -> done (not dispatched: the service stopped)
@@ -143,9 +146,20 @@ export const UNCOMMITTED_PER_CONNECTION = 8;
  */
 export const LOOKAHEAD_MS = 20;
 
-/** Paced slots that may have picked a message and wait for their slot: LOOKAHEAD_MS worth, at least 2 (1 for services slower than one a second). */
-export function lookaheadFor(intervalMs: number): number {
-  return intervalMs >= 1000 ? 1 : Math.max(2, Math.ceil(LOOKAHEAD_MS / intervalMs));
+/**
+ * Paced slots that may have picked a message and wait for their slot: LOOKAHEAD_MS worth, at least
+ * 2 (1 for services slower than one a second). A service that holds its sends (holdsSends) looks
+ * HOLD_AHEAD_MS ahead, as far as its connections allow with one left for the send on the wire: a
+ * held message reaches the pacer only once the server has it but for its end, three round trips
+ * after it was picked, and on a busy machine 20 ms did not cover that (W3 at 100 msg/s beside a
+ * busy core: about 1 s of the minute starved).
+ */
+export function lookaheadFor(intervalMs: number, maxConnections = 1): number {
+  if (intervalMs >= 1000) return 1;
+  const ahead = Math.max(2, Math.ceil(LOOKAHEAD_MS / intervalMs));
+  return holdsSends(intervalMs, maxConnections)
+    ? Math.max(ahead, Math.min(maxConnections - 1, Math.ceil(HOLD_AHEAD_MS / intervalMs)))
+    : ahead;
 }
 
 /** A service's slots, as the admission of a new one sees them. */
@@ -180,7 +194,7 @@ export interface SlotCounts {
 export function mayStartSlot(c: SlotCounts): boolean {
   if (c.active + c.committing >= c.commitWindow) return false;
   if (c.intervalMs <= 0) return c.active < c.concurrency + (c.concurrency >= c.maxConnections ? c.concurrency : 0);
-  return c.active - c.ahead < c.concurrency && c.ahead < lookaheadFor(c.intervalMs);
+  return c.active - c.ahead < c.concurrency && c.ahead < lookaheadFor(c.intervalMs, c.maxConnections);
 }
 
 /**
@@ -191,6 +205,25 @@ export function mayStartSlot(c: SlotCounts): boolean {
  */
 export function starvesOnConcurrency(c: SlotCounts): boolean {
   return c.intervalMs > 0 && c.ahead === 0 && c.active >= c.concurrency && c.active + c.committing < c.commitWindow;
+}
+
+/** Services as slow as this or slower do not hold their sends (holdsSends). */
+export const HOLD_MAX_INTERVAL_MS = 1000;
+/** How far ahead a service that holds its sends picks them (lookaheadFor), and the connection time it needs for that. */
+export const HOLD_AHEAD_MS = 2 * LOOKAHEAD_MS;
+
+/**
+ * Does a service hold its sends before their slots (delivery/held-send.ts)? A held send keeps a
+ * connection from its envelope to its answer, so holding pays only where the connections have time
+ * to spare, and is left to the services that have it:
+ *   - paced and faster than one a second: slower, a message would wait up to an interval (a
+ *     minute, say) in the middle of DATA, for rates where a late answer costs little anyway;
+ *   - connections enough that, one on the wire, the others cover HOLD_AHEAD_MS of slots. Below
+ *     that (500 msg/s on 5 connections: 8 ms), holding starved the schedule: W3 measured 3 to 8 s
+ *     of its minute spent waiting for a held message, against 2 to 4 s lost to answers unheld.
+ */
+export function holdsSends(intervalMs: number, maxConnections: number): boolean {
+  return intervalMs > 0 && intervalMs < HOLD_MAX_INTERVAL_MS && (maxConnections - 1) * intervalMs >= HOLD_AHEAD_MS;
 }
 
 /** Sends reserved from the database at once: about one second's worth, at least 1, at most 100. */
@@ -261,6 +294,8 @@ export class ServiceRunner {
   /** Sends under way now: handed to the transport, outcome not known yet (what status reports as in flight). */
   sending = 0;
   sent = 0;
+  /** Sends held at the server but for their end before their slot, then released (delivery/held-send.ts). */
+  heldSends = 0;
   private started = false;
   private releasing = false;
   lastSentAt: Date | null;
@@ -610,32 +645,76 @@ export class ServiceRunner {
       if (!marked) return { decision: notDispatched('lease lost'), info: null };
     }
     slot.to('paced');
+    const base = { item, serviceId: this.id, messageId: mail.messageId, policy: this.host.policy };
+    // A paced send fast enough to hold goes to the server up to its end before its slot, and the
+    // pacer's release lets the end go (delivery/held-send.ts): from release to answer is then one
+    // round trip, and nothing before it can be late. Not to a provider whose pair paces itself
+    // (its own rate, or slowed by deferrals): the pair's pace is kept at the pick (pick.ts), and a
+    // held send's time from pick to release varies with its three round trips, which would bring
+    // the pair's sends closer together at the server than its pace.
+    const held =
+      holdsSends(this.intervalMs, Math.max(1, this.row.max_connections)) && !this.shaper.pacesOwn(item.provider)
+        ? this.transport.hold(mail)
+        : null;
+    if (held) {
+      const failed = await held.held.then(
+        () => null,
+        (error: unknown) => ({ error }),
+      );
+      if (failed) {
+        // Refused or lost before it was held (the envelope, the connection): no slot taken.
+        slot.to('sending');
+        const info = { dispatchedAt: preciseNow(), messageId: mail.messageId };
+        return { decision: this.failedSend(base, item, failed.error, 0), info };
+      }
+      if (this.stopped) {
+        held.drop();
+        return { decision: notDispatched('stopped'), info: null };
+      }
+    }
     // A message picked ahead of its slot (mayStartSlot) goes only if its campaign still sends then.
     const sent = await dispatch(
-      () => this.transport.sendMail(mail),
+      held
+        ? () => {
+            held.release();
+            this.heldSends++;
+            return held.result;
+          }
+        : () => this.transport.sendMail(mail),
       () => c.status === 'sending',
     );
+    if (!sent || !sent.result) held?.drop();
     if (!sent) return { decision: notDispatched('stopped'), info: null };
     if (!sent.result) return { decision: withdrawn(c.status, this.host.clock().toJSDate()), info: null };
     slot.to('sending');
     const info = { dispatchedAt: sent.at, messageId: mail.messageId };
-    const base = { item, serviceId: this.id, messageId: mail.messageId, policy: this.host.policy };
-    const took = () => preciseNow() - sent.at;
     try {
       const accepted = (await sent.result) as { response?: unknown } | undefined;
       const at = this.host.clock().toJSDate();
-      return { decision: afterSend({ ...base, at, failed: false, response: accepted?.response, durationMs: took() }), info };
+      return {
+        decision: afterSend({ ...base, at, failed: false, response: accepted?.response, durationMs: preciseNow() - sent.at }),
+        info,
+      };
     } catch (error) {
-      const at = this.host.clock().toJSDate();
-      const d = afterSend({ ...base, at, failed: true, error, durationMs: took() });
-      // The receiver's reply, read against the deliverability rules: may slow or suspend the pair.
-      const e = error as { response?: unknown; responseCode?: unknown } | null;
-      if (typeof e?.responseCode !== 'number' && typeof e?.response !== 'string') return { decision: d, info };
-      const reply = typeof e.response === 'string' ? e.response : String(e.responseCode);
-      const rule = this.shaper.onReply(item.provider, reply, typeof e.responseCode === 'number' ? e.responseCode : undefined);
-      if (rule.effect !== 'none') this.host.onThrottle(this, item.provider, rule);
-      return { decision: applyReplyRule(d, rule, { at, retryDelayMs: this.host.policy.retryDelayMs }), info };
+      return { decision: this.failedSend(base, item, error, preciseNow() - sent.at), info };
     }
+  }
+
+  /** A failed send's Decision, the receiver's reply read against the deliverability rules (may slow or suspend the pair). */
+  private failedSend(
+    base: Omit<Parameters<typeof afterSend>[0], 'at' | 'failed' | 'durationMs'>,
+    item: Claimed,
+    error: unknown,
+    durationMs: number,
+  ): Decision {
+    const at = this.host.clock().toJSDate();
+    const d = afterSend({ ...base, at, failed: true, error, durationMs });
+    const e = error as { response?: unknown; responseCode?: unknown } | null;
+    if (typeof e?.responseCode !== 'number' && typeof e?.response !== 'string') return d;
+    const reply = typeof e.response === 'string' ? e.response : String(e.responseCode);
+    const rule = this.shaper.onReply(item.provider, reply, typeof e.responseCode === 'number' ? e.responseCode : undefined);
+    if (rule.effect !== 'none') this.host.onThrottle(this, item.provider, rule);
+    return applyReplyRule(d, rule, { at, retryDelayMs: this.host.policy.retryDelayMs });
   }
 
   /** Applies a Decision: the unit and the health here, the rest through the host. */
