@@ -131,6 +131,22 @@ describe('held sends, in this thread', () => {
     expect(held).toMatch(/body 1\r\n\.a line with a leading dot\r\n$/);
   });
 
+  it('a large message is held once its bytes have drained to the socket, and arrives whole', async () => {
+    const s = await serverWith();
+    const t = localTransport(transportTo(s.port));
+    const line = 'z'.repeat(76) + '\r\n';
+    const big = { ...mail(11), text: line.repeat(40_000) }; // about 3 MB
+    const h = t.hold(big);
+    await h.held;
+    await until(() => s.dataBytes >= 3_000_000, 10_000, 'the body at the server');
+    expect(s.accepted).toHaveLength(0);
+    h.release();
+    await h.result;
+    expect(s.accepted).toHaveLength(1);
+    // Every character of the body (however the lines were encoded), and no other 'z'.
+    expect(s.accepted[0]!.toString().split('z').length - 1).toBe(40_000 * 76);
+  });
+
   it('a dropped send is never accepted: its connection closes before the end, and the next send goes', async () => {
     const s = await serverWith();
     const t = localTransport(transportTo(s.port));

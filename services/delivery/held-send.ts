@@ -56,6 +56,9 @@ export class HeldDropError extends Error {
   }
 }
 
+/** How often a held message whose bytes are still buffered is looked at again (ms). */
+const DRAIN_RECHECK_MS = 2;
+
 /** The mail option nodemailer copies to the message; the `stream` plugin (installHeldEnd) reads it. */
 const HOLD_KEY = '_fairsendHeldEnd';
 
@@ -64,6 +67,7 @@ export class HeldEnd extends Transform {
   private piped = false;
   private released = false;
   private isHeld = false;
+  private waits = 0;
   private onHeld!: () => void;
   private onFailed!: (err: Error) => void;
   readonly held: Promise<void>;
@@ -103,7 +107,10 @@ export class HeldEnd extends Transform {
   private check = (): void => {
     if (this.isHeld || !this.flushed || !this.piped || this.destroyed) return;
     if (this.readableLength > 0) {
-      setImmediate(this.check);
+      // The flow starts on the next tick after the pipe; a large message behind a slow socket
+      // drains for longer, and is looked at again on a timer rather than on every turn.
+      if (this.waits++ === 0) setImmediate(this.check);
+      else setTimeout(this.check, DRAIN_RECHECK_MS);
       return;
     }
     this.isHeld = true;
