@@ -10,7 +10,10 @@ import { SMTPServer } from 'smtp-server';
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { AddressInfo } from 'node:net';
 import { generateKeyPairSync } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { createServiceTransport, DKIM_HEADER_FIELDS, localTransport } from '../services/delivery/transport.js';
+import { HeldDropError, HeldEnd } from '../services/delivery/held-send.js';
 import { classifySendError } from '../services/delivery/classify.js';
 import { SendWorkerPool } from '../services/delivery/worker-transport.js';
 import { Keyring } from '../services/kernel/secrets.js';
@@ -106,6 +109,87 @@ function transportTo(port: number, dkim: { domainName: string; keySelector: stri
   stops.push(() => t.close());
   return t;
 }
+
+describe('HeldEnd, the gate, as a stream', () => {
+  function into() {
+    const seen = { data: '', ended: false };
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        seen.data += chunk.toString();
+        cb();
+      },
+      final(cb) {
+        seen.ended = true;
+        cb();
+      },
+    });
+    return { sink, seen };
+  }
+
+  it('hands every chunk on and keeps back only the end, until released', async () => {
+    const gate = new HeldEnd();
+    const { sink, seen } = into();
+    gate.pipe(sink);
+    gate.write('abc');
+    gate.end('def');
+    await gate.held;
+    await new Promise((r) => setImmediate(r));
+    expect(seen).toEqual({ data: 'abcdef', ended: false });
+    expect(gate.wasReleased).toBe(false);
+    gate.release();
+    await finished(sink);
+    expect(seen).toEqual({ data: 'abcdef', ended: true });
+    expect(gate.wasReleased).toBe(true);
+    // Nothing after the release changes it: a drop then is no drop.
+    const errors: unknown[] = [];
+    gate.on('error', (e) => errors.push(e));
+    gate.discard();
+    gate.release();
+    await new Promise((r) => setImmediate(r));
+    expect(errors).toEqual([]);
+    expect(gate.wasReleased).toBe(true);
+  });
+
+  it('is not held before it is piped (nodemailer pipes it after the server says 354)', async () => {
+    const gate = new HeldEnd();
+    let held = false;
+    void gate.held.then(() => (held = true));
+    gate.end('all of it');
+    // Several turns of the loop: the input has ended, but nothing took it yet.
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    expect(held).toBe(false);
+    const { sink, seen } = into();
+    gate.pipe(sink);
+    await gate.held;
+    expect(seen.ended).toBe(false);
+  });
+
+  it('a release while still building lets the end go as soon as the input ends', async () => {
+    const gate = new HeldEnd();
+    const { sink, seen } = into();
+    gate.pipe(sink);
+    gate.write('early');
+    gate.release();
+    gate.end();
+    await finished(sink);
+    expect(seen).toEqual({ data: 'early', ended: true });
+  });
+
+  it('a drop destroys it with HeldDropError, and the end never goes', async () => {
+    const gate = new HeldEnd();
+    const { sink, seen } = into();
+    gate.pipe(sink);
+    gate.end('body');
+    await gate.held;
+    const error = new Promise<unknown>((r) => gate.once('error', r));
+    gate.discard();
+    expect(await error).toBeInstanceOf(HeldDropError);
+    gate.release();
+    await new Promise((r) => setImmediate(r));
+    expect(seen.ended).toBe(false);
+    expect(gate.wasReleased).toBe(false);
+  });
+});
 
 describe('held sends, in this thread', () => {
   it('has everything but the end at the server while held, and is accepted once released', async () => {

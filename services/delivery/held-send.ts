@@ -10,7 +10,8 @@
  * good), so every stall on that long road cost rate: W3 measured 0.5 to 1.6 % under 100 and 500
  * msg/s with another process busy on the machine.
  *
- * So a paced send goes in two steps. `hold` builds the message and runs the whole SMTP transaction
+ * So the paced send of a service with connections to spare (scheduler/service-runner.ts,
+ * holdsSends) goes in two steps. `hold` builds the message and runs the whole SMTP transaction
  * except its last bytes: the envelope is accepted, DATA is under way and every byte of the message
  * has been handed to the socket. The server cannot accept a message before its end of data
  * (RFC 5321, 4.1.1.4), so the message is not delivered, whatever waits. The pacer's release then
@@ -28,9 +29,9 @@
  * A failure before the release (the envelope refused, the connection lost while held) carries
  * `unreleased: true`: classify.ts reads it as never delivered when no reply code says more.
  *
- * States: building -> held (input ended, piped, drained) -> released (end handed on) ; building |
- * held -> dropped (destroyed with HeldDropError). A release before `held` is kept: the end goes
- * as soon as the input ends.
+ * States, asserted (HOLD_TRANSITIONS): building -> held (input ended, piped, drained) ->
+ * released (end handed on); building | held -> dropped (destroyed with HeldDropError). A release
+ * while still building is kept: the end goes as soon as the input ends.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import type { SendMailOptions, Transporter } from 'nodemailer';
@@ -62,11 +63,18 @@ const DRAIN_RECHECK_MS = 2;
 /** The mail option nodemailer copies to the message; the `stream` plugin (installHeldEnd) reads it. */
 const HOLD_KEY = '_fairsendHeldEnd';
 
+type HoldState = 'building' | 'held' | 'released' | 'dropped';
+const HOLD_TRANSITIONS: Record<HoldState, readonly HoldState[]> = {
+  building: ['held', 'released', 'dropped'],
+  held: ['released', 'dropped'],
+  released: [],
+  dropped: [],
+};
+
 export class HeldEnd extends Transform {
+  private state: HoldState = 'building';
   private flushed: TransformCallback | undefined;
   private piped = false;
-  private released = false;
-  private isHeld = false;
   private waits = 0;
   private onHeld!: () => void;
   private onFailed!: (err: Error) => void;
@@ -83,7 +91,12 @@ export class HeldEnd extends Transform {
   }
 
   get wasReleased(): boolean {
-    return this.released;
+    return this.state === 'released';
+  }
+
+  private to(next: HoldState): void {
+    if (!HOLD_TRANSITIONS[this.state].includes(next)) throw new Error(`held send: ${this.state} -> ${next} is not a transition`);
+    this.state = next;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
@@ -91,7 +104,7 @@ export class HeldEnd extends Transform {
   }
 
   override _flush(done: TransformCallback): void {
-    if (this.released) return done();
+    if (this.state === 'released') return done();
     this.flushed = done;
     this.check();
   }
@@ -105,7 +118,7 @@ export class HeldEnd extends Transform {
 
   /** Held once the input ended and the DATA stream has taken every byte before the end. */
   private check = (): void => {
-    if (this.isHeld || !this.flushed || !this.piped || this.destroyed) return;
+    if (this.state !== 'building' || !this.flushed || !this.piped || this.destroyed) return;
     if (this.readableLength > 0) {
       // The flow starts on the next tick after the pipe; a large message behind a slow socket
       // drains for longer, and is looked at again on a timer rather than on every turn.
@@ -113,20 +126,21 @@ export class HeldEnd extends Transform {
       else setTimeout(this.check, DRAIN_RECHECK_MS);
       return;
     }
-    this.isHeld = true;
+    this.to('held');
     this.onHeld();
   };
 
   release(): void {
-    if (this.released || this.destroyed) return;
-    this.released = true;
+    if (this.state === 'released' || this.state === 'dropped' || this.destroyed) return;
+    this.to('released');
     const done = this.flushed;
     this.flushed = undefined;
     done?.();
   }
 
   discard(): void {
-    if (this.released || this.destroyed) return;
+    if (this.state === 'released' || this.state === 'dropped' || this.destroyed) return;
+    this.to('dropped');
     this.destroy(new HeldDropError());
   }
 

@@ -11,11 +11,14 @@
  *   sends under way per connection.
  * - The dispatch instant is the main thread's (the pacer's): the message is posted in the same
  *   turn. Messages posted in one turn travel in one postMessage, and so do the results that
- *   settle in one turn of a thread.
+ *   settle in one turn of a thread. A held send (held-send.ts) is posted ahead of its slot; the
+ *   thread reports it once held (with its settled batch), and its release goes to the thread in
+ *   the pacer's turn, in a message of its own.
  * - A thread that dies (an uncaught error, process.exit, out of memory) fails every send under way
  *   on it with an `EWORKER` error, which classify.ts reads as ambiguous (the message may have
  *   reached the server) and not as the service's fault: the delivery mode decides (at-least-once
- *   resends with the same Message-ID, at-most-once marks it unknown). The thread is started again
+ *   resends with the same Message-ID, at-most-once marks it unknown); a held send whose release
+ *   had not been posted fails as never delivered (its end never left). The thread is started again
  *   at once with the same transports, and the crash is logged and counted (status, /metrics).
  * - Secrets: the row's sealed options are opened on the main thread when a thread needs them
  *   (at open and at each restart) and posted to the thread, in memory; nothing logs them.
@@ -269,7 +272,7 @@ export class SendWorkerPool {
     }
     this.logger.error(
       { thread: i, exitCode, error, inFlight: lost, restarts: this.stats.restarts, restarted: !this.closing, restartInMs },
-      'send worker thread died; its sends under way are classified ambiguous (delivery mode decides)',
+      'send worker thread died; its sends under way are classified ambiguous (delivery mode decides), held ones not released as never delivered',
     );
     for (const p of pending) {
       // A held send whose end never left this thread was not delivered, whatever the thread did.
