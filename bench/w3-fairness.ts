@@ -137,11 +137,11 @@ async function runOnce(
     if (setting === 'spinning') spin = spinner();
     let t0 = 0;
     let worstLag = 0;
-    const slips = new Map<number, { late: number; starved: number; answers: number; concurrency: number }>();
+    const slips = new Map<number, { late: number; starved: number; answers: number; concurrency: number; held: number }>();
     const sampleLag = () => {
       for (const sv of engine.scheduler.status().services) {
         worstLag = Math.max(worstLag, sv.fairnessLag);
-        slips.set(sv.id, { ...sv.pacingSlipMs, concurrency: sv.concurrency.current });
+        slips.set(sv.id, { ...sv.pacingSlipMs, concurrency: sv.concurrency.current, held: sv.heldSends });
       }
     };
     const m = await measure(ctx, {
@@ -172,10 +172,10 @@ async function runOnce(
       `W3 run ${run} (${setting}): worst fairness lag ${worstLag.toFixed(2)} turns; Jain median ${a.jainMedian.toFixed(3)} over ${a.windows} windows (ideal ${a.jainIdealMedian.toFixed(3)}); ` +
         `rates at the sink ${sink.rates.map((r) => r.toFixed(2)).join(' / ')} msg/s (pacing rule: ${sink.ruleExcess.map((x) => (x ? `+${x}` : 'ok')).join(' / ')}); ` +
         `quota ${q.usedQuota}/${q.dailyQuota} used, ${quotaSends} sends; small users' ${a.waitM}th message at ${a.waitReal.toFixed(1)} s vs ideal ${a.waitIdeal.toFixed(1)} s; ` +
-        `pacing slip late/starved/answers ms (concurrency at the end): ${serviceIds
+        `pacing slip late/starved/answers ms (concurrency at the end, sends held): ${serviceIds
           .map((id) => {
             const x = slips.get(id);
-            return x ? `${x.late.toFixed(0)}/${x.starved.toFixed(0)}/${x.answers.toFixed(0)} (${x.concurrency})` : '-';
+            return x ? `${x.late.toFixed(0)}/${x.starved.toFixed(0)}/${x.answers.toFixed(0)} (${x.concurrency}, ${x.held})` : '-';
           })
           .join(', ')}`,
     );
