@@ -3,8 +3,8 @@
  * service's connections as a real pooled transport (createServiceTransport), and builds, signs
  * and sends the messages the main thread posts to it. Results go back in batches: every result
  * that settled in one turn of this thread's event loop travels in one message, with the held
- * sends (held-send.ts) that became held in that turn; their release and drop come from the main
- * thread one message each.
+ * sends (held-send.ts) that became held in that turn; the main thread posts their releases once
+ * per turn of its own, and each drop on its own.
  *
  * The transport options arrive opened (secrets decrypted) in the 'open' message, in memory only:
  * this thread never logs them (the transports are made with `logger: false`) and never sends them

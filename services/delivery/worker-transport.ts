@@ -12,8 +12,8 @@
  * - The dispatch instant is the main thread's (the pacer's): the message is posted in the same
  *   turn. Messages posted in one turn travel in one postMessage, and so do the results that
  *   settle in one turn of a thread. A held send (held-send.ts) is posted ahead of its slot; the
- *   thread reports it once held (with its settled batch), and its release goes to the thread in
- *   the pacer's turn, in a message of its own.
+ *   thread reports it once held (with its settled batch), and the releases of one turn go to the
+ *   thread together at the end of the pacer's turn, after that turn's sends.
  * - A thread that dies (an uncaught error, process.exit, out of memory) fails every send under way
  *   on it with an `EWORKER` error, which classify.ts reads as ambiguous (the message may have
  *   reached the server) and not as the service's fault: the delivery mode decides (at-least-once
@@ -97,6 +97,8 @@ interface Thread {
   worker: Worker;
   pending: Map<number, Pending>;
   outbox: { id: number; tid: number; mail: SendMailOptions; hold?: true }[];
+  /** Held sends released in this turn (posted with the turn's sends, after them). */
+  releases: number[];
   /** Sends under way per transport (to pick the least busy thread). */
   busy: Map<number, number>;
   exited: Promise<void>;
@@ -211,6 +213,7 @@ export class SendWorkerPool {
       worker,
       pending: new Map(),
       outbox: [],
+      releases: [],
       busy: new Map(),
       exited: new Promise<void>((r) => (exitedResolve = r)),
       startedAt: Date.now(),
@@ -344,6 +347,10 @@ export class SendWorkerPool {
   /** Every send posted in this turn goes in one message, at the end of the turn. */
   private enqueue(th: Thread, send: Thread['outbox'][number]): void {
     th.outbox.push(send);
+    this.queueFlush();
+  }
+
+  private queueFlush(): void {
     if (!this.flushQueued) {
       this.flushQueued = true;
       queueMicrotask(() => this.flush());
@@ -374,10 +381,16 @@ export class SendWorkerPool {
     );
     result.catch((err: Error) => onFailed(err));
     const tell = (type: 'release' | 'drop') => {
-      if (!at || !at.th.pending.has(at.id) || state.released) return;
-      if (type === 'release') state.released = true;
-      if (at.th.outbox.length) this.flush(); // the send goes before its release or drop
-      if (this.threads[at.th.index] === at.th) this.post(at.th, { type, ids: [at.id] });
+      if (!at || !at.th.pending.has(at.id) || state.released || this.threads[at.th.index] !== at.th) return;
+      if (type === 'drop') {
+        if (at.th.outbox.length) this.flush(); // the send goes before its drop
+        this.post(at.th, { type, ids: [at.id] });
+        return;
+      }
+      state.released = true;
+      // Released in this turn: with the sends of the turn, after them (flush).
+      at.th.releases.push(at.id);
+      this.queueFlush();
     };
     return { held, result, release: () => tell('release'), drop: () => tell('drop') };
   }
@@ -385,10 +398,17 @@ export class SendWorkerPool {
   private flush(): void {
     this.flushQueued = false;
     for (const th of this.threads) {
-      if (!th || th.outbox.length === 0) continue;
-      const sends = th.outbox;
-      th.outbox = [];
-      this.post(th, { type: 'send', sends });
+      if (!th) continue;
+      if (th.outbox.length) {
+        const sends = th.outbox;
+        th.outbox = [];
+        this.post(th, { type: 'send', sends });
+      }
+      if (th.releases.length) {
+        const ids = th.releases;
+        th.releases = [];
+        this.post(th, { type: 'release', ids });
+      }
     }
   }
 
