@@ -300,21 +300,22 @@ describe('held sends, in this thread', () => {
 });
 
 describe('held sends, on a send worker thread', () => {
-  async function pool() {
-    const p = new SendWorkerPool({ threads: 1, logger: createLogger('silent') });
-    stops.push(() => p.close());
-    return p;
+  /** A worker pool of one thread and a transport on it to the server, with `connections` connections. */
+  function onThread(port: number, connections: number) {
+    const pool = new SendWorkerPool({ threads: 1, logger: createLogger('silent') });
+    stops.push(() => pool.close());
+    const transport = pool.transport(
+      { host: '127.0.0.1', port, secure: false, tls: { rejectUnauthorized: false } },
+      connections,
+      null,
+      new Keyring(undefined),
+    );
+    return { pool, transport };
   }
 
   it('holds, releases and answers; a dropped one is never accepted', async () => {
     const s = await serverWith();
-    const p = await pool();
-    const t = p.transport(
-      { host: '127.0.0.1', port: s.port, secure: false, tls: { rejectUnauthorized: false } },
-      2,
-      null,
-      new Keyring(undefined),
-    );
+    const { transport: t } = onThread(s.port, 2);
     const a = t.hold(mail(8));
     const b = t.hold(mail(9));
     await Promise.all([a.held, b.held]);
@@ -331,13 +332,7 @@ describe('held sends, on a send worker thread', () => {
 
   it('a thread that dies while a send is held fails it as never delivered, not ambiguous', async () => {
     const s = await serverWith();
-    const p = await pool();
-    const t = p.transport(
-      { host: '127.0.0.1', port: s.port, secure: false, tls: { rejectUnauthorized: false } },
-      1,
-      null,
-      new Keyring(undefined),
-    );
+    const { pool: p, transport: t } = onThread(s.port, 1);
     const h = t.hold(mail(10));
     await h.held;
     p.crash(0, 'exit');
