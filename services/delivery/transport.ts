@@ -25,6 +25,7 @@ import { checksCertificates, effectiveRequireTls } from './tls-policy.js';
 import { keepSpareConnection } from './spare-connection.js';
 import DKIM from 'nodemailer/lib/dkim';
 import { holdMail, installHeldEnd } from './held-send.js';
+import { rememberHeaderKeys } from './header-keys.js';
 import type { SendResult, ServiceTransport } from './worker-transport.js';
 
 export const DKIM_HEADER_FIELDS = [
@@ -55,6 +56,7 @@ export function createServiceTransport(
   storedDkim: DkimConfig | null,
   keyring: Keyring = NO_KEYS,
 ): Transporter {
+  rememberHeaderKeys();
   const { transport: t, dkim } = openServiceSecrets(keyring, { transport: stored, dkim: storedDkim });
   const timeout = t.timeoutMs ?? 30_000;
   const transporter = nodemailer.createTransport({
