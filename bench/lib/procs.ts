@@ -60,33 +60,48 @@ export async function childrenOf(pid: number): Promise<number[]> {
   }
 }
 
-/** Processes whose command line contains `needle` (Linux: /proc/<pid>/cmdline), or pgrep -f elsewhere. */
-async function pidsWithCommand(needle: string): Promise<number[]> {
-  let entries: string[];
-  try {
-    entries = await readdir('/proc');
-  } catch {
-    return pgrep(['-f', needle]);
-  }
-  const found = await Promise.all(
-    entries
-      .filter((e) => /^\d+$/.test(e))
-      .map(async (e) => {
-        try {
-          return (await readFile(`/proc/${e}/cmdline`, 'utf8')).includes(needle) ? Number(e) : 0;
-        } catch {
-          return 0; // exited meanwhile
-        }
-      }),
-  );
-  return found.filter((n) => n > 0);
+/**
+ * Processes whose command line contains `needle` (Linux: /proc/<pid>/cmdline), or pgrep -f elsewhere.
+ * Each pid's command line is read once, while the pid stays in /proc: a sample then costs one
+ * readdir of /proc and a read for each new pid only. Reading every process's command line at every
+ * sample (about 150 on the development machine, each an open, fstat, read and close through
+ * libuv's threadpool, four times a second) cost W3's engine thread about 7 s of its 142 in a CPU
+ * profile, in bursts in front of a 2 ms schedule. A pid that leaves /proc is forgotten, so a pid
+ * reused later is read again; only a reuse within one sample interval would go unseen.
+ */
+export function commandMatcher(needle: string): () => Promise<number[]> {
+  const known = new Map<number, boolean>();
+  return async () => {
+    let entries: string[];
+    try {
+      entries = await readdir('/proc');
+    } catch {
+      return pgrep(['-f', needle]);
+    }
+    const present = new Set<number>();
+    for (const e of entries) if (/^\d+$/.test(e)) present.add(Number(e));
+    for (const pid of known.keys()) if (!present.has(pid)) known.delete(pid);
+    await Promise.all(
+      [...present]
+        .filter((pid) => !known.has(pid))
+        .map(async (pid) => {
+          try {
+            known.set(pid, (await readFile(`/proc/${pid}/cmdline`, 'utf8')).includes(needle));
+          } catch {
+            // exited meanwhile: not known, read again should the pid come back
+          }
+        }),
+    );
+    return [...present].filter((pid) => known.get(pid) === true);
+  };
 }
 
 /** The postgres processes of a server on this machine: every process whose command line holds `postgres`, minus ours. */
 export function serverPostgresPids(exclude: () => number[]): PidSource {
+  const postgres = commandMatcher('postgres');
   return async () => {
     const skip = new Set([process.pid, ...exclude()]);
-    return (await pidsWithCommand('postgres')).filter((p) => !skip.has(p));
+    return (await postgres()).filter((p) => !skip.has(p));
   };
 }
 
