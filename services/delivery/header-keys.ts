@@ -38,7 +38,7 @@ export const originalNormalize: Normalize | undefined =
 export function rememberHeaderKeys(): boolean {
   const original = originalNormalize;
   if (typeof original !== 'function') return false;
-  if (proto._normalizeHeaderKey && 'original' in proto._normalizeHeaderKey) return true;
+  if (headerKeysRemembered()) return true;
   const known = new Map<string, string>();
   const remembered = function (this: unknown, key: unknown): string {
     // nodemailer's first step, so that the cache key is exactly what it normalizes.
