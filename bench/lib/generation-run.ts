@@ -49,14 +49,15 @@ export async function plainGenerator(url: string): Promise<{ generator: Generato
 }
 
 /**
- * A generator on its own pools that always writes the queue by COPY (GENERATION_COPY_MIN 0:
- * services/queue-copy.ts), for the comparison with INSERT ... SELECT.
+ * A generator on its own pools that writes the queue by the other path than the engine's default at
+ * `n` recipients (services/queue-copy.ts): by INSERT ... SELECT when the default is COPY, by COPY
+ * when it is INSERT, for the comparison of the two.
  */
-export async function copyGenerator(url: string): Promise<{ generator: Generator; close: () => Promise<void> }> {
+export async function otherPathGenerator(url: string, byCopy: boolean): Promise<{ generator: Generator; close: () => Promise<void> }> {
   const core: EngineCore = await createEngineCore({
     databaseUrl: url,
     logger: createLogger('silent'),
-    env: { GENERATION_COPY_MIN: '0' },
+    env: { GENERATION_COPY_MIN: byCopy ? '0' : String(Number.MAX_SAFE_INTEGER) },
   });
   const ctx = { ...core, clock: systemClock };
   return { generator: createGenerator(ctx), close: () => core.close() };
