@@ -9,14 +9,19 @@
  * time. COPY FROM inserts the heap rows in batches, and the reading backend works on another core
  * meanwhile. What it gives depends on the cores left over. On the 2-core development machine, with
  * PostgreSQL (embedded, 18) and the engine on it:
- *   - 10,000,000 recipients: 31-36 s against 39-42 s by INSERT ... SELECT;
- *   - 1,000,000: no gain in the W2 bench (COPY / INSERT 1.01-1.13 in the same runs), 2.5-2.8 s
- *     against 2.9-3.7 s in a bare A/B; the engine's CPU for the pipe (0.7-1.9 s a million, the
- *     socket reads and writes) takes the second core from the backends;
+ *   - 10,000,000 recipients: 31-36 s against 39-42 s by INSERT ... SELECT (19.4 s on a quiet day);
+ *   - 1,000,000, quiet machine (2026-12-01, W2, same runs): COPY / INSERT 0.76-0.87 (2.36-2.41 s
+ *     against 2.78-3.09 s), and 0.74-0.79 in three runs that morning;
+ *   - 100,000, quiet machine: 0.74 (0.52-0.87) in five runs;
+ *   - but with the machine busy (2026-11-30), 1,000,000 gained nothing (1.01-1.13): the engine's
+ *     CPU for the pipe (0.4-1.9 s a million, the socket reads and writes) then takes the core the
+ *     reading backend needed;
  *   - with psql at both ends (no engine), 1,000,000: 2.4-2.7 s against 3.1-3.7 s; the insert alone
  *     2.1 s (0.9 s of it the primary key), the read alone 1.0 s.
- * Hence GENERATION_COPY_MIN (5,000,000 by default). Memory: the engine's RSS rises by a constant
- * 20-35 MB during the pipe (the socket reads' buffers until the next GC), at 1 and at 10 million.
+ * Hence GENERATION_COPY_MIN (100,000 by default, the smallest size measured to gain): a dedicated
+ * database server, the usual production setting, has the second core to spare. Memory: the
+ * engine's RSS rises by a constant 20-40 MB during the pipe (the socket reads' buffers until the
+ * next GC), at 1 and at 10 million.
  *
  * What the rows are is unchanged: the reader runs the very SELECT the INSERT ran, as one
  * statement in READ COMMITTED (the INSERT's statement saw the contacts committed at its start, so

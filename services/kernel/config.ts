@@ -111,8 +111,8 @@ export const VARIABLES = {
   generationCopyMin: {
     env: 'GENERATION_COPY_MIN',
     kind: 'nonNegInt',
-    default: '5000000',
-    doc: 'Campaigns of at least this many recipients get their queue written by COPY over a second connection (measured faster at 10 million, not at 1 million); 0: every campaign',
+    default: '100000',
+    doc: 'Campaigns of at least this many recipients get their queue written by COPY over a second connection (faster from 100,000 with a core to spare: docs/performance.md); 0: every campaign',
   },
   schedulerTickMs: {
     env: 'SCHEDULER_TICK_MS',
