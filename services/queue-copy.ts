@@ -13,6 +13,8 @@
  *   - 1,000,000, quiet machine (2026-12-01, W2, same runs): COPY / INSERT 0.76-0.87 (2.36-2.41 s
  *     against 2.78-3.09 s), and 0.74-0.79 in three runs that morning;
  *   - 100,000, quiet machine: 0.74 (0.52-0.87) in five runs;
+ *   - PostgreSQL 15 at 5432, quiet machine, 1,000,000: 1.08 in the full bench run of that
+ *     afternoon (2.27 s against 2.10 s), 0.67-0.84 in three W2 runs right after;
  *   - but with the machine busy (2026-11-30), 1,000,000 gained nothing (1.01-1.13): the engine's
  *     CPU for the pipe (0.4-1.9 s a million, the socket reads and writes) then takes the core the
  *     reading backend needed;

@@ -49,9 +49,10 @@ export async function plainGenerator(url: string): Promise<{ generator: Generato
 }
 
 /**
- * A generator on its own pools that writes the queue by the other path than the engine's default at
- * `n` recipients (services/queue-copy.ts): by INSERT ... SELECT when the default is COPY, by COPY
- * when it is INSERT, for the comparison of the two.
+ * A generator on its own pools that always writes the queue by one path (services/queue-copy.ts):
+ * by COPY when `byCopy` (GENERATION_COPY_MIN 0), else by INSERT ... SELECT (GENERATION_COPY_MIN
+ * above any size). W2 runs it with the path the engine does not take at the measured size, for the
+ * comparison of the two.
  */
 export async function otherPathGenerator(url: string, byCopy: boolean): Promise<{ generator: Generator; close: () => Promise<void> }> {
   const core: EngineCore = await createEngineCore({
