@@ -4,37 +4,36 @@
  * flushOutcomes (services/scheduler/sql/outcomes.ts) in batches of each size asked, each batch one
  * message of each campaign in turn (as the fair ring sends them), with its attempt records and spent
  * units, as the engine writes them. Prints PostgreSQL's CPU (user + system of every postgres process
- * of the server, from /proc) per write and per message: CPU time, not wall time, so a busy machine
+ * of the server, by pidusage) per write and per message: CPU time, not wall time, so a busy machine
  * changes it little. What it answers: how much of PostgreSQL's CPU a message is the write's fixed
  * cost, paid once a write whatever its size (docs/performance.md).
  *
  *   node dist/bench/outcome-write.js [--batch=16,4,4,16] [--messages=15000]
  */
-import { readFile } from 'node:fs/promises';
+import pidusage from 'pidusage';
 import { Sequelize } from 'sequelize';
 import { DateTime } from 'luxon';
 import { flushOutcomes, type Attempt, type Outcome } from '../services/scheduler/sql/outcomes.js';
 import { createBenchDatabase } from './lib/bench-db.js';
 import { benchEngine, seedCampaigns } from './lib/fixtures.js';
-import { commandMatcher } from './lib/procs.js';
+import { serverPostgresPids } from './lib/procs.js';
 import { fmt } from './lib/stats.js';
 
 const arg = (name: string, dflt: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
 const BATCHES = arg('batch', '16,4,4,16').split(',').map(Number);
 const MESSAGES = Number(arg('messages', '15000'));
 const OWNER = 'bench-outcomes';
-/** Linux's USER_HZ: /proc/<pid>/stat counts CPU time in hundredths of a second. */
-const TICK_S = 1 / 100;
-
-/** CPU seconds (user + system) of `pids`, from /proc/<pid>/stat (fields 14 and 15). */
-async function cpuSeconds(pids: number[]): Promise<number> {
-  let ticks = 0;
-  for (const pid of pids) {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(f[11] ?? 0) + Number(f[12] ?? 0);
-  }
-  return ticks * TICK_S;
+/** CPU seconds (user + system) so far of the backend, and of it with every other postgres process. */
+async function cpuSeconds(backend: number, others: number[]): Promise<{ mine: number; all: number }> {
+  const ctime = (pid: number) =>
+    pidusage(pid).then(
+      (st) => st.ctime / 1000,
+      () => 0,
+    );
+  const mine = await ctime(backend);
+  let all = mine;
+  for (const pid of others) all += await ctime(pid);
+  return { mine, all };
 }
 
 type Row = { task_id: string; contact_id: string };
@@ -75,7 +74,7 @@ async function main(): Promise<void> {
   if (!(total <= 100_000)) throw new Error(`--batch sizes x --messages must be at most 100,000 (the queue), not ${total}`);
   const bench = await createBenchDatabase('outcomes');
   const engine = await benchEngine(bench.url);
-  // One connection, so one backend does every write and its CPU is read from /proc.
+  // One connection, so one backend does every write and its CPU is read on its own.
   const db = new Sequelize(bench.url, { logging: false, pool: { max: 1, min: 1 } });
   try {
     await seedCampaigns(engine, {
@@ -96,7 +95,7 @@ async function main(): Promise<void> {
     )) as [Row[], unknown];
     const [[me]] = (await db.query('SELECT pg_backend_pid() AS pid')) as [{ pid: number }[], unknown];
     const backend = me!.pid;
-    const others = (await commandMatcher('postgres')()).filter((p) => p !== backend);
+    const others = await serverPostgresPids(() => [backend])();
     console.log(`outcome writes, ${fmt(MESSAGES)} messages per line, ${bench.label}`);
     console.log(
       '| outcomes a write | writes | backend CPU ms a write | backend CPU ms a message | all postgres CPU ms a message | wall ms a write |',
@@ -104,8 +103,7 @@ async function main(): Promise<void> {
     console.log('| --- | --- | --- | --- | --- | --- |');
     let next = 0;
     for (const size of BATCHES) {
-      const mine0 = await cpuSeconds([backend]);
-      const all0 = await cpuSeconds([backend, ...others]);
+      const before = await cpuSeconds(backend, others);
       const t0 = performance.now();
       let writes = 0;
       for (let i = 0; i < MESSAGES; i += size) {
@@ -114,8 +112,9 @@ async function main(): Promise<void> {
         writes++;
       }
       const wall = performance.now() - t0;
-      const mine = (await cpuSeconds([backend])) - mine0;
-      const all = (await cpuSeconds([backend, ...others])) - all0;
+      const after = await cpuSeconds(backend, others);
+      const mine = after.mine - before.mine;
+      const all = after.all - before.all;
       next += MESSAGES;
       const ms = (s: number, per: number) => fmt((s * 1000) / per, 3);
       console.log(
