@@ -1,11 +1,12 @@
 /**
- * The engine: configuration, the embedded or given PostgreSQL, two pools, models, migrations.
+ * The engine: configuration, the embedded or given PostgreSQL, its pools, models, migrations.
  * Later layers (campaign API, scheduler, HTTP) hang off the object createEngine returns.
  */
 import type { SendWorkerPool } from '../services/delivery/worker-transport.js';
 import type { Sequelize } from 'sequelize';
 import { loadConfig, type Config, type ConfigOverrides } from '../services/kernel/config.js';
-import { APP_NAME_API, APP_NAME_SCHEDULER, createSequelize, poolSettings, poolUsage } from '../services/kernel/db.js';
+import { APP_NAME_API, APP_NAME_PREPARED, APP_NAME_SCHEDULER, createSequelize, poolSettings, poolUsage } from '../services/kernel/db.js';
+import { attachPreparedPool } from '../services/kernel/db-prepared.js';
 import { embeddedSecretKey, startEmbeddedPostgres, type EmbeddedPostgresHandle } from './embedded-postgres.js';
 import { Keyring } from '../services/kernel/secrets.js';
 import { secureStoredSecrets } from '../services/service-secrets.js';
@@ -56,6 +57,11 @@ export interface EngineCore {
   readonly apiDb: Sequelize;
   /** The scheduler side's Sequelize instance and pool, apart from the API's. */
   readonly schedulerDb: Sequelize;
+  /**
+   * The pool the scheduler's prepared statements run on (attached to schedulerDb: queryPrepared
+   * finds it), its sessions on generic plans (kernel/db.ts, APP_NAME_PREPARED).
+   */
+  readonly preparedDb: Sequelize;
   /** Models bound to the API pool. */
   readonly models: Models;
   /** Where the database is, with any password redacted. */
@@ -65,7 +71,7 @@ export interface EngineCore {
   readonly embedded: boolean;
   /** FAIRSEND_SECRET_KEY (and earlier keys): seals stored secrets; the embedded demo keeps its own in its data folder. */
   readonly secrets: Keyring;
-  pools(): { api: ReturnType<typeof poolUsage>; scheduler: ReturnType<typeof poolUsage> };
+  pools(): { api: ReturnType<typeof poolUsage>; scheduler: ReturnType<typeof poolUsage>; prepared: ReturnType<typeof poolUsage> };
   close(): Promise<void>;
 }
 
@@ -94,8 +100,12 @@ export async function createEngineCore(options: EngineOptions = {}): Promise<Eng
 
   const apiDb = createSequelize(url, poolSettings(config, 'api'), APP_NAME_API, logger, config.dbConnectTimeoutMs);
   const schedulerDb = createSequelize(url, poolSettings(config, 'scheduler'), APP_NAME_SCHEDULER, logger, config.dbConnectTimeoutMs);
+  const preparedDb = createSequelize(url, poolSettings(config, 'scheduler'), APP_NAME_PREPARED, logger, config.dbConnectTimeoutMs, {
+    planCacheMode: 'force_generic_plan',
+  });
+  attachPreparedPool(schedulerDb, preparedDb);
   const closeAll = async () => {
-    await Promise.allSettled([apiDb.close(), schedulerDb.close()]);
+    await Promise.allSettled([apiDb.close(), schedulerDb.close(), preparedDb.close()]);
     await embedded?.stop();
   };
   try {
@@ -115,12 +125,13 @@ export async function createEngineCore(options: EngineOptions = {}): Promise<Eng
     logger,
     apiDb,
     schedulerDb,
+    preparedDb,
     models: defineModels(apiDb),
     databaseLabel: embedded ? `embedded PostgreSQL on 127.0.0.1:${embedded.port} (data in ${embedded.dataDir})` : redactUrl(url),
     databaseUrl: url,
     embedded: embedded !== undefined,
     secrets,
-    pools: () => ({ api: poolUsage(apiDb), scheduler: poolUsage(schedulerDb) }),
+    pools: () => ({ api: poolUsage(apiDb), scheduler: poolUsage(schedulerDb), prepared: poolUsage(preparedDb) }),
     close: () => (closed ??= closeAll()),
   };
 }
@@ -198,7 +209,7 @@ export interface Engine extends EngineCore {
 
 /**
  * Starts fairsend: the embedded PostgreSQL unless `databaseUrl` (or DATABASE_URL) names a server,
- * migrations, both pools, and the programmatic API. Call `close()` when done.
+ * migrations, the pools, and the programmatic API. Call `close()` when done.
  */
 export async function createEngine(options: EngineOptions = {}): Promise<Engine> {
   const core = await createEngineCore(options);

@@ -1,7 +1,9 @@
 import { Sequelize } from 'sequelize';
 import { prepare, queryPrepared } from '../services/kernel/db-prepared.js';
-import { poolUsage } from '../services/kernel/db.js';
-import { createTestDatabase, plainSequelize, rows } from './helpers/db.js';
+import { APP_NAME_PREPARED, poolUsage } from '../services/kernel/db.js';
+import { campaignOutlooks } from '../services/scheduler/sql/claim-many.js';
+import type { EngineCore } from '../src/engine.js';
+import { createTestDatabase, createTestEngineCore, plainSequelize, rows } from './helpers/db.js';
 import { until } from './helpers/scheduler.js';
 
 /**
@@ -110,5 +112,53 @@ describe('prepared statements', () => {
     for (let i = 1; i <= 8; i++) expect(await queryPrepared(db, ins, { id: i, v: `v${i}` })).toEqual([{ id: i }]);
     expect(await rows(admin, 'SELECT count(*)::int AS n, max(v) AS m FROM prep_w')).toEqual([{ n: 8, m: 'v8' }]);
     expect((await serverStatements()).names).toEqual(['test_insert']);
+  });
+});
+
+/**
+ * The engine runs the scheduler's prepared statements on a pool of their own whose sessions force
+ * generic plans (kernel/db.ts, APP_NAME_PREPARED), and its other statements on the scheduler pool,
+ * where PostgreSQL chooses. Read back from the server: the session settings, and per statement how
+ * many generic and custom plans it was given (pg_prepared_statements, PostgreSQL 14 and later).
+ */
+describe("the engine's pool for prepared statements", () => {
+  let core: EngineCore;
+  beforeAll(async () => {
+    // One connection a pool: each pool's statements run on one server session.
+    core = await createTestEngineCore({ schedulerPoolMax: 1, schedulerPoolMin: 0 });
+  });
+  afterAll(() => core.close());
+
+  const session = prepare(
+    'test_session_settings',
+    `SELECT current_setting('plan_cache_mode') AS mode, current_setting('application_name') AS app`,
+  );
+  const plans = prepare(
+    'test_plan_counts',
+    'SELECT name, generic_plans::int AS generic, custom_plans::int AS custom FROM pg_prepared_statements WHERE name = $name',
+  );
+
+  it('runs them on a session of its own, with generic plans forced; the scheduler pool keeps the default', async () => {
+    expect(await queryPrepared(core.schedulerDb, session, {})).toEqual([{ mode: 'force_generic_plan', app: APP_NAME_PREPARED }]);
+    expect(
+      await rows(core.schedulerDb, `SELECT current_setting('plan_cache_mode') AS mode, current_setting('application_name') AS app`),
+    ).toEqual([{ mode: 'auto', app: 'fairsend-scheduler' }]);
+    expect(core.pools().prepared).toMatchObject({ max: 1, using: 0 });
+  });
+
+  it('gives a hot statement one generic plan from its first call, where the default makes five custom ones first', async () => {
+    for (let i = 0; i < 6; i++) expect((await campaignOutlooks(core.schedulerDb, [1, 2, 3])).size).toBe(3);
+    expect(await queryPrepared(core.schedulerDb, plans, { name: 'fs_campaign_outlooks' })).toEqual([
+      { name: 'fs_campaign_outlooks', generic: 6, custom: 0 },
+    ]);
+    // The same statements on a plain pool (no prepared pool attached): PostgreSQL's default.
+    const plain = new Sequelize(core.databaseUrl, { logging: false, pool: { max: 1 } });
+    try {
+      for (let i = 0; i < 6; i++) await campaignOutlooks(plain, [1, 2, 3]);
+      const [counts] = await queryPrepared<{ custom: number }>(plain, plans, { name: 'fs_campaign_outlooks' });
+      expect(counts!.custom).toBeGreaterThanOrEqual(5);
+    } finally {
+      await plain.close();
+    }
   });
 });

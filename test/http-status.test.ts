@@ -179,7 +179,7 @@ describe('scheduler status, stats and metrics over real deliveries', () => {
     expect(s.uptime_seconds).toEqual(expect.any(Number));
     expect((s.processing_rate as Record<string, number>).per_minute_1).toBeGreaterThan(0);
     expect(Object.keys(s.processing_rate as object).sort()).toEqual(['per_minute_1', 'per_minute_15', 'per_minute_5']);
-    expect(s.pools).toMatchObject({ api: { max: 20 }, scheduler: { max: 5 } });
+    expect(s.pools).toMatchObject({ api: { max: 20 }, scheduler: { max: 5 }, prepared: { max: 5 } });
     // Stopped: this engine unregistered, and no service runs here.
     expect(s.instances).toEqual([]);
     for (const x of s.services) expect(x.concurrency).toBeNull();

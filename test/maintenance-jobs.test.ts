@@ -451,6 +451,7 @@ describe('performance_report', () => {
     expect(first.report.pools.map((p) => [p.name, p.max])).toEqual([
       ['api', 4],
       ['scheduler', 2],
+      ['prepared', 2],
       ['maintenance', 2],
     ]);
     expect(first.report.tables.map((x) => x.table)).toEqual(

@@ -94,6 +94,7 @@ describe('monitor_connection_pool', () => {
       expect(r.pools.map((p) => [p.name, p.usagePct, p.level])).toEqual([
         ['api', 80, 'warning'],
         ['scheduler', 100, 'critical'],
+        ['prepared', 0, 'ok'],
         ['maintenance', 0, 'ok'], // read between its own queries
       ]);
       expect(r.level).toBe('critical');
@@ -115,7 +116,7 @@ describe('monitor_connection_pool', () => {
 
       await release();
       r = (await m.runNow('monitor_connection_pool')).result as PoolMonitorResult;
-      expect(r.pools.map((p) => p.level)).toEqual(['ok', 'ok', 'ok']);
+      expect(r.pools.map((p) => p.level)).toEqual(['ok', 'ok', 'ok', 'ok']);
       expect(r.suspectedLeaks).toEqual([]);
       expect(r.level).toBe('ok');
     } finally {

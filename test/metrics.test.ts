@@ -113,8 +113,9 @@ describe('/metrics', () => {
     expect(series(text, 'fairsend_db_pool_max_connections')).toEqual([
       { labels: { pool: 'api' }, value: pools.api.max },
       { labels: { pool: 'scheduler' }, value: pools.scheduler.max },
+      { labels: { pool: 'prepared' }, value: pools.prepared.max },
     ]);
-    expect(series(text, 'fairsend_db_pool_waiting_requests').map((s) => s.labels.pool)).toEqual(['api', 'scheduler']);
+    expect(series(text, 'fairsend_db_pool_waiting_requests').map((s) => s.labels.pool)).toEqual(['api', 'scheduler', 'prepared']);
   });
 
   it('lets a metrics token scrape and nothing else; a user token may not scrape', async () => {

@@ -41,6 +41,7 @@ describe('two database pools', () => {
     try {
       expect(d.pools().api.max).toBe(20);
       expect(d.pools().scheduler.max).toBe(5);
+      expect(d.pools().prepared.max).toBe(5);
     } finally {
       await d.close();
     }

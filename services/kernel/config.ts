@@ -57,9 +57,14 @@ export const VARIABLES = {
     env: 'SCHEDULER_POOL_MAX',
     kind: 'posInt',
     default: '5',
-    doc: 'Most connections of the scheduler pool (kept apart from the API pool)',
+    doc: "Most connections of the scheduler pool, and of its prepared statements' pool (apart from the API pool)",
   },
-  schedulerPoolMin: { env: 'SCHEDULER_POOL_MIN', kind: 'nonNegInt', default: '1', doc: 'Connections the scheduler pool keeps open' },
+  schedulerPoolMin: {
+    env: 'SCHEDULER_POOL_MIN',
+    kind: 'nonNegInt',
+    default: '1',
+    doc: "Connections the scheduler pool (and its prepared statements' pool) keeps open",
+  },
   schedulerPoolAcquireMs: {
     env: 'SCHEDULER_POOL_ACQUIRE_MS',
     kind: 'posInt',

@@ -16,6 +16,11 @@
  *     result columns depend on it.
  * Only for single statements outside a transaction (each is its own transaction): a retry inside
  * one would run in an aborted transaction.
+ *
+ * Which pool: a Sequelize instance may have a pool for its prepared statements attached
+ * (`attachPreparedPool`; the engine attaches one to the scheduler's, whose sessions force generic
+ * plans: db.ts, APP_NAME_PREPARED). queryPrepared(db, ...) runs on that pool, or on db's own when
+ * none is attached.
  */
 import { DatabaseError, type Sequelize } from 'sequelize';
 
@@ -41,6 +46,18 @@ interface ConnectionManager {
 }
 
 const names = new Map<string, string>();
+
+const preparedPools = new WeakMap<Sequelize, Sequelize>();
+
+/** Runs `db`'s prepared statements (queryPrepared) on `pool` from now on. */
+export function attachPreparedPool(db: Sequelize, pool: Sequelize): void {
+  preparedPools.set(db, pool);
+}
+
+/** The pool `db`'s prepared statements run on: the attached one, or `db` itself. */
+export function preparedPoolOf(db: Sequelize): Sequelize {
+  return preparedPools.get(db) ?? db;
+}
 
 /**
  * A statement with `$name` bind parameters (as queryRows takes them), turned into a named statement
@@ -96,7 +113,7 @@ export async function queryPrepared<T = Record<string, unknown>>(
   // As db.query logs its statements (the scheduler's pool logs them at trace level).
   const log = (db as unknown as { options: { logging?: unknown } }).options.logging;
   if (typeof log === 'function') (log as (sql: string) => void)(`Executing (prepared ${stmt.name}): ${stmt.text}`);
-  const manager = db.connectionManager as unknown as ConnectionManager;
+  const manager = preparedPoolOf(db).connectionManager as unknown as ConnectionManager;
   const client = (await manager.getConnection({ type: 'write' })) as PgClient;
   const run = () => client.query({ name: stmt.name, text: stmt.text, values });
   try {

@@ -1,5 +1,6 @@
 /**
- * Two Sequelize instances, two pools: one for the API side, one for the scheduler side.
+ * Separate Sequelize instances and pools: one for the API side, one for the scheduler side (and a
+ * third for the scheduler's prepared statements, below).
  * The original system shared one pool between web requests and a task queue polling every 5 s;
  * the queue held every connection and logins timed out (../shared/seeds/000). Here the
  * scheduler can exhaust only its own budget. Each pool sets its own `application_name`, so
@@ -11,6 +12,25 @@ import type { Logger } from './logger.js';
 
 export const APP_NAME_API = 'fairsend-api';
 export const APP_NAME_SCHEDULER = 'fairsend-scheduler';
+/**
+ * The scheduler's prepared statements (the claims, the outcome write, the quota reservation:
+ * db-prepared.ts) run on a pool of their own whose sessions force generic plans. PostgreSQL keeps a
+ * custom plan, made again on every call, when the generic one looks much dearer, and for these
+ * statements it always does: a generic plan counts about 100 elements for each array parameter
+ * where a call carries a handful. With 30,000 campaign rows that estimate makes the index probes
+ * look dear, and the outcome write was planned on every call (0.36 ms of bind against 0.06;
+ * docs/performance.md, W4). Their shape does not depend on the values, so one generic plan per
+ * session is right for them. Not for the scheduler's other statements, unnamed and run once each
+ * (generation's INSERT ... SELECT, the reads of 30,000 campaigns by unnest): a generic plan would
+ * plan those blind, so they stay on the scheduler pool, where PostgreSQL chooses.
+ */
+export const APP_NAME_PREPARED = 'fairsend-prepared';
+
+/** Settings a pool applies to each of its sessions, once, right after connecting. */
+export interface SessionSettings {
+  /** PostgreSQL's plan_cache_mode (12 and later). */
+  planCacheMode?: 'auto' | 'force_generic_plan' | 'force_custom_plan';
+}
 
 export interface PoolSettings {
   max: number;
@@ -44,7 +64,9 @@ export function createSequelize(
   applicationName: string,
   logger?: Logger,
   connectTimeoutMs = 5000,
+  session: SessionSettings = {},
 ): Sequelize {
+  const mode = session.planCacheMode;
   const options: Options = {
     dialect: 'postgres',
     pool,
@@ -55,6 +77,19 @@ export function createSequelize(
     define: { underscored: true },
     // BIGINT counts come back as strings from pg; fairsend's counts fit in a JS number.
     benchmark: false,
+    ...(mode && {
+      hooks: {
+        // Awaited before the pool hands the connection out.
+        afterConnect: async (connection: unknown) => {
+          const client = connection as { query(sql: string): Promise<unknown>; end(): Promise<void> };
+          // A failed SET (PostgreSQL before 12) fails the connect; the session is closed, not leaked.
+          await client.query(`SET plan_cache_mode = ${mode}`).catch(async (err: unknown) => {
+            await client.end().catch(() => undefined);
+            throw err;
+          });
+        },
+      },
+    }),
   };
   return new Sequelize(url, options);
 }

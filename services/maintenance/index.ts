@@ -11,7 +11,8 @@
  */
 import type { DateTime } from 'luxon';
 import { Sequelize } from 'sequelize';
-import { APP_NAME_API, APP_NAME_SCHEDULER } from '../kernel/db.js';
+import { APP_NAME_API, APP_NAME_PREPARED, APP_NAME_SCHEDULER } from '../kernel/db.js';
+import { preparedPoolOf } from '../kernel/db-prepared.js';
 import { ErrorCodes, FairsendError, ValidationError, type FieldIssue } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import { systemClock, type Clock } from '../context.js';
@@ -103,9 +104,12 @@ export function createMaintenance(deps: MaintenanceDeps): Maintenance {
   const clock = deps.clock ?? systemClock;
   const db = createMaintenancePool(deps.databaseUrl, o, deps.logger);
 
+  // The scheduler's prepared statements' pool, when one is attached to it (the engine's is).
+  const prepared = deps.schedulerDb && preparedPoolOf(deps.schedulerDb);
   const pools = (): NamedPool[] => [
     ...(deps.apiDb ? [{ name: 'api', applicationName: APP_NAME_API, db: deps.apiDb }] : []),
     ...(deps.schedulerDb ? [{ name: 'scheduler', applicationName: APP_NAME_SCHEDULER, db: deps.schedulerDb }] : []),
+    ...(prepared && prepared !== deps.schedulerDb ? [{ name: 'prepared', applicationName: APP_NAME_PREPARED, db: prepared }] : []),
     { name: 'maintenance', applicationName: APP_NAME_MAINTENANCE, db },
   ];
   const definitions: Record<JobName, Omit<JobDefinition, 'schedule'>> = {

@@ -114,7 +114,7 @@ export function createMetrics(engine: Engine, opts: { queuedCount: () => Promise
   quotaGauge('fairsend_service_healthy', '1 when the service is healthy', (s) => (s.healthy ? 1 : 0));
   new Gauge({
     name: 'fairsend_db_pool_connections',
-    help: 'Open connections of the API and scheduler pools by state (using or available; they sum to the pool size)',
+    help: 'Open connections of the API, scheduler and prepared-statement pools by state (using or available; they sum to the pool size)',
     labelNames: ['pool', 'state'] as const,
     registers: [registry],
     collect() {

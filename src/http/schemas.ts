@@ -353,7 +353,7 @@ export const statusSchema = z.object({
       }),
     )
     .describe('Live engine processes on this database (heartbeat within 3 x HEARTBEAT_MS) and the services each owns'),
-  pools: z.object({ api: poolUsage, scheduler: poolUsage }),
+  pools: z.object({ api: poolUsage, scheduler: poolUsage, prepared: poolUsage }),
   sendWorkers: z
     .object({
       threads: z.number(),

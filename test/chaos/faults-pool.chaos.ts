@@ -1,7 +1,8 @@
 /**
  * Pool exhaustion, the original incident (../shared/seeds/000): a task queue held every connection
  * of the pool it shared with the web side, and logins timed out. Here, while a campaign is being
- * delivered, every connection of the scheduler pool is held, twice:
+ * delivered, every connection of the scheduler's pools is held (the scheduler pool and the pool of
+ * its prepared statements: the claims, the outcome writes), twice:
  *
  *   1. by long queries (pg_sleep), the scheduler's own queries queueing behind them;
  *   2. by transactions left open and idle (connections taken and never given back, the incident's
@@ -62,8 +63,7 @@ describe('scheduler pool exhaustion', () => {
           signal: AbortSignal.timeout(30_000),
         });
         await res.arrayBuffer();
-        const p = engine.pools().scheduler;
-        answered.push({ what, status: res.status, schedulerBusy: p.using === POOL_MAX });
+        answered.push({ what, status: res.status, schedulerBusy: saturated() });
       };
       const burst = (round: number) =>
         Promise.all([
@@ -75,27 +75,32 @@ describe('scheduler pool exhaustion', () => {
           request('create user', 'POST', '/api/users', { name: `Login ${round}`, email: `login${round}@example.test`, quota: 1 }),
         ]);
 
+      const schedulerPools = [engine.schedulerDb, engine.preparedDb];
+      const saturated = () => engine.pools().scheduler.using === POOL_MAX && engine.pools().prepared.using === POOL_MAX;
       const episodes: { name: string; sentDuring: number; requests: number; waiting: number }[] = [];
       for (const episode of ['busy queries', 'leaked idle transactions'] as const) {
         let released: () => void = () => undefined;
         const release = new Promise<void>((r) => (released = r));
         let holds: Promise<unknown>[];
         if (episode === 'busy queries') {
-          holds = Array.from({ length: POOL_MAX }, () => engine.schedulerDb.query(`SELECT pg_sleep(${HOLD_MS / 1000})`));
+          holds = schedulerPools.flatMap((db) => Array.from({ length: POOL_MAX }, () => db.query(`SELECT pg_sleep(${HOLD_MS / 1000})`)));
         } else {
-          holds = Array.from({ length: POOL_MAX }, async () => {
-            const t = await engine.schedulerDb.transaction();
-            await engine.schedulerDb.query('SELECT 1', { transaction: t });
-            await release; // idle in transaction until released
-            await t.rollback();
-          });
+          holds = schedulerPools.flatMap((db) =>
+            Array.from({ length: POOL_MAX }, async () => {
+              const t = await db.transaction();
+              await db.query('SELECT 1', { transaction: t });
+              await release; // idle in transaction until released
+              await t.rollback();
+            }),
+          );
           setTimeout(released, HOLD_MS);
         }
-        await until(() => engine.pools().scheduler.using === POOL_MAX, 10_000, `${episode}: every scheduler connection held`);
-        // The scheduler's own claims and outcome writes queue behind the held connections.
-        await until(() => engine.pools().scheduler.waiting > 0, 10_000, `${episode}: scheduler queries waiting`);
+        await until(saturated, 10_000, `${episode}: every scheduler connection held`);
+        // The scheduler's own reads, claims and outcome writes queue behind the held connections.
+        const waitingNow = () => engine.pools().scheduler.waiting + engine.pools().prepared.waiting;
+        await until(() => waitingNow() > 0, 10_000, `${episode}: scheduler queries waiting`);
         const sentBefore = log.count;
-        const waiting = engine.pools().scheduler.waiting;
+        const waiting = waitingNow();
         const before = answered.length;
         for (let round = 0; round < 3; round++) await burst(episodes.length * 10 + round);
         const during = answered.slice(before);
@@ -122,9 +127,9 @@ describe('scheduler pool exhaustion', () => {
       expect(lost).toBe(0);
 
       await recordFigures({
-        scenario: `scheduler pool held (${POOL_MAX} of ${POOL_MAX} connections), twice, during delivery`,
-        faultsInjected: episodes.length * POOL_MAX,
-        faultsSurvived: episodes.length * POOL_MAX,
+        scenario: `scheduler pools held (${POOL_MAX} of ${POOL_MAX} connections each), twice, during delivery`,
+        faultsInjected: episodes.length * schedulerPools.length * POOL_MAX,
+        faultsSurvived: episodes.length * schedulerPools.length * POOL_MAX,
         messagesSent: log.count,
         lost,
         duplicates,

@@ -2,7 +2,7 @@
  * The connection jobs: health, pool usage and leaks, idle-in-transaction sessions, slow queries.
  *
  * Everything here reads pg_stat_activity for THIS database only (`datname = current_database()`):
- * fairsend's sessions are told apart by their application_name (fairsend-api, fairsend-scheduler,
+ * fairsend's sessions are told apart by their application_name (fairsend-api, fairsend-scheduler, fairsend-prepared,
  * fairsend-maintenance), and another fairsend deployment on the same server is not ours to judge.
  * Durations come from the server's clock (now() - xact_start etc.): they measure real time held.
  */
