@@ -154,6 +154,110 @@ describe('bulk claims', () => {
     );
   });
 
+  it('campaigns run dry at their end wait for the tick, where one outlook serves them all; a due retry or a lapsed lease is still claimed', async () => {
+    const cs = [await campaignOf('DryA', 2), await campaignOf('DryB', 2), await campaignOf('DryC', 2)];
+    await engine.scheduler.processScheduledTasks();
+    const ids = cs.map((c) => c.id);
+    // The pool's own connection, whose statements the test reads (the names of the prepared ones).
+    const db = plainSequelize(engine.databaseUrl);
+    const ran: string[] = [];
+    (db as unknown as { options: { logging: unknown } }).options.logging = (sql: string) =>
+      ran.push(/^Executing \(prepared (\S+)\)/.exec(sql)?.[1] ?? 'other');
+    let nowMs = Date.now();
+    const pool = new CampaignPool({
+      db,
+      owner: 'dry-test',
+      now: () => new Date(nowMs),
+      leaseMs: 60_000,
+      claimBatch: 2,
+      budget: 1_000,
+      onSendable: () => undefined,
+      onError: (err) => {
+        throw err;
+      },
+      onPlace: () => undefined,
+      onGone: () => undefined,
+      onRelease: () => undefined,
+      carried: (c) => ids.includes(c.id),
+    });
+    try {
+      await pool.sync();
+      const st = ids.map((id) => pool.campaigns.get(id)!);
+      pool.refillDue();
+      await pool.settled();
+      expect(st.map((c) => [c.size, c.atEnd])).toEqual([
+        [2, true],
+        [2, true],
+        [2, true],
+      ]);
+      // All three run dry: each asks for a refill, and nothing runs until the tick.
+      ran.length = 0;
+      for (const c of st) {
+        c.take();
+        c.take();
+        pool.refill(c);
+      }
+      expect(st.map((c) => c.refilling)).toEqual([true, true, true]);
+      expect(ran).toEqual([]);
+      pool.refillDue();
+      await pool.settled();
+      // One statement: the outlook of all three (no retries or fresh claim). Their messages are in flight.
+      expect(ran).toEqual(['fs_campaign_outlooks']);
+      expect(st.map((c) => [c.refilling, c.drained, c.wakeAt! - nowMs])).toEqual([
+        [false, false, 1000],
+        [false, false, 1000],
+        [false, false, 1000],
+      ]);
+
+      // A sent; B's 1st deferred to a retry due now (this engine's outcome says so: retryAt); C's
+      // lease lapsed on its 2nd message, which another engine's recovery put back, never attempted.
+      const [a, b, c] = cs;
+      await rows(engine.apiDb, `UPDATE subtasks SET status = 'sent', lease_owner = NULL WHERE task_id = $t`, { t: a!.id });
+      await rows(engine.apiDb, `UPDATE subtasks SET status = 'sent', lease_owner = NULL WHERE task_id = $t AND contact_id = $c`, {
+        t: b!.id,
+        c: b!.contactIds[1],
+      });
+      await rows(
+        engine.apiDb,
+        `UPDATE subtasks SET status = 'queued', attempts = 1, not_before = now() - interval '1 second', lease_owner = NULL WHERE task_id = $t AND contact_id = $c`,
+        { t: b!.id, c: b!.contactIds[0] },
+      );
+      st[1]!.retryAt = nowMs - 1000;
+      await rows(engine.apiDb, `UPDATE subtasks SET status = 'sent', lease_owner = NULL WHERE task_id = $t AND contact_id = $c`, {
+        t: c!.id,
+        c: c!.contactIds[0],
+      });
+      await rows(engine.apiDb, `UPDATE subtasks SET status = 'queued', lease_owner = NULL WHERE task_id = $t AND contact_id = $c`, {
+        t: c!.id,
+        c: c!.contactIds[1],
+      });
+      ran.length = 0;
+      nowMs += 1000;
+      pool.refillDue(); // the wake-ups are due
+      await pool.settled();
+      // B claims its retry at once; A and C look at their outlooks: A is finished, C starts over.
+      expect(ran.sort()).toEqual(['fs_campaign_outlooks', 'fs_claim_retries_many']);
+      expect(st.map((x) => x.size)).toEqual([0, 1, 0]);
+      expect(st[1]!.retryAt).toBeNull();
+      expect([st[0]!.drained, st[0]!.wakeAt]).toEqual([true, null]);
+      expect([st[2]!.atEnd, st[2]!.cursor, st[2]!.wakeAt]).toEqual([false, 0, nowMs]);
+      ran.length = 0;
+      pool.refillDue();
+      await pool.settled();
+      // C claims the message behind its old cursor (retries, then fresh messages from the start).
+      expect(ran).toEqual(['fs_claim_retries_many', 'fs_claim_fresh_many']);
+      expect(st[2]!.size).toBe(1);
+      await pool.idle();
+    } finally {
+      await rows(
+        engine.apiDb,
+        `UPDATE subtasks SET status = 'queued', attempts = 0, lease_owner = NULL, lease_expires_at = NULL WHERE task_id = ANY($ids::bigint[])`,
+        { ids },
+      );
+      await db.close();
+    }
+  });
+
   it('claims only due retries, at most the limit a campaign, oldest due first', async () => {
     const a = await campaignOf('RetryA', 4);
     const b = await campaignOf('RetryB', 3);

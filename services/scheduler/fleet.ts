@@ -184,6 +184,8 @@ export class Fleet {
     // still refills (wakeAt null, not drained) must not wait for it: the retry's backoff is its
     // own, and a refill once it is due claims it (claimRetries).
     if (d.retryAt !== null && (c.wakeAt !== null || c.drained)) c.wakeAt = Math.min(c.wakeAt ?? Infinity, d.retryAt);
+    // And a campaign at its end claims retries only once one is known due (campaign-pool.ts).
+    if (d.retryAt !== null) c.retryAt = Math.min(c.retryAt ?? Infinity, d.retryAt);
     if (d.putBack) {
       c.putBack(item);
       this.setSendable(c, true);
