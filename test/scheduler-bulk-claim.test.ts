@@ -1,3 +1,4 @@
+import type { Sequelize } from 'sequelize';
 import type { Engine } from '../src/engine.js';
 import { campaignOutlooks, claimFreshMany, claimRetriesMany } from '../services/scheduler/sql/claim-many.js';
 import { CampaignPool } from '../services/scheduler/campaign-pool.js';
@@ -32,6 +33,24 @@ describe('bulk claims', () => {
     const now = new Date();
     return { now, owner, until: new Date(now.getTime() + 60_000) };
   };
+  /** A campaign pool of its own (no scheduler around it) that carries the given campaigns. */
+  const poolOf = (o: { db: Sequelize; owner: string; now: () => Date; carried: number[] }) =>
+    new CampaignPool({
+      db: o.db,
+      owner: o.owner,
+      now: o.now,
+      leaseMs: 60_000,
+      claimBatch: 2,
+      budget: 1_000,
+      onSendable: () => undefined,
+      onError: (err) => {
+        throw err;
+      },
+      onPlace: () => undefined,
+      onGone: () => undefined,
+      onRelease: () => undefined,
+      carried: (c) => o.carried.includes(c.id),
+    });
   const byTask = (rs: { task_id: string; contact_id: string }[]) => {
     const out = new Map<number, number[]>();
     for (const r of rs) out.set(Number(r.task_id), [...(out.get(Number(r.task_id)) ?? []), Number(r.contact_id)]);
@@ -110,22 +129,7 @@ describe('bulk claims', () => {
     const two = await campaignOf('EndTwo', 2);
     const five = await campaignOf('EndFive', 5);
     await engine.scheduler.processScheduledTasks();
-    const pool = new CampaignPool({
-      db: engine.schedulerDb,
-      owner: 'pool-test',
-      now: () => new Date(),
-      leaseMs: 60_000,
-      claimBatch: 2,
-      budget: 1_000,
-      onSendable: () => undefined,
-      onError: (err) => {
-        throw err;
-      },
-      onPlace: () => undefined,
-      onGone: () => undefined,
-      onRelease: () => undefined,
-      carried: (c) => c.id === two.id || c.id === five.id,
-    });
+    const pool = poolOf({ db: engine.schedulerDb, owner: 'pool-test', now: () => new Date(), carried: [two.id, five.id] });
     await pool.sync();
     const a = pool.campaigns.get(two.id)!;
     const b = pool.campaigns.get(five.id)!;
@@ -164,22 +168,7 @@ describe('bulk claims', () => {
     (db as unknown as { options: { logging: unknown } }).options.logging = (sql: string) =>
       ran.push(/^Executing \(prepared (\S+)\)/.exec(sql)?.[1] ?? 'other');
     let nowMs = Date.now();
-    const pool = new CampaignPool({
-      db,
-      owner: 'dry-test',
-      now: () => new Date(nowMs),
-      leaseMs: 60_000,
-      claimBatch: 2,
-      budget: 1_000,
-      onSendable: () => undefined,
-      onError: (err) => {
-        throw err;
-      },
-      onPlace: () => undefined,
-      onGone: () => undefined,
-      onRelease: () => undefined,
-      carried: (c) => ids.includes(c.id),
-    });
+    const pool = poolOf({ db, owner: 'dry-test', now: () => new Date(nowMs), carried: ids });
     try {
       await pool.sync();
       const st = ids.map((id) => pool.campaigns.get(id)!);
